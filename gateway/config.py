@@ -1,0 +1,103 @@
+"""Gateway settings: one frozen dataclass, defaults in one place, ``GATEWAY_*`` overrides.
+
+Every knob the gateway has is here. ``Settings.from_env()`` reads the
+``GATEWAY_`` namespace and names the key and the bad value when a cast fails,
+so a typo in compose.yaml or a shell is reported at start-up, not at the first
+request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal, get_args
+
+Mode = Literal["cgi", "wsgi", "asgi"]
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
+
+ENV_PREFIX: Final = "GATEWAY_"
+APPS_DIR: Final = Path(__file__).resolve().parent.parent / "apps" / "breakfast"
+MIB: Final = 1024 * 1024
+
+
+def default_workers(mode: Mode, cores: int | None = None) -> int:
+    """Worker processes per mode when none are asked for.
+
+    wsgi: the ``2 x cores + 1`` rule of thumb (gunicorn's docs), a starting
+    point the lab examines, not a maximum. asgi: one event loop per core.
+    cgi: one front process; the concurrency lives in the scripts it spawns.
+    """
+    n = cores if cores is not None else (os.cpu_count() or 1)
+    if mode == "wsgi":
+        return 2 * n + 1
+    if mode == "asgi":
+        return n
+    return 1
+
+
+class SettingsError(ValueError):
+    """A ``GATEWAY_*`` variable that cannot be used, named with its value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: Mode
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 0  # 0: default_workers(mode)
+    # Addresses whose X-Forwarded-* and X-Forwarded-Prefix headers are believed:
+    # nginx's. Comma-separated IPs or CIDRs, or "*" (only where the gateway is
+    # reachable by nginx alone, as on a compose network with no published port).
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    max_body_bytes: int = 16 * MIB
+    # Seconds a request may take in the app before the gateway gives up
+    # (gunicorn's worker timeout; the CGI runner's script timeout).
+    timeout_s: float = 30.0
+    cgi_script: Path = field(default=APPS_DIR / "cgi_app.py")
+    cgi_max_scripts: int = 16
+    cgi_max_output_bytes: int = 64 * MIB
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SettingsError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        for name in ("port", "max_body_bytes", "cgi_max_scripts", "cgi_max_output_bytes"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, not {getattr(self, name)!r}")
+        if self.workers < 0 or self.timeout_s <= 0:
+            raise SettingsError("workers must be >= 0 and timeout_s > 0")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or default_workers(self.mode)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from ``GATEWAY_<FIELD>`` variables, then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in env:
+                values[f.name] = _cast(key, env[key], f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "mode" not in values:
+            raise SettingsError(f"{ENV_PREFIX}MODE is not set (one of {', '.join(MODES)})")
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise SettingsError(str(exc)) from exc
+
+
+def _cast(key: str, raw: str, type_name: object) -> object:
+    casts = {"int": int, "float": float, "Path": Path}
+    cast = casts.get(str(type_name))
+    if cast is None:
+        return raw
+    try:
+        return cast(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a valid {type_name}") from None

@@ -1,0 +1,1 @@
+"""Host-side tools of the lab: start and stop it, switch modes, measure it."""
