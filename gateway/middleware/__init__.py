@@ -1,0 +1,1 @@
+"""The gateway layer: what every request passes through before the app."""

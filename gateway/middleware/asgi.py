@@ -1,0 +1,120 @@
+"""The gateway layer around an ASGI app (ASGI mode).
+
+The same steps as the WSGI layer, in ASGI terms: trusted forwarded headers
+become ``client``/``scheme``, the mount point becomes ``root_path``, /healthz
+is answered here, and the trace headers go on ``http.response.start`` (or on
+``websocket.accept``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from gateway import trace
+from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class GatewayASGI:
+    def __init__(self, app: ASGIApp, *, mode: str, allow: AllowList) -> None:
+        self.app = app
+        self.mode = mode
+        self.allow = allow
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)  # lifespan and friends pass through
+            return
+        start = time.time()
+        client = scope.get("client")
+        trusted = self.allow.trusts(client[0] if client else None)
+        scope = dict(scope)
+        request_id = trace.request_id_from(_header(scope, b"x-request-id") if trusted else None)
+        if trusted:
+            apply_forwarded(scope)
+
+        def traced(headers: list[tuple[bytes, bytes]], end: float | None) -> list[Any]:
+            present = frozenset(bytes(k).decode("latin-1").lower() for k, _ in headers)
+            extra = trace.trace_headers(
+                mode=self.mode,
+                pid=os.getpid(),
+                worker=os.getpid(),
+                start=start,
+                end=end,
+                request_id=request_id,
+                present=present,
+            )
+            return list(headers) + [(k.encode(), v.encode()) for k, v in extra]
+
+        app_path = scope["path"][len(scope.get("root_path", "")) :]
+        if scope["type"] == "http" and app_path == "/healthz":
+            body = json.dumps({"status": "ok", "mode": self.mode}).encode()
+            headers = [(b"content-type", b"application/json")]
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": traced(headers, time.time()),
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+
+        held: Message | None = None
+
+        async def send_traced(message: Message) -> None:
+            nonlocal held
+            kind = message["type"]
+            if kind == "http.response.start":
+                # Hold the status line until the first body message says
+                # whether this is the whole response (End known) or a stream.
+                held = message
+                return
+            if kind == "http.response.body" and held is not None:
+                done = not message.get("more_body", False)
+                start_message = dict(held)
+                start_message["headers"] = traced(
+                    held.get("headers", []), time.time() if done else None
+                )
+                held = None
+                await send(start_message)
+            elif kind == "websocket.accept":
+                message = dict(message)
+                message["headers"] = traced(message.get("headers", []), None)
+            await send(message)
+
+        await self.app(scope, receive, send_traced)
+
+
+def apply_forwarded(scope: Scope) -> None:
+    """What nginx says about the client and the mount point, as ASGI scope keys.
+
+    ASGI HTTP scope: ``root_path`` is "the root path this application is mounted
+    at"; ``path`` is the full path and so still begins with it.
+    """
+    mount = split_mount(scope["path"], _header(scope, b"x-forwarded-prefix"))
+    if mount is not None:
+        scope["root_path"] = scope.get("root_path", "") + mount[0]
+    if (client := client_address(_header(scope, b"x-forwarded-for"))) is not None:
+        port = scope["client"][1] if scope.get("client") else 0
+        scope["client"] = (client, port)
+    if (scheme := scheme_from(_header(scope, b"x-forwarded-proto"))) is not None:
+        if scope["type"] == "websocket":
+            scheme = "wss" if scheme == "https" else "ws"
+        scope["scheme"] = scheme

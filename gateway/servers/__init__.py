@@ -1,0 +1,1 @@
+"""Starting the server that speaks HTTP for each mode."""

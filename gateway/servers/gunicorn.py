@@ -1,0 +1,89 @@
+"""gunicorn runs every mode; only the worker model and the app differ.
+
+gunicorn parses HTTP (and rejects malformed requests itself, so nginx is not
+the only line of defence), pre-forks workers, replaces dead ones and reloads
+gracefully on HUP. What each mode asks of it:
+
+- cgi: ``gthread``, one process whose threads wait on scripts; the app is the
+  CGI bridge, which forks a fresh script per request.
+- wsgi: ``sync``, pre-forked processes serving one request at a time each;
+  the app is ``apps.breakfast.wsgi_app``.
+- asgi: ``asgi``, gunicorn's asyncio worker with many requests in flight per
+  process; the app is ``apps.breakfast.asgi_app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from gateway.config import Mode, Settings
+from gateway.middleware.asgi import GatewayASGI
+from gateway.middleware.wsgi import GatewayWSGI
+from gateway.proxy import AllowList
+
+
+def build_app(settings: Settings) -> Callable[..., Any]:
+    """The app a worker serves: the demo app (or the CGI bridge) inside the gateway layer."""
+    allow = AllowList.parse(settings.forwarded_allow_ips)
+    if settings.mode == "cgi":
+        from gateway.cgi.bridge import make_cgi_app
+
+        return GatewayWSGI(make_cgi_app(settings), mode="cgi", allow=allow)
+    if settings.mode == "wsgi":
+        from apps.breakfast.wsgi_app import application as wsgi_app
+
+        return GatewayWSGI(wsgi_app, mode="wsgi", allow=allow)
+    from apps.breakfast.asgi_app import application as asgi_app
+
+    return GatewayASGI(asgi_app, mode="asgi", allow=allow)
+
+
+def worker_options(mode: Mode, settings: Settings) -> dict[str, Any]:
+    if mode == "cgi":
+        # More threads than the script cap, so past the cap the bridge answers
+        # 503 itself instead of requests queueing unseen in the server.
+        return {"worker_class": "gthread", "workers": 1, "threads": 2 * settings.cgi_max_scripts}
+    if mode == "wsgi":
+        return {"worker_class": "sync", "workers": settings.worker_count}
+    return {"worker_class": "asgi", "workers": settings.worker_count, "worker_connections": 1000}
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "bind": [f"{settings.host}:{settings.port}"],
+        # A worker silent for longer than this is killed and replaced; the app's
+        # slowest legitimate request (/coffee?ms=10000) stays well inside it.
+        "timeout": int(settings.timeout_s) + 5,
+        "graceful_timeout": int(settings.timeout_s),
+        # nginx keeps upstream connections open (keepalive 16); stay ready for them
+        # a little longer than nginx's idle timeout so nginx closes first.
+        "keepalive": 75,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "errorlog": "-",
+        "accesslog": None,  # nginx writes the access log, with upstream timings
+        "loglevel": settings.log_level,
+        "proc_name": f"gateway-{settings.mode}",
+        **worker_options(settings.mode, settings),
+    }
+
+
+class GatewayServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn's documented way to embed it: options in, app loaded per worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.settings).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Callable[..., Any]:
+        return build_app(self.settings)
+
+
+def serve(settings: Settings) -> None:
+    GatewayServer(settings).run()
