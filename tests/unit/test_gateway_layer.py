@@ -1,0 +1,245 @@
+"""The gateway layer in-process: trust, mount points, /healthz and trace headers.
+
+The WSGI layer runs under wsgiref.validate (PEP 3333 turned into assertions);
+the ASGI layer through asgiref's ApplicationCommunicator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+from wsgiref.validate import validator
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+
+from gateway.middleware.asgi import GatewayASGI
+from gateway.middleware.wsgi import GatewayWSGI
+from gateway.proxy import AllowList
+
+LOOPBACK = AllowList.parse("127.0.0.1")
+
+
+# --- stand-in apps that report what they saw ---------------------------------------------
+
+
+def seen_wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    body = json.dumps(
+        {k: environ.get(k) for k in ("SCRIPT_NAME", "PATH_INFO", "REMOTE_ADDR", "HTTP_HOST")}
+        | {"scheme": environ["wsgi.url_scheme"], "rid": environ.get("HTTP_X_REQUEST_ID")}
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+def streaming_wsgi(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"one\n"
+    yield b"two\n"
+
+
+def wsgi_call(app: Any, **environ: Any) -> tuple[str, dict[str, str], bytes]:
+    env: dict[str, Any] = {
+        "REMOTE_ADDR": "127.0.0.1",
+        "QUERY_STRING": "",
+        "SCRIPT_NAME": "",
+        **environ,
+    }
+    setup_testing_defaults(env)
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured.update(status=status, headers=dict(headers))
+        return lambda data: None
+
+    result = validator(GatewayWSGI(app, mode="wsgi", allow=LOOPBACK))(env, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()  # type: ignore[attr-defined]
+    return captured["status"], captured["headers"], body
+
+
+class TestWSGILayer:
+    def test_trace_headers_on_a_finished_response(self) -> None:
+        status, headers, _ = wsgi_call(seen_wsgi)
+        assert status == "200 OK"
+        assert headers["X-Gateway-Mode"] == "wsgi"
+        assert headers["X-Gateway-Pid"] == headers["X-Gateway-Worker"] == str(os.getpid())
+        assert float(headers["X-Gateway-Start"]) <= float(headers["X-Gateway-End"])
+        assert len(headers["X-Request-Id"]) == 32
+
+    def test_streamed_response_carries_start_only(self) -> None:
+        _, headers, body = wsgi_call(streaming_wsgi)
+        assert body == b"one\ntwo\n"
+        assert "X-Gateway-Start" in headers and "X-Gateway-End" not in headers
+
+    def test_trusted_peer_moves_mount_point_and_client(self) -> None:
+        _, _, body = wsgi_call(
+            seen_wsgi,
+            PATH_INFO="/wsgi/env",
+            HTTP_X_FORWARDED_PREFIX="/wsgi",
+            HTTP_X_FORWARDED_FOR="203.0.113.5",
+            HTTP_X_FORWARDED_PROTO="https",
+            HTTP_X_FORWARDED_HOST="lab.example",
+            HTTP_X_REQUEST_ID="abc123",
+        )
+        seen = json.loads(body)
+        assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("/wsgi", "/env")
+        assert (seen["REMOTE_ADDR"], seen["scheme"]) == ("203.0.113.5", "https")
+        assert (seen["HTTP_HOST"], seen["rid"]) == ("lab.example", "abc123")
+
+    def test_untrusted_peer_changes_nothing(self) -> None:
+        _, headers, body = wsgi_call(
+            seen_wsgi,
+            REMOTE_ADDR="198.51.100.7",
+            PATH_INFO="/wsgi/env",
+            HTTP_X_FORWARDED_PREFIX="/wsgi",
+            HTTP_X_FORWARDED_FOR="203.0.113.5",
+            HTTP_X_REQUEST_ID="spoofed",
+        )
+        seen = json.loads(body)
+        assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == ("", "/wsgi/env")
+        assert seen["REMOTE_ADDR"] == "198.51.100.7"
+        assert headers["X-Request-Id"] != "spoofed"
+
+    @pytest.mark.parametrize("path", ["/healthz", "/wsgi/healthz"])
+    def test_healthz_is_answered_by_the_gateway(self, path: str) -> None:
+        status, headers, body = wsgi_call(
+            seen_wsgi, PATH_INFO=path, HTTP_X_FORWARDED_PREFIX="/wsgi"
+        )
+        assert status == "200 OK" and json.loads(body) == {"status": "ok", "mode": "wsgi"}
+        assert headers["X-Gateway-Mode"] == "wsgi"
+
+    def test_app_set_trace_headers_are_kept(self) -> None:
+        def cgi_like(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            start_response("200 OK", [("Content-Type", "text/plain"), ("X-Gateway-Pid", "42")])
+            return [b"x"]
+
+        _, headers, _ = wsgi_call(cgi_like)
+        assert headers["X-Gateway-Pid"] == "42"
+        assert headers["X-Gateway-Worker"] == str(os.getpid())
+
+
+# --- ASGI ----------------------------------------------------------------------------------
+
+
+async def seen_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close"})
+        return
+    body = json.dumps(
+        {
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "client": scope.get("client"),
+            "scheme": scope.get("scheme"),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    if scope["path"].endswith("/stream"):
+        await send({"type": "http.response.body", "body": b"a", "more_body": True})
+    await send({"type": "http.response.body", "body": body})
+
+
+def asgi_call(
+    path: str, headers: list[tuple[bytes, bytes]] | None = None, client: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers or [],
+        "client": (client, 50000),
+        "server": ("127.0.0.1", 8083),
+    }
+
+    async def run() -> tuple[int, dict[str, str], bytes]:
+        comm = ApplicationCommunicator(GatewayASGI(seen_asgi, mode="asgi", allow=LOOPBACK), scope)
+        await comm.send_input({"type": "http.request", "body": b""})
+        start = await comm.receive_output(1)
+        body = b""
+        while True:
+            msg = await comm.receive_output(1)
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        hdrs = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+        return start["status"], hdrs, body
+
+    return asyncio.run(run())
+
+
+class TestASGILayer:
+    def test_trace_headers_and_mount_point(self) -> None:
+        status, headers, body = asgi_call(
+            "/asgi/env",
+            [
+                (b"x-forwarded-prefix", b"/asgi"),
+                (b"x-forwarded-for", b"203.0.113.5"),
+                (b"x-forwarded-proto", b"https"),
+            ],
+        )
+        seen = json.loads(body)
+        assert status == 200
+        # ASGI: path keeps the root_path in front of it.
+        assert (seen["path"], seen["root_path"]) == ("/asgi/env", "/asgi")
+        assert (seen["client"][0], seen["scheme"]) == ("203.0.113.5", "https")
+        assert headers["x-gateway-mode"] == "asgi"
+        assert float(headers["x-gateway-start"]) <= float(headers["x-gateway-end"])
+
+    def test_untrusted_peer_changes_nothing(self) -> None:
+        _, _, body = asgi_call(
+            "/asgi/env",
+            [(b"x-forwarded-prefix", b"/asgi"), (b"x-forwarded-for", b"1.2.3.4")],
+            client="198.51.100.7",
+        )
+        seen = json.loads(body)
+        assert (seen["root_path"], seen["client"][0]) == ("", "198.51.100.7")
+
+    def test_streamed_response_carries_start_only(self) -> None:
+        _, headers, body = asgi_call("/stream")
+        assert body.startswith(b"a")
+        assert "x-gateway-start" in headers and "x-gateway-end" not in headers
+
+    def test_healthz(self) -> None:
+        status, headers, body = asgi_call("/asgi/healthz", [(b"x-forwarded-prefix", b"/asgi")])
+        assert status == 200 and json.loads(body)["mode"] == "asgi"
+
+    def test_websocket_accept_carries_trace_headers(self) -> None:
+        scope = {
+            "type": "websocket",
+            "path": "/ws",
+            "root_path": "",
+            "headers": [],
+            "client": ("127.0.0.1", 1),
+            "query_string": b"",
+        }
+
+        async def run() -> dict[str, Any]:
+            comm = ApplicationCommunicator(
+                GatewayASGI(seen_asgi, mode="asgi", allow=LOOPBACK), scope
+            )
+            await comm.send_input({"type": "websocket.connect"})
+            return await comm.receive_output(1)
+
+        accept = asyncio.run(run())
+        names = {k.decode().lower() for k, _ in accept["headers"]}
+        assert {"x-gateway-mode", "x-gateway-pid", "x-request-id"} <= names
