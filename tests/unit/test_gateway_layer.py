@@ -43,12 +43,9 @@ def streaming_wsgi(environ: dict[str, Any], start_response: Any) -> Iterator[byt
 
 
 def wsgi_call(app: Any, **environ: Any) -> tuple[str, dict[str, str], bytes]:
-    env: dict[str, Any] = {
-        "REMOTE_ADDR": "127.0.0.1",
-        "QUERY_STRING": "",
-        "SCRIPT_NAME": "",
-        **environ,
-    }
+    # wsgiref.validate insists on keys a real server always sets.
+    base = {"REMOTE_ADDR": "127.0.0.1", "QUERY_STRING": "", "SCRIPT_NAME": "", "PATH_INFO": "/"}
+    env: dict[str, Any] = base | environ
     setup_testing_defaults(env)
     captured: dict[str, Any] = {}
 
