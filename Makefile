@@ -1,0 +1,68 @@
+# Gateway Lab. `make up` to run it, `make test` to test everything.
+# Every target that needs Python tools installs them first (into .venv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LAB := $(VENV)/bin/lab
+MODE ?=
+export LAB_PORT ?= 8080
+
+.PHONY: install up down status switch logs test test-unit test-integration \
+	test-native test-docker check fmt bench timeline claims clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+up: install            ## start the lab (docker if an engine answers, else native; LAB_TARGET forces one)
+	$(LAB) up
+
+down:                  ## stop what `make up` started
+	@if [ -x $(LAB) ]; then $(LAB) down; else echo "nothing to stop (no $(VENV))"; fi
+
+status: install
+	$(LAB) status
+
+switch: install        ## make switch MODE=asgi
+	$(LAB) switch "$(MODE)"
+
+logs: install
+	$(LAB) logs --follow
+
+check: install         ## lint and type-check, change nothing
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test-unit: install
+	$(PY) -m pytest tests/unit
+
+# The integration suite through nginx; starts a stack (and stops it after) when none runs.
+test-integration: install
+	$(PY) -m pytest tests/integration
+
+test-native: install
+	LAB_TARGET=native $(PY) -m pytest tests/integration
+
+test-docker: install
+	LAB_TARGET=docker $(PY) -m pytest tests/integration
+
+# Everything: lint, unit tests, then the integration suite on the native stack and,
+# when a Docker engine answers, on the compose stack too.
+test: check test-unit test-native
+	@if docker info >/dev/null 2>&1; then $(MAKE) test-docker; \
+	else echo "No Docker engine answers: the compose stack was not tested (scripts/docker-engine.sh starts one)."; \
+	     if [ -n "$$CI" ]; then exit 1; fi; fi
+
+clean: down
+	rm -rf .lab results .pytest_cache .mypy_cache .ruff_cache

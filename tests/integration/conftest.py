@@ -1,0 +1,103 @@
+"""The stack under test: reuse a running lab, or start one and stop it after.
+
+LAB_URL points the suite at a lab someone else runs (nothing is started or
+stopped). Otherwise the suite looks for a lab on 127.0.0.1:$LAB_PORT and, when
+none answers, runs `lab up` (LAB_TARGET chooses docker or native) and `lab down`
+at the end. A stack that does not come up fails the run; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+MODES = ("cgi", "wsgi", "asgi")
+LAB = [sys.executable, "-m", "lab.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--mode", action="append", choices=MODES, help="run only these modes")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.integration)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mode" in metafunc.fixturenames:
+        modes = metafunc.config.getoption("mode") or MODES
+        metafunc.parametrize("mode", modes)
+
+
+@dataclass(frozen=True)
+class Lab:
+    url: str
+    target: str
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return requests.get(self.url + path, **kwargs)  # type: ignore[arg-type]
+
+    def post(self, path: str, **kwargs: object) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        return requests.post(self.url + path, **kwargs)  # type: ignore[arg-type]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url + "/nginx-health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _lab(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*LAB, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    if external := os.environ.get("LAB_URL"):
+        yield Lab(external.rstrip("/"), "external")
+        return
+    url = f"http://127.0.0.1:{os.environ.get('LAB_PORT', '8080')}"
+    started = not _answers(url)
+    if started:
+        up = _lab("up", timeout=900)
+        if up.returncode != 0:
+            pytest.fail(f"`lab up` failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+    status = _lab("status", "--json", timeout=60)
+    target = "unknown"
+    if status.returncode == 0:
+        import json
+
+        target = json.loads(status.stdout).get("target", "unknown")
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the lab at {url} never answered /nginx-health")
+            time.sleep(0.5)
+        yield Lab(url, target)
+    finally:
+        if started:
+            down = _lab("down", timeout=300)
+            if down.returncode != 0:
+                print(f"`lab down` failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
+
+
+@pytest.fixture
+def base(mode: str) -> str:
+    """The mount point of one mode, e.g. "/wsgi"."""
+    return f"/{mode}"
