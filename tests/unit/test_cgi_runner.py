@@ -1,0 +1,154 @@
+"""The CGI runner with real processes: tests/unit/cgi_scripts/fixture_app.py.
+
+PATH_INFO picks what the fixture script does (see BEHAVIOURS there).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.cgi.response import parse_cgi_response
+from gateway.cgi.runner import (
+    BASE_ENVIRONMENT,
+    CGIBusy,
+    CGILimits,
+    CGIOutputTooLarge,
+    CGIProcess,
+    CGISpawnError,
+    CGITimeout,
+    ScriptSlots,
+    run_cgi,
+)
+
+SCRIPTS = Path(__file__).parent / "cgi_scripts"
+APP = SCRIPTS / "fixture_app.py"
+
+
+def meta(path: str, **extra: str) -> dict[str, str]:
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", **extra}
+
+
+def body_json(stdout: bytes) -> Any:
+    return json.loads(parse_cgi_response(stdout).body)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_environment_is_the_meta_variables_only() -> None:
+    result = run_cgi(APP, meta("/env", HTTP_X_FOO="bar"))
+    info = body_json(result.stdout)
+    assert info["env"] == {**BASE_ENVIRONMENT, **meta("/env", HTTP_X_FOO="bar")}
+    assert info["cwd"] == str(SCRIPTS)  # RFC 3875 §7.2
+    assert info["argv"] == [str(APP)]  # RFC 3875 §4.4: no search words
+    assert info["pid"] == result.pid
+    assert result.exit_code == 0
+    assert result.start <= result.end
+
+
+def test_native_strings_reach_the_script_as_the_original_bytes() -> None:
+    info = body_json(run_cgi(APP, meta("/env", HTTP_X_NAME="caf\xc3\xa9")).stdout)
+    assert info["env"]["HTTP_X_NAME"] == "café"  # UTF-8 bytes, decoded by the script
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"hello world", id="bytes"),
+        pytest.param([b"hello ", b"", b"world"], id="chunks"),
+        pytest.param(io.BytesIO(b"hello world"), id="file-like"),
+    ],
+)
+def test_body_on_stdin(body: Any) -> None:
+    info = body_json(run_cgi(APP, meta("/env", CONTENT_LENGTH="11"), body).stdout)
+    assert info["body_bytes"] == 11
+
+
+def test_stdin_is_closed_at_the_end_of_the_body() -> None:
+    info = body_json(run_cgi(APP, meta("/read-to-eof"), [b"x" * 100_000]).stdout)
+    assert info["body_bytes"] == 100_000
+
+
+def test_script_that_never_reads_a_2mib_body() -> None:
+    started = time.monotonic()
+    result = run_cgi(APP, meta("/ignore-stdin", CONTENT_LENGTH=str(2 * 1024 * 1024)),
+                     io.BytesIO(b"z" * 2 * 1024 * 1024), CGILimits(timeout_s=10))  # fmt: skip
+    assert body_json(result.stdout) == {"read": False}
+    assert time.monotonic() - started < 5
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pids"
+    started = time.monotonic()
+    with pytest.raises(CGITimeout, match="longer than 1 s"):
+        run_cgi(APP, meta("/sleep-with-child", QUERY_STRING=f"pidfile={pidfile}"),
+                limits=CGILimits(timeout_s=1.0))  # fmt: skip
+    assert time.monotonic() - started < 3
+    script, child = (int(p) for p in pidfile.read_text().split())
+    deadline = time.monotonic() + 2
+    while (alive(script) or alive(child)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(script) and not alive(child)
+
+
+def test_stderr_flood_is_drained_and_logged_capped(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.cgi")
+    limits = CGILimits(timeout_s=10, max_stderr_lines=5, stderr_tail_lines=3)
+    result = run_cgi(APP, meta("/stderr-flood"), limits=limits)
+    assert body_json(result.stdout) == {"flooded": "stderr"}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 6
+    assert lines[-1].endswith("49995 more lines not logged")
+    assert result.stderr_tail == ("x" * 99,) * 3
+
+
+def test_output_flood_is_stopped() -> None:
+    with pytest.raises(CGIOutputTooLarge, match="1048576 bytes"):
+        run_cgi(APP, meta("/output-flood"), limits=CGILimits(max_output_bytes=1024 * 1024))
+
+
+def test_crash_with_exit_1() -> None:
+    result = run_cgi(APP, meta("/crash"))
+    assert (result.exit_code, result.stdout) == (1, b"")
+    assert result.stderr_tail == ("oops: something broke",)
+
+
+def test_executable_that_is_not_python() -> None:
+    result = run_cgi(SCRIPTS / "hello.sh", {"REQUEST_METHOD": "HEAD"})
+    assert parse_cgi_response(result.stdout).body == b"hello from HEAD\n"
+
+
+def test_spawn_failure_releases_the_slot() -> None:
+    slots = ScriptSlots(1)
+    with pytest.raises(CGISpawnError, match="No such file"):
+        run_cgi(SCRIPTS / "missing.sh", meta("/env"), slots=slots)
+    run_cgi(APP, meta("/env"), slots=slots)
+
+
+def test_concurrency_cap() -> None:
+    slots = ScriptSlots(2)
+    with CGIProcess(APP, meta("/slow"), slots=slots), CGIProcess(APP, meta("/slow"), slots=slots):
+        with pytest.raises(CGIBusy, match="2 CGI scripts"):
+            run_cgi(APP, meta("/env"), slots=slots)
+    assert run_cgi(APP, meta("/env"), slots=slots).exit_code == 0
+
+
+def test_closing_an_unfinished_process_kills_and_reaps_it() -> None:
+    proc = CGIProcess(APP, meta("/sleep"))
+    proc.close()
+    assert proc.exit_code == -9
+    assert not alive(proc.pid)
+    proc.close()  # idempotent
