@@ -1,0 +1,147 @@
+"""``lab``: start, stop, inspect and switch the lab. Each command delegates to a target.
+
+Commands here stay thin: parse arguments, pick the target, call it, print.
+Other tools add their commands from their own modules: each module named in
+``EXTENSIONS`` that exists and defines ``register(app: typer.Typer)`` is asked
+to add its commands (keep heavy imports inside the command functions, so
+``lab status`` stays fast).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from collections.abc import Callable
+from typing import Annotated, ParamSpec
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lab import state
+from lab.config import MODES, LabConfig
+from lab.nginx_conf import RenderError
+from lab.target import LabError, StatusDict, Target, get_target, target_name
+
+P = ParamSpec("P")
+EXTENSIONS = ("lab.bench", "lab.timeline", "lab.claims", "lab.split", "lab.dashboard")
+
+err = Console(stderr=True, soft_wrap=True)
+
+
+def reports_lab_errors(command: Callable[P, None]) -> Callable[P, None]:
+    """A LabError becomes its message on stderr and exit status 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except (LabError, RenderError) as exc:
+            err.print(f"[red]lab:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+app = typer.Typer(
+    name="lab",
+    help="Gateway Lab: one demo app behind nginx as CGI, WSGI and ASGI.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def current_target(cfg: LabConfig) -> Target:
+    return get_target(state.current_target_name(cfg))
+
+
+@app.command()
+@reports_lab_errors
+def up(
+    target: Annotated[
+        str | None, typer.Option(help="docker or native (default: LAB_TARGET, else auto)")
+    ] = None,
+) -> None:
+    """Start the lab; return once every service is healthy. Idempotent."""
+    cfg = LabConfig.from_env()
+    name = target_name({"LAB_TARGET": target}) if target else state.current_target_name(cfg)
+    get_target(name).up(cfg)
+    state.record_target(cfg, name)
+
+
+@app.command()
+@reports_lab_errors
+def down() -> None:
+    """Stop what `lab up` started, nothing else."""
+    cfg = LabConfig.from_env()
+    current_target(cfg).down(cfg)
+    state.clear_target(cfg)
+
+
+@app.command()
+@reports_lab_errors
+def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """What runs where: target, URL, active mode, gateways, limits."""
+    cfg = LabConfig.from_env()
+    info = current_target(cfg).status(cfg)
+    if as_json:
+        print(json.dumps(info))
+    else:
+        Console().print(status_table(info))
+
+
+@app.command()
+@reports_lab_errors
+def switch(mode: Annotated[str, typer.Argument(help=f"one of {', '.join(MODES)}")]) -> None:
+    """Make MODE the default of `/`; returns once the switch is in effect."""
+    if mode not in MODES:
+        raise typer.BadParameter(f"{mode!r} is not a mode: use one of {', '.join(MODES)}")
+    cfg = LabConfig.from_env()
+    current_target(cfg).switch(cfg, mode)
+
+
+@app.command()
+@reports_lab_errors
+def logs(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
+) -> None:
+    """Print the logs of nginx and the gateways."""
+    cfg = LabConfig.from_env()
+    current_target(cfg).logs(cfg, follow)
+
+
+def status_table(info: StatusDict) -> Table:
+    running = "[green]running[/green]" if info["running"] else "[red]not running[/red]"
+    table = Table(title=f"Gateway Lab ({info['target']}, {running})", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("url", info["url"])
+    table.add_row("active mode of /", str(info["active_mode"] or "-"))
+    for mode in MODES:
+        table.add_row(f"gateway {mode}", info["gateways"].get(mode, "(not published)"))
+    for key, value in info["limits"].items():
+        table.add_row(key, str(value))
+    return table
+
+
+def register_extensions(target_app: typer.Typer) -> None:
+    for module_name in EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        register = getattr(module, "register", None)
+        if callable(register):
+            register(target_app)
+
+
+def main() -> None:
+    register_extensions(app)
+    app(prog_name="lab")
+
+
+if __name__ == "__main__":
+    main()

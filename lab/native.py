@@ -1,0 +1,476 @@
+"""The native target: the host's nginx and three gateway processes on loopback.
+
+Everything a run needs lives in the state directory (``.lab/`` by default):
+
+- ``nginx/``: the rendered config (``lab.nginx_conf``), pid file, temp files;
+- ``logs/``: ``gateway-<mode>.log``, ``nginx-error.log``, ``nginx-access.log``;
+- ``native.json``: the process groups ``up`` started, the limits in force.
+
+Each service is started in its own session (its own process group), so
+``down`` can stop a gunicorn master together with its workers, and stops only
+the groups recorded in ``native.json``. nginx runs in the foreground (``daemon
+off``) as the current user, so no root is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final, cast
+
+from lab import nginx_conf
+from lab.config import GATEWAY_PORTS, MODES, ROOT, LabConfig
+from lab.target import (
+    DEFAULT_MODE,
+    LabError,
+    LimitsDict,
+    StatusDict,
+    check_mode,
+    gateway_env,
+    is_healthy,
+    limits_dict,
+    wait_for_mode,
+)
+
+STATE_FILE: Final = "native.json"
+START_DEADLINE_S: Final = 30.0
+STOP_DEADLINE_S: Final = 10.0
+LOG_TAIL_LINES: Final = 30
+START_MARKER: Final = "--- lab up: "
+NGINX_CANDIDATES: Final = (
+    "/usr/sbin/nginx",
+    "/usr/local/sbin/nginx",
+    "/usr/local/nginx/sbin/nginx",
+)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# -- recorded state -----------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What ``up`` started: service name -> process group id, and how nginx runs."""
+
+    groups: dict[str, int] = field(default_factory=dict)
+    nginx: str = ""
+    port: int = 0
+    limits: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+
+
+def _paths(cfg: LabConfig) -> dict[str, Path]:
+    nginx_dir = cfg.state_dir / "nginx"
+    return {
+        "state": cfg.state_dir / STATE_FILE,
+        "nginx_dir": nginx_dir,
+        "conf": nginx_dir / "nginx.conf",
+        "active": nginx_dir / nginx_conf.ACTIVE_FILE,
+        "logs": cfg.state_dir / "logs",
+        "nginx_log": cfg.state_dir / "logs" / "nginx-error.log",
+    }
+
+
+def _gateway_log(cfg: LabConfig, mode: str) -> Path:
+    return cfg.state_dir / "logs" / f"gateway-{mode}.log"
+
+
+def load_state(cfg: LabConfig) -> RunState | None:
+    try:
+        data = json.loads(_paths(cfg)["state"].read_text(encoding="utf-8"))
+        return RunState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save_state(cfg: LabConfig, state: RunState) -> None:
+    path = _paths(cfg)["state"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# -- processes ---------------------------------------------------------------------
+
+
+def group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` runs (zombies waiting to be reaped do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process group: not ours to manage
+    states = _group_states(pgid)
+    return states is None or any(state != "Z" for state in states)
+
+
+def _group_states(pgid: int) -> list[str] | None:
+    """Process states ("R", "S", "Z", ...) of the members of ``pgid``; None without /proc."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    states = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            states.append(fields[0])
+    return states
+
+
+def _leader_is_ours(pgid: int, service: str) -> bool:
+    """Guard against a recycled pid: the group leader must still be nginx or a gateway."""
+    try:
+        cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return True  # leader gone; the group id cannot be reused while members remain
+    marker = "nginx" if service == "nginx" else "gateway"
+    return marker in cmdline
+
+
+def stop_groups(groups: dict[str, int], deadline_s: float = STOP_DEADLINE_S) -> None:
+    """SIGTERM each process group (service -> pgid), wait up to ``deadline_s``, then SIGKILL."""
+    ours = {s: g for s, g in groups.items() if group_alive(g) and _leader_is_ours(g, s)}
+    for pgid in ours.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    if _wait_gone(ours.values(), deadline_s):
+        return
+    for service, pgid in ours.items():
+        if group_alive(pgid):
+            say(f"{service} did not stop within {deadline_s:.0f}s: killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+    _wait_gone(ours.values(), 5.0)
+
+
+def _wait_gone(pgids: Iterable[int], deadline_s: float) -> bool:
+    pending = set(pgids)
+    end = time.monotonic() + deadline_s
+    while pending and time.monotonic() < end:
+        for pgid in list(pending):
+            _reap(pgid)
+            if not group_alive(pgid):
+                pending.discard(pgid)
+        if pending:
+            time.sleep(0.05)
+    return not pending
+
+
+def _reap(pid: int) -> None:
+    """Collect our own exited child, if it is one, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of ``path`` written since the last start marker."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    all_lines = text.splitlines()
+    starts = [i for i, line in enumerate(all_lines) if line.startswith(START_MARKER)]
+    recent = all_lines[starts[-1] + 1 :] if starts else all_lines
+    return "\n".join(recent[-lines:]) or f"({path} has nothing since the last start)"
+
+
+# -- nginx -------------------------------------------------------------------------
+
+
+def find_nginx() -> str | None:
+    found = shutil.which("nginx")
+    if found:
+        return found
+    return next((c for c in NGINX_CANDIDATES if os.access(c, os.X_OK)), None)
+
+
+def ensure_nginx() -> str:
+    """The nginx binary; installs Debian's nginx-light with apt-get when there is none."""
+    if found := find_nginx():
+        return found
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise LabError(
+            "nginx is not installed: install it with your package manager, "
+            "or install Docker and run `make up` (LAB_TARGET=docker)"
+        )
+    cmd = [apt, "install", "-y", "--no-install-recommends", "nginx-light"]
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            raise LabError("nginx is not installed: run `sudo apt-get install nginx-light`")
+        cmd = ["sudo", *cmd]
+    say(f"nginx is not installed; installing it: {' '.join(cmd)}")
+    proc = subprocess.run(cmd, check=False)
+    if proc.returncode != 0 or (found := find_nginx()) is None:
+        raise LabError("could not install nginx-light: run `apt-get install nginx-light` yourself")
+    return found
+
+
+def _nginx_args(nginx: str, cfg: LabConfig) -> list[str]:
+    p = _paths(cfg)
+    # -p: prefix for relative paths; -c: our config; -e: errors before the
+    # config is read go to our log, not the distribution's /var/log/nginx.
+    return [nginx, "-p", str(p["nginx_dir"]), "-c", str(p["conf"]), "-e", str(p["nginx_log"])]
+
+
+def nginx_test(nginx: str, cfg: LabConfig) -> None:
+    proc = subprocess.run(
+        [*_nginx_args(nginx, cfg), "-t", "-q"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise LabError(
+            f"`nginx -t` rejected the rendered config in {_paths(cfg)['nginx_dir']}:\n"
+            f"{proc.stderr.strip() or tail(_paths(cfg)['nginx_log'], 10)}"
+        )
+
+
+def render_config(cfg: LabConfig, mode: str | dict[str, int] | None) -> None:
+    p = _paths(cfg)
+    values = nginx_conf.target_values(
+        "native", limits=cfg.limits, port=cfg.port, state_dir=cfg.state_dir
+    )
+    if isinstance(mode, dict):
+        files = nginx_conf.render(values, None, mode)
+    else:
+        files = nginx_conf.render(values, mode or DEFAULT_MODE)
+    nginx_conf.make_runtime_dirs(values)
+    nginx_conf.write_files(p["nginx_dir"], files)
+
+
+def active_mode(cfg: LabConfig) -> str | dict[str, int] | None:
+    try:
+        return nginx_conf.read_active_mode(_paths(cfg)["active"].read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+# -- the target --------------------------------------------------------------------
+
+
+class NativeTarget:
+    name = "native"
+
+    def is_running(self, cfg: LabConfig) -> bool:
+        state = load_state(cfg)
+        return state is not None and any(group_alive(g) for g in state.groups.values())
+
+    def healthy(self, cfg: LabConfig) -> dict[str, bool]:
+        checks = {f"gateway-{m}": f"http://127.0.0.1:{GATEWAY_PORTS[m]}/healthz" for m in MODES}
+        checks["nginx"] = cfg.url + "/nginx-health"
+        return {name: is_healthy(url, timeout=1.0) for name, url in checks.items()}
+
+    def up(self, cfg: LabConfig) -> None:
+        state = load_state(cfg)
+        if state is not None and self.is_running(cfg):
+            health = self.healthy(cfg)
+            if all(health.values()) and state.port == cfg.port:
+                say(f"the lab is already running (native) at {cfg.url}")
+                return
+            broken = ", ".join(n for n, ok in health.items() if not ok) or "its port changed"
+            say(f"the lab is running but not healthy ({broken}): restarting it")
+            self.down(cfg)
+        self._check_ports(cfg)
+        nginx = ensure_nginx()
+        render_config(cfg, active_mode(cfg))
+        nginx_test(nginx, cfg)
+        state = RunState(
+            nginx=nginx,
+            port=cfg.port,
+            limits=cast(dict[str, int], limits_dict(cfg)),
+            started_at=time.time(),
+        )
+        try:
+            self._start(cfg, state)
+            self._wait_healthy(cfg, state)
+        except BaseException:
+            self.down(cfg, quiet=True)
+            raise
+        say(f"the lab is up (native, active mode {self._active_label(cfg)}): {cfg.url}")
+
+    def _check_ports(self, cfg: LabConfig) -> None:
+        wanted = {f"gateway-{m}": GATEWAY_PORTS[m] for m in MODES} | {"nginx": cfg.port}
+        for service, port in wanted.items():
+            if port_in_use(port):
+                hint = " or set LAB_PORT to a free port" if service == "nginx" else ""
+                raise LabError(
+                    f"port {port} on 127.0.0.1 (for {service}) is already in use by another "
+                    f"process: stop it (`ss -ltnp 'sport = :{port}'` shows which){hint}"
+                )
+
+    def _start(self, cfg: LabConfig, state: RunState) -> None:
+        logs = _paths(cfg)["logs"]
+        logs.mkdir(parents=True, exist_ok=True)
+        env = os.environ | gateway_env(cfg)
+        for mode in MODES:
+            cmd = [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--mode",
+                mode,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(GATEWAY_PORTS[mode]),
+            ]
+            state.groups[f"gateway-{mode}"] = self._spawn(cmd, _gateway_log(cfg, mode), env)
+            save_state(cfg, state)
+        nginx_log = _paths(cfg)["nginx_log"]
+        state.groups["nginx"] = self._spawn(
+            _nginx_args(state.nginx, cfg), nginx_log, dict(os.environ)
+        )
+        save_state(cfg, state)
+
+    @staticmethod
+    def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> int:
+        with log.open("ab") as out:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            out.write(f"{START_MARKER}{stamp} {' '.join(cmd)}\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=env,
+                start_new_session=True,
+            )
+        return proc.pid
+
+    def _wait_healthy(self, cfg: LabConfig, state: RunState) -> None:
+        urls = {f"gateway-{m}": f"http://127.0.0.1:{GATEWAY_PORTS[m]}/healthz" for m in MODES}
+        urls["nginx"] = cfg.url + "/nginx-health"
+        pending = dict(urls)
+        end = time.monotonic() + START_DEADLINE_S
+        while pending:
+            for service, url in list(pending.items()):
+                pgid = state.groups[service]
+                _reap(pgid)
+                if not group_alive(pgid):
+                    raise self._failure(cfg, service, "exited during start-up")
+                if is_healthy(url, timeout=1.0):
+                    del pending[service]
+            if pending and time.monotonic() > end:
+                service = next(iter(pending))
+                raise self._failure(
+                    cfg,
+                    service,
+                    f"did not answer {pending[service]} within {START_DEADLINE_S:.0f}s",
+                )
+            if pending:
+                time.sleep(0.1)
+
+    @staticmethod
+    def _failure(cfg: LabConfig, service: str, what: str) -> LabError:
+        log = _paths(cfg)["nginx_log"] if service == "nginx" else _gateway_log(cfg, service[8:])
+        return LabError(
+            f"{service} {what}; stopped what was started. Last lines of {log}:\n{tail(log)}"
+        )
+
+    def down(self, cfg: LabConfig, quiet: bool = False) -> None:
+        state = load_state(cfg)
+        if state is None:
+            if not quiet:
+                say("the lab is not running (native): nothing to stop")
+            return
+        # nginx first, so no new request reaches a gateway that is going away;
+        # then the gateways together (each takes a moment to stop its workers).
+        nginx = {s: g for s, g in state.groups.items() if s == "nginx"}
+        gateways = {s: g for s, g in state.groups.items() if s != "nginx"}
+        for batch in (nginx, gateways):
+            alive = {s: g for s, g in batch.items() if group_alive(g)}
+            if alive and not quiet:
+                say("stopping " + ", ".join(f"{s} (process group {g})" for s, g in alive.items()))
+            stop_groups(alive)
+        _paths(cfg)["state"].unlink(missing_ok=True)
+        if not quiet:
+            say("the lab is down (native)")
+
+    def status(self, cfg: LabConfig) -> StatusDict:
+        state = load_state(cfg)
+        running = self.is_running(cfg)
+        limits = limits_dict(cfg)
+        port = cfg.port
+        if state is not None and running:
+            limits = cast(LimitsDict, state.limits) if state.limits else limits
+            port = state.port or port
+        return {
+            "target": self.name,
+            "url": f"http://127.0.0.1:{port}",
+            "running": running,
+            "active_mode": self._active_label(cfg),
+            "gateways": {m: f"http://127.0.0.1:{GATEWAY_PORTS[m]}" for m in MODES},
+            "limits": limits,
+        }
+
+    def _active_label(self, cfg: LabConfig) -> str | None:
+        active = active_mode(cfg)
+        return nginx_conf.format_split(active) if isinstance(active, dict) else active
+
+    def switch(self, cfg: LabConfig, mode: str) -> None:
+        check_mode(mode)
+        self.apply_active(cfg, mode)
+        wait_for_mode(cfg, mode)
+        say(f"switched: {cfg.url}/ is now served by {mode}")
+
+    def apply_active(self, cfg: LabConfig, active: str | dict[str, int]) -> None:
+        """Rewrite active_mode.conf, test the config, reload nginx; restore the file on failure."""
+        state = load_state(cfg)
+        if state is None or "nginx" not in state.groups or not group_alive(state.groups["nginx"]):
+            raise LabError("the lab is not running (native): start it with `lab up`")
+        path = _paths(cfg)["active"]
+        before = path.read_text(encoding="utf-8") if path.exists() else None
+        mode, split = (None, active) if isinstance(active, dict) else (active, None)
+        nginx_conf.write_files(path.parent, {path.name: nginx_conf.render_active_mode(mode, split)})
+        try:
+            nginx_test(state.nginx, cfg)
+        except LabError:
+            if before is not None:
+                nginx_conf.write_files(path.parent, {path.name: before})
+            raise
+        # SIGHUP: nginx re-reads the config, starts new workers, and lets the old
+        # ones finish the requests they hold (a graceful reload: none dropped).
+        os.kill(state.groups["nginx"], signal.SIGHUP)
+
+    def logs(self, cfg: LabConfig, follow: bool) -> None:
+        p = _paths(cfg)
+        files = [_gateway_log(cfg, m) for m in MODES]
+        files += [p["nginx_log"], p["logs"] / "nginx-access.log"]
+        existing = [str(f) for f in files if f.exists()]
+        if not existing:
+            raise LabError(f"no logs in {p['logs']}: the lab has not run here (`lab up`)")
+        cmd = ["tail", "-n", "40", *(["-F"] if follow else []), *existing]
+        with contextlib.suppress(KeyboardInterrupt):
+            subprocess.run(cmd, check=False)
