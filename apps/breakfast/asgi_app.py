@@ -1,0 +1,343 @@
+"""The breakfast app as an ASGI callable (the ASGI 3.0 spec, asgi.readthedocs.io).
+
+``application(scope, receive, send)`` is a coroutine: the request is the ``scope`` dict
+plus messages from ``receive()``, the answer is messages to ``send()``, and every
+``await`` lets the one event loop run other requests. Look at ``breakfast`` (two
+jobs overlapped), ``blocking_coffee`` (the mistake) and ``websocket_echo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from apps.breakfast import kitchen
+
+MODE = "asgi"
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# One event loop serves many requests, several of them at the same moment.
+requests_served = 0
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    global requests_served
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+        return
+    requests_served += 1
+    path = app_path(scope)
+    if scope["type"] == "websocket":
+        await websocket_echo(scope, receive, send, path)
+        return
+    try:
+        kitchen.check_route(path, scope["method"])
+        await HANDLERS[path](scope, receive, send)
+    except kitchen.HTTPError as error:
+        await respond(scope, send, error.reply())
+
+
+def app_path(scope: Scope) -> str:
+    # ASGI HTTP scope: "path" is the whole path and so still begins with "root_path",
+    # the mount point (/asgi). The app routes on what follows it.
+    return scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+
+
+def mount_point(scope: Scope) -> str:
+    return str(scope.get("root_path", ""))
+
+
+async def respond(scope: Scope, send: Send, reply: kitchen.Reply) -> None:
+    """A whole response: one http.response.start, one http.response.body."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    # HEAD: same headers as GET, no body (RFC 9110 §9.3.2). The server does not strip
+    # it for us, so the app sends an empty body.
+    body = b"" if scope["method"] == "HEAD" else reply.body
+    await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    # ASGI lifespan protocol: nothing to set up, but say so, so the server need not guess.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+async def who(scope: Scope, receive: Receive, send: Send) -> None:
+    # ASGI has no SERVER_SOFTWARE; the scope names the ASGI version and the protocol's
+    # spec version (scope["asgi"]), which is what the app can know.
+    asgi = scope.get("asgi", {})
+    server = f"asgi/{asgi.get('version', '3.0')}"
+    if "spec_version" in asgi:
+        server += f" {scope['type']}/{asgi['spec_version']}"
+    data = {
+        "mode": MODE,
+        "pid": os.getpid(),
+        "worker": os.getpid(),  # the worker process runs the event loop that runs the app
+        "requests_served": requests_served,
+        "server": server,
+    }
+    await respond(scope, send, kitchen.json_reply(data))
+
+
+async def env(scope: Scope, receive: Receive, send: Send) -> None:
+    data = {"mode": MODE, "variables": jsonable(scope)}
+    await respond(scope, send, kitchen.json_reply(data))
+
+
+def jsonable(value: object) -> object:
+    """The scope as JSON: bytes as latin-1 text (HTTP's own), tuples as lists, objects by repr."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    return repr(value)  # e.g. scope["app"], or whatever a server put in scope["state"]
+
+
+def query_string(scope: Scope) -> str:
+    return bytes(scope.get("query_string", b"")).decode("latin-1")
+
+
+async def coffee(scope: Scope, receive: Receive, send: Send) -> None:
+    ms = kitchen.parse_query("/coffee", query_string(scope))["ms"]
+    started = time.perf_counter()
+    await asyncio.sleep(ms / 1000)  # the loop serves other requests while this one waits
+    data = {"ms": ms, "elapsed_ms": kitchen.elapsed_ms(started)}
+    await respond(scope, send, kitchen.json_reply(data))
+
+
+async def blocking_coffee(scope: Scope, receive: Receive, send: Send) -> None:
+    ms = kitchen.parse_query("/blocking-coffee", query_string(scope))["ms"]
+    started = time.perf_counter()
+    # THE MISTAKE, on purpose: time.sleep inside async def. It never awaits, so the
+    # event loop is stuck here and every other request on this worker waits too.
+    # The fix is /coffee: await asyncio.sleep(...).
+    time.sleep(ms / 1000)
+    data = {"ms": ms, "elapsed_ms": kitchen.elapsed_ms(started)}
+    await respond(scope, send, kitchen.json_reply(data))
+
+
+async def omelette(scope: Scope, receive: Receive, send: Send) -> None:
+    ms = kitchen.parse_query("/omelette", query_string(scope))["ms"]
+    started = time.perf_counter()
+    # CPU work has no await in it: async does not make it faster, and the loop runs
+    # nothing else until it is done. CPU-bound work is bound by the CPU in every mode.
+    whisks = kitchen.cook_omelette(ms)
+    data = {"ms": ms, "whisks": whisks, "elapsed_ms": kitchen.elapsed_ms(started)}
+    await respond(scope, send, kitchen.json_reply(data))
+
+
+async def breakfast(scope: Scope, receive: Receive, send: Send) -> None:
+    query = kitchen.parse_query("/breakfast", query_string(scope))
+    started = time.perf_counter()
+    # Put the kettle on and cook meanwhile: both run at once on the one event loop.
+    _, whisks = await asyncio.gather(
+        asyncio.sleep(query["coffee_ms"] / 1000),
+        cook_omelette_in_turns(query["omelette_ms"]),
+    )
+    data = {
+        **query,
+        "whisks": whisks,
+        "overlapped": True,
+        "elapsed_ms": kitchen.elapsed_ms(started),
+    }
+    await respond(scope, send, kitchen.json_reply(data))
+
+
+async def cook_omelette_in_turns(ms: int) -> int:
+    """The omelette in 1 ms slices with an ``await`` between them.
+
+    Each ``await asyncio.sleep(0)`` hands the loop back for a moment, so the coffee
+    timer (and any other request) gets its turn: the wait and the work overlap in
+    one thread. ``asyncio.to_thread(kitchen.cook_omelette, ms)`` would overlap
+    them too, but by adding a thread, which buys no extra CPU under the GIL; the
+    slices keep the picture to one loop and show what an ``await`` is for.
+    """
+    whisks = 0
+    for _ in range(ms):
+        whisks += kitchen.whisk(0.001)  # one millisecond of CPU work per turn
+        await asyncio.sleep(0)
+    return whisks
+
+
+async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+    query = kitchen.parse_query("/stream", query_string(scope))
+    # No Content-Length: more_body=True tells the server more is coming, and it frames
+    # the body itself (chunked on HTTP/1.1). X-Accel-Buffering: no asks nginx to pass
+    # each piece on at once.
+    headers = [(b"content-type", b"application/x-ndjson"), (b"x-accel-buffering", b"no")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send_in_turns(
+        scope, receive, send, query["chunks"], query["interval_ms"], kitchen.stream_line
+    )
+
+
+async def events(scope: Scope, receive: Receive, send: Send) -> None:
+    query = kitchen.parse_query("/events", query_string(scope))
+    headers = [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send_in_turns(scope, receive, send, query["count"], query["interval_ms"], sse_event)
+
+
+def sse_event(number: int) -> bytes:
+    # HTML Living Standard, server-sent events: "field: value" lines, a blank line
+    # ends the event; "id" is what the browser sends back as Last-Event-ID.
+    data = json.dumps({"event": number, "t": round(time.time(), 6)})  # one line: no "\n"
+    return f"id: {number}\ndata: {data}\n\n".encode()
+
+
+async def send_in_turns(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    count: int,
+    interval_ms: int,
+    make: Callable[[int], bytes],
+) -> None:
+    """Send ``make(0)``, ``make(1)``, ... ``interval_ms`` apart, until done or the client leaves.
+
+    The app hears that the client went away from ``receive()`` (http.disconnect),
+    so a watcher task listens while the loop sleeps between pieces.
+    """
+    if scope["method"] == "HEAD":
+        await send({"type": "http.response.body", "body": b""})
+        return
+    gone = asyncio.ensure_future(wait_for_disconnect(receive))
+    try:
+        for number in range(count):
+            done, _ = await asyncio.wait({gone}, timeout=interval_ms / 1000)
+            if done:
+                return  # nobody is listening any more
+            await send({"type": "http.response.body", "body": make(number), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        gone.cancel()
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def upload(scope: Scope, receive: Receive, send: Send) -> None:
+    digest = hashlib.sha256()
+    size = 0
+    # The body arrives as http.request messages, in whatever pieces the server read,
+    # until one says more_body=False.
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return  # the client gave up; nobody to answer
+        block = message.get("body", b"")
+        digest.update(block)
+        size += len(block)
+        if not message.get("more_body", False):
+            break
+    await respond(scope, send, kitchen.json_reply({"bytes": size, "sha256": digest.hexdigest()}))
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole body, at most ``limit`` bytes (413 beyond); None if the client left."""
+    declared = kitchen.parse_content_length(header(scope, b"content-length"))
+    kitchen.check_body_size(declared, limit)  # declared too big: refuse before reading
+    blocks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        blocks.append(message.get("body", b""))
+        size += len(blocks[-1])
+        kitchen.check_body_size(size, limit)
+        if not message.get("more_body", False):
+            return b"".join(blocks)
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    # ASGI: headers are [name, value] byte pairs, names lower-cased, in the order received.
+    values = [bytes(value).decode("latin-1") for key, value in scope["headers"] if key == name]
+    return ", ".join(values) if values else None
+
+
+async def form(scope: Scope, receive: Receive, send: Send) -> None:
+    form_url = mount_point(scope) + "/form"  # the link must work under /asgi/ and at /
+    if scope["method"] != "POST":
+        await respond(scope, send, kitchen.html_reply(kitchen.form_page(form_url)))
+        return
+    body = await read_body(scope, receive, kitchen.FORM_MAX_BYTES)
+    if body is None:
+        return
+    fields = kitchen.parse_form(header(scope, b"content-type") or "", body)
+    person = kitchen.validate_form(fields)
+    await respond(scope, send, kitchen.html_reply(kitchen.thank_you_page(person, form_url)))
+
+
+async def plain_http_ws(scope: Scope, receive: Receive, send: Send) -> None:
+    # /ws over plain HTTP, without the Upgrade handshake: say what is needed.
+    # RFC 9110 §15.5.22: a 426 MUST name the protocol to switch to in Upgrade.
+    error = kitchen.HTTPError(
+        426,
+        "/ws is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)",
+        headers=[("Upgrade", "websocket")],
+    )
+    await respond(scope, send, error.reply())
+
+
+async def websocket_echo(scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    """WebSocket /ws: accept, then send every message back until the client closes."""
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            if path != "/ws":
+                # ASGI: close before accept, and the server answers the handshake with 403.
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+        elif message["type"] == "websocket.disconnect":
+            return
+
+
+HANDLERS: dict[str, Handler] = {
+    "/": who,
+    "/env": env,
+    "/form": form,
+    "/coffee": coffee,
+    "/omelette": omelette,
+    "/breakfast": breakfast,
+    "/blocking-coffee": blocking_coffee,
+    "/stream": stream,
+    "/upload": upload,
+    "/ws": plain_http_ws,
+    "/events": events,
+}

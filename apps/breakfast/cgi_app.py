@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""The breakfast app as a CGI script (RFC 3875, CGI/1.1).
+
+The server starts this program afresh for every request: the request is the
+environment (meta-variables such as REQUEST_METHOD, PATH_INFO, QUERY_STRING) plus the
+body on stdin; the answer is a header block (Status:, Content-Type:, a blank line)
+and the body, written to stdout. Then the process exits. Look at ``main`` and ``respond``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # the type checker knows kitchen under its package name
+    from apps.breakfast import kitchen
+else:
+    # Run as `python -I script`, whose directory is not on sys.path: put it there.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import kitchen
+
+MODE = "cgi"
+
+# RFC 3875 §4.1 names, plus a few that servers commonly add. /env shows these and the
+# HTTP_* ones (§4.1.18), not the rest of the process environment (PATH, LANG, ...).
+META_VARIABLES = (
+    "AUTH_TYPE",  # §4.1.1
+    "CONTENT_LENGTH",  # §4.1.2
+    "CONTENT_TYPE",  # §4.1.3
+    "GATEWAY_INTERFACE",  # §4.1.4
+    "PATH_INFO",  # §4.1.5
+    "PATH_TRANSLATED",  # §4.1.6
+    "QUERY_STRING",  # §4.1.7
+    "REMOTE_ADDR",  # §4.1.8
+    "REMOTE_HOST",  # §4.1.9
+    "REMOTE_IDENT",  # §4.1.10
+    "REMOTE_USER",  # §4.1.11
+    "REQUEST_METHOD",  # §4.1.12
+    "SCRIPT_NAME",  # §4.1.13
+    "SERVER_NAME",  # §4.1.14
+    "SERVER_PORT",  # §4.1.15
+    "SERVER_PROTOCOL",  # §4.1.16
+    "SERVER_SOFTWARE",  # §4.1.17
+    "REQUEST_URI",  # common extensions, not in the RFC
+    "REQUEST_SCHEME",
+    "HTTPS",
+    "REMOTE_PORT",
+    "SERVER_ADDR",
+)
+
+out: BinaryIO = sys.stdout.buffer  # the response is bytes: stdout in binary mode
+
+
+def main() -> int:
+    method = os.environ.get("REQUEST_METHOD", "GET")  # RFC 3875 §4.1.12
+    # §4.1.5 PATH_INFO: the app-relative path; §4.1.13 SCRIPT_NAME: where the app is mounted.
+    path = os.environ.get("PATH_INFO") or "/"
+    try:
+        kitchen.check_route(path, method)
+        HANDLERS[path]()
+    except kitchen.HTTPError as error:
+        respond(error.reply())
+    return 0
+
+
+def respond(reply: kitchen.Reply) -> None:
+    """The CGI response: header lines, a blank line, the body; the server does the HTTP."""
+    write_headers(reply.status, reply.headers)
+    # RFC 3875 §4.3.3: "The script MUST NOT provide a response message-body for a HEAD request."
+    if os.environ.get("REQUEST_METHOD") != "HEAD":
+        out.write(reply.body)
+    out.flush()
+
+
+def write_headers(status: int, headers: kitchen.Headers) -> None:
+    # RFC 3875 §6.3.3: "Status:" carries the status code and reason phrase; §6.3.1
+    # Content-Type and the other fields follow. §7.2: on UNIX the newline is LF, and
+    # an empty line ends the header block.
+    lines = [f"Status: {kitchen.status_line(status)}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    out.write(("\n".join(lines) + "\n\n").encode("latin-1"))
+
+
+def query(path: str) -> dict[str, int]:
+    return kitchen.parse_query(path, os.environ.get("QUERY_STRING", ""))  # RFC 3875 §4.1.7
+
+
+def mount_point() -> str:
+    return os.environ.get("SCRIPT_NAME", "")
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+def who() -> None:
+    data = {
+        "mode": MODE,
+        "pid": os.getpid(),  # a new process for every request
+        "worker": os.getppid(),  # the server process that started this script
+        "requests_served": 1,  # ... and so it never serves a second one
+        "server": os.environ.get("SERVER_SOFTWARE", ""),  # RFC 3875 §4.1.17
+    }
+    respond(kitchen.json_reply(data))
+
+
+def env() -> None:
+    variables = {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if name in META_VARIABLES or name.startswith("HTTP_")
+    }
+    respond(kitchen.json_reply({"mode": MODE, "variables": variables}))
+
+
+def coffee() -> None:
+    ms = query("/coffee")["ms"]
+    started = time.perf_counter()
+    time.sleep(ms / 1000)  # this process waits; the server starts others for other requests
+    respond(kitchen.json_reply({"ms": ms, "elapsed_ms": kitchen.elapsed_ms(started)}))
+
+
+def blocking_coffee() -> None:
+    # In CGI each request has its own process: blocking it blocks nobody else.
+    ms = query("/blocking-coffee")["ms"]
+    started = time.perf_counter()
+    time.sleep(ms / 1000)
+    respond(kitchen.json_reply({"ms": ms, "elapsed_ms": kitchen.elapsed_ms(started)}))
+
+
+def omelette() -> None:
+    ms = query("/omelette")["ms"]
+    started = time.perf_counter()
+    whisks = kitchen.cook_omelette(ms)
+    data = {"ms": ms, "whisks": whisks, "elapsed_ms": kitchen.elapsed_ms(started)}
+    respond(kitchen.json_reply(data))
+
+
+def breakfast() -> None:
+    numbers = query("/breakfast")
+    started = time.perf_counter()
+    # One thing at a time: wait for the coffee, then cook the omelette.
+    time.sleep(numbers["coffee_ms"] / 1000)
+    whisks = kitchen.cook_omelette(numbers["omelette_ms"])
+    data = {
+        **numbers,
+        "whisks": whisks,
+        "overlapped": False,
+        "elapsed_ms": kitchen.elapsed_ms(started),
+    }
+    respond(kitchen.json_reply(data))
+
+
+def stream() -> None:
+    numbers = query("/stream")
+    # No Content-Length: the body ends when the script exits (RFC 3875 §6.4: the
+    # server reads "until the script signals the end ... by way of an end-of-file").
+    # X-Accel-Buffering asks nginx to pass each line on at once.
+    write_headers(200, [("Content-Type", "application/x-ndjson"), ("X-Accel-Buffering", "no")])
+    out.flush()
+    if os.environ.get("REQUEST_METHOD") == "HEAD":  # §4.3.3: no body for HEAD
+        return
+    for chunk in range(numbers["chunks"]):
+        time.sleep(numbers["interval_ms"] / 1000)
+        out.write(kitchen.stream_line(chunk))
+        out.flush()  # hand the line to the server now, not when Python's buffer fills
+
+
+def upload() -> None:
+    digest = hashlib.sha256()
+    size = 0
+    for block in read_body():
+        digest.update(block)
+        size += len(block)
+    respond(kitchen.json_reply({"bytes": size, "sha256": digest.hexdigest()}))
+
+
+def read_body(limit: int | None = None) -> Iterator[bytes]:
+    """The request body from stdin in blocks of at most 64 KiB; over ``limit``: 413.
+
+    RFC 3875 §4.2: the body is CONTENT_LENGTH bytes on stdin, and "the script MUST
+    NOT attempt to read more than CONTENT_LENGTH bytes, even if more data is
+    available". No CONTENT_LENGTH: no body.
+    """
+    remaining = kitchen.parse_content_length(os.environ.get("CONTENT_LENGTH")) or 0
+    if limit is not None:
+        kitchen.check_body_size(remaining, limit)  # declared too big: refuse before reading
+    stdin = sys.stdin.buffer
+    while remaining > 0:
+        block = stdin.read(min(remaining, kitchen.CHUNK_BYTES))
+        if not block:
+            raise kitchen.HTTPError(400, f"the body ended {remaining} bytes early")
+        remaining -= len(block)
+        yield block
+
+
+def form() -> None:
+    form_url = mount_point() + "/form"  # the link must work under /cgi/ and at /
+    if os.environ.get("REQUEST_METHOD") != "POST":
+        respond(kitchen.html_reply(kitchen.form_page(form_url)))
+        return
+    body = b"".join(read_body(limit=kitchen.FORM_MAX_BYTES))
+    fields = kitchen.parse_form(os.environ.get("CONTENT_TYPE", ""), body)  # §4.1.3
+    person = kitchen.validate_form(fields)
+    respond(kitchen.html_reply(kitchen.thank_you_page(person, form_url)))
+
+
+def needs_asgi() -> None:
+    path = os.environ.get("PATH_INFO") or "/"
+    respond(kitchen.HTTPError(501, kitchen.NEEDS_ASGI[path]).reply())
+
+
+HANDLERS = {
+    "/": who,
+    "/env": env,
+    "/form": form,
+    "/coffee": coffee,
+    "/omelette": omelette,
+    "/breakfast": breakfast,
+    "/blocking-coffee": blocking_coffee,
+    "/stream": stream,
+    "/upload": upload,
+    "/ws": needs_asgi,
+    "/events": needs_asgi,
+}
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        # The server stopped reading (the client went away). Point stdout at
+        # /dev/null so Python's final flush does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
