@@ -27,16 +27,17 @@ DROPPED_HEADERS: Final = frozenset(
         # httpoxy (httpoxy.org): HTTP_PROXY would be read as proxy settings by
         # the HTTP client libraries a script uses.
         "proxy",
-        # RFC 3875 §4.1.18: "The server SHOULD NOT create meta-variables for
-        # header fields that carry authentication information, such as Authorization".
+        # RFC 3875 §4.1.18: the server "SHOULD remove any header fields
+        # carrying authentication information, such as 'Authorization';
         "authorization",
         "proxy-authorization",
-        # §4.1.18: "... or that are available to the script in other
-        # meta-variables": CONTENT_LENGTH and CONTENT_TYPE.
+        # or that are available to the script in other variables, such as
+        # 'Content-Length' and 'Content-Type'."
         "content-length",
         "content-type",
-        # Hop-by-hop (RFC 9110 §7.6.1): they describe the connection to the
-        # gateway, not the request; the script must not act on them.
+        # §4.1.18: "The server MAY remove header fields that relate solely to
+        # client-side communication issues, such as 'Connection'": the
+        # hop-by-hop fields (RFC 9110 §7.6.1).
         "connection",
         "keep-alive",
         "te",

@@ -11,7 +11,7 @@ Rule 1 (§6.1, §6.3): the output starts with a header block that ends at the
 Rule 2 (§6.3): every header line is ``field-name ":" [ field-value ]``. The name
   is an HTTP token; the value may not hold control characters other than TAB.
   Continuation lines (obsolete line folding, RFC 9110 §5.5) are errors.
-Rule 3 (§6.2): at least one CGI field (Content-Type, Location, Status) must be
+Rule 3 (§6.3): at least one CGI field (Content-Type, Location, Status) must be
   present, and none of them twice.
 Rule 4 (§6.3.3): Status is "NNN reason": three digits, 200..599 (the response
   is final), then an optional reason phrase (a missing one is filled in).
@@ -173,7 +173,7 @@ def parse_cgi_head(block: bytes, *, has_body: bool) -> CGIResponseHead:
             continue  # Rule 10; Status becomes the status line, not a header.
         others.append((name, value))
     if not cgi:
-        # Rule 3: RFC 3875 §6.2: "The response MUST contain at least one CGI-field".
+        # Rule 3: RFC 3875 §6.3: at least one CGI field is required.
         raise CGIResponseError("no Content-Type, Location or Status header")
 
     status = _status(cgi["status"]) if "status" in cgi else None

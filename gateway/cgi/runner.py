@@ -151,9 +151,10 @@ class _StderrLog:
     def feed(self, data: bytes) -> None:
         self.partial += data
         *lines, self.partial = self.partial.split(b"\n")
-        if len(self.partial) > self.limits.max_stderr_line_bytes:
-            lines.append(self.partial)
-            self.partial = b""
+        size = self.limits.max_stderr_line_bytes
+        while len(self.partial) > size:  # an endless line is logged in pieces
+            lines.append(self.partial[:size])
+            self.partial = self.partial[size:]
         for line in lines:
             self._line(line)
 

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.cgi import make_cgi_app
 from gateway.cgi.bridge import CGIBridge, _Fail, redirected_request, request_from_environ
+from gateway.cgi.runner import CGITimeout
 from gateway.config import Settings
 
 APP = Path(__file__).parent / "cgi_scripts" / "fixture_app.py"
@@ -314,3 +315,32 @@ def test_redirect_outside_the_mount_is_refused() -> None:
     req = request_from_environ(environ_for("/x"), None)
     with pytest.raises(_Fail, match="outside"):
         redirected_request(req, "/wsgi/env")
+
+
+def test_no_content_has_no_length(app: CGIBridge) -> None:
+    resp = call(app, "/no-content")
+    assert resp.status == "204 No Content"
+    assert "content-length" not in resp.headers and resp.body == b""
+
+
+def test_head_keeps_the_scripts_content_length(app: CGIBridge) -> None:
+    resp = call(app, "/fake-trace", "HEAD")
+    assert resp.headers["content-length"] == "999" and resp.body == b""
+
+
+def test_valid_response_then_exit_1_is_served(
+    app: CGIBridge, caplog: pytest.LogCaptureFixture
+) -> None:
+    resp = call(app, "/exit-1-after-response")
+    assert resp.json() == {"ok": True}
+    assert "exited 1 after a valid response" in caplog.text
+
+
+def test_stream_that_runs_past_the_deadline_is_cut() -> None:
+    app = make_cgi_app(settings(timeout_s=0.5))
+    result: Any = app(environ_for("/stream-forever"), lambda s, h, e=None: None)
+    chunks = iter(result)
+    assert next(chunks) == b"first\n"
+    with pytest.raises(CGITimeout):
+        next(chunks)
+    result.close()

@@ -152,3 +152,20 @@ def test_closing_an_unfinished_process_kills_and_reaps_it() -> None:
     assert proc.exit_code == -9
     assert not alive(proc.pid)
     proc.close()  # idempotent
+
+
+def test_argv_given_as_a_list() -> None:
+    result = run_cgi(["/bin/sh", str(SCRIPTS / "hello.sh")], {"REQUEST_METHOD": "GET"})
+    assert result.stdout.endswith(b"hello from GET\n")
+
+
+def test_script_that_closes_its_output_and_lingers_is_killed() -> None:
+    with pytest.raises(CGITimeout):
+        run_cgi(APP, meta("/close-and-linger"), limits=CGILimits(timeout_s=0.5))
+
+
+def test_long_stderr_line_without_newline(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.cgi")
+    limits = CGILimits(max_stderr_line_bytes=2048)
+    result = run_cgi(APP, meta("/stderr-no-newline"), limits=limits)
+    assert [len(line) for line in result.stderr_tail] == [2048, 2048, 904]

@@ -79,6 +79,20 @@ def stream() -> None:
         time.sleep(0.1)
 
 
+def close_and_linger() -> None:
+    respond(b"{}")
+    out.flush()
+    os.close(1)
+    os.close(2)
+    time.sleep(3600)
+
+
+def stream_forever() -> None:
+    out.write(b"Content-Type: text/plain\nX-Accel-Buffering: no\n\nfirst\n")
+    out.flush()
+    time.sleep(3600)
+
+
 BEHAVIOURS = {
     "/env": env,
     "/read-to-eof": read_to_eof,
@@ -99,6 +113,11 @@ BEHAVIOURS = {
         f"Location: {os.environ['SCRIPT_NAME']}/redirect-loop\n\n".encode()
     ),
     "/redirect-client": lambda: out.write(b"Location: http://example.com/elsewhere\n\n"),
+    "/no-content": lambda: out.write(b"Status: 204 No Content\n\n"),
+    "/exit-1-after-response": lambda: (respond(b'{"ok": true}'), out.flush(), sys.exit(1)),
+    "/close-and-linger": close_and_linger,
+    "/stderr-no-newline": lambda: (sys.stderr.write("z" * 5000), respond(b"{}")),
+    "/stream-forever": stream_forever,
     "/fake-trace": lambda: respond(b"{}", extra="X-Gateway-Pid: 1\r\nContent-Length: 999\r\n"),
 }
 
