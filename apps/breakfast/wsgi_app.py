@@ -1,11 +1,9 @@
 """The breakfast app as a WSGI callable (PEP 3333).
 
-The server calls ``application(environ, start_response)`` once per request, in a
-worker that does nothing else meanwhile: the request is the ``environ`` dict, the
-answer is ``start_response(status, headers)`` plus the iterable of bytes returned.
-Look at ``stream`` (a generator: the server sends each piece as it is yielded) and
-``upload`` (``wsgi.input`` read in chunks, never past CONTENT_LENGTH).
-"""
+The server calls ``application(environ, start_response)`` once per request: the request
+is the ``environ`` dict, the answer is ``start_response(status, headers)`` plus an iterable
+of bytes. Look at ``stream`` (a generator, sent piece by piece as it yields) and
+``read_body`` (``wsgi.input`` read in chunks, never past CONTENT_LENGTH)."""
 
 from __future__ import annotations
 
