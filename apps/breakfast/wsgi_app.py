@@ -3,7 +3,8 @@
 The server calls ``application(environ, start_response)`` once per request: the request
 is the ``environ`` dict, the answer is ``start_response(status, headers)`` plus an iterable
 of bytes. Look at ``stream`` (a generator, sent piece by piece as it yields) and
-``read_body`` (``wsgi.input`` read in chunks, never past CONTENT_LENGTH)."""
+``read_body`` (``wsgi.input`` read in chunks, never past CONTENT_LENGTH).
+"""
 
 from __future__ import annotations
 
