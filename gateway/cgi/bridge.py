@@ -47,7 +47,7 @@ MAX_LOCAL_REDIRECTS: Final = 5
 BRIDGE_HEADERS: Final = frozenset({"content-length"} | trace.APP_SET)
 
 
-class _Fail(Exception):
+class BridgeError(Exception):
     """An error answer: ``{"error": message, "status": status}``."""
 
     def __init__(self, status: int, message: str, headers: Headers | None = None) -> None:
@@ -121,7 +121,7 @@ def redirected_request(req: CGIRequest, location: str) -> CGIRequest:
     decoded = unquote_to_bytes(path).decode("latin-1")  # PATH_INFO is decoded (§4.1.5)
     mount = req.script_name
     if mount and decoded != mount and not decoded.startswith(mount + "/"):
-        raise _Fail(502, f"local redirect to {path!r}, outside this gateway's {mount!r}")
+        raise BridgeError(502, f"local redirect to {path!r}, outside this gateway's {mount!r}")
     return replace(
         req,
         method="HEAD" if req.method == "HEAD" else "GET",
@@ -166,7 +166,7 @@ class CGIBridge:
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             return self._serve(environ, start_response)
-        except _Fail as fail:
+        except BridgeError as fail:
             body = json.dumps({"error": fail.message, "status": fail.status}).encode()
             headers = [
                 ("Content-Type", "application/json"),
@@ -181,17 +181,18 @@ class CGIBridge:
         stream: IO[bytes] = environ["wsgi.input"]
         if raw:
             if not raw.isdigit():
-                raise _Fail(400, f"invalid Content-Length {raw!r}")
+                raise BridgeError(400, f"invalid Content-Length {raw!r}")
             length = int(raw)
             if length > self.max_body_bytes:
-                raise _Fail(413, f"request body of {length} bytes is over {self.max_body_bytes}")
+                limit = self.max_body_bytes
+                raise BridgeError(413, f"request body of {length} bytes is over {limit}")
             return length, _bounded(stream, length)
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             # RFC 3875 §4.2: the script is told the body's length, so a chunked
             # body is read first (bounded), then passed on with CONTENT_LENGTH.
             data = b"".join(_bounded(stream, self.max_body_bytes + 1))
             if len(data) > self.max_body_bytes:
-                raise _Fail(413, f"request body is over {self.max_body_bytes} bytes")
+                raise BridgeError(413, f"request body is over {self.max_body_bytes} bytes")
             return len(data), data
         return None, b""
 
@@ -203,13 +204,13 @@ class CGIBridge:
             try:
                 meta = build_meta_variables(req)
             except CGIRequestError as exc:
-                raise _Fail(400, str(exc)) from None
+                raise BridgeError(400, str(exc)) from None
             result = self._run(meta, body, head_only, start_response)
             if isinstance(result, str):
                 req, body = redirected_request(req, result), b""
                 continue
             return result
-        raise _Fail(502, f"more than {MAX_LOCAL_REDIRECTS} local redirects")
+        raise BridgeError(502, f"more than {MAX_LOCAL_REDIRECTS} local redirects")
 
     def _run(
         self, meta: dict[str, str], body: Body, head_only: bool, start_response: StartResponse
@@ -219,7 +220,7 @@ class CGIBridge:
             proc = CGIProcess(self.script, meta, body, self.limits, slots=self.slots)
         except CGIError as exc:
             retry = [("Retry-After", "1")] if exc.status == 503 else []
-            raise _Fail(exc.status, str(exc), retry) from None
+            raise BridgeError(exc.status, str(exc), retry) from None
         streaming = False
         try:
             stdout = proc.stdout()
@@ -252,7 +253,8 @@ class CGIBridge:
                     " | ".join(proc.stderr_tail),
                 )
                 what = f"crashed (exit status {exit_code})" if exit_code else "exited"
-                raise _Fail(502, f"the CGI script {what} without a valid response: {exc}") from None
+                message = f"the CGI script {what} without a valid response: {exc}"
+                raise BridgeError(502, message) from None
             if exit_code != 0:
                 logger.warning("cgi[%d] exited %d after a valid response", proc.pid, exit_code)
             if resp.kind == "local-redirect":
@@ -262,11 +264,12 @@ class CGIBridge:
             return [] if head_only else [resp.body]
         except CGIResponseError as exc:
             proc.close()
-            raise _Fail(502, f"the CGI script sent invalid headers: {exc}", _trace(proc)) from None
+            message = f"the CGI script sent invalid headers: {exc}"
+            raise BridgeError(502, message, _trace(proc)) from None
         except CGIError as exc:
             proc.close()
-            raise _Fail(exc.status, str(exc), _trace(proc)) from None
-        except _Fail as fail:
+            raise BridgeError(exc.status, str(exc), _trace(proc)) from None
+        except BridgeError as fail:
             proc.close()
             fail.headers += _trace(proc)
             raise

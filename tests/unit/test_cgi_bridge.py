@@ -17,7 +17,7 @@ from wsgiref.validate import validator
 import pytest
 
 from gateway.cgi import make_cgi_app
-from gateway.cgi.bridge import CGIBridge, _Fail, redirected_request, request_from_environ
+from gateway.cgi.bridge import BridgeError, CGIBridge, redirected_request, request_from_environ
 from gateway.cgi.runner import CGITimeout
 from gateway.config import Settings
 
@@ -313,7 +313,7 @@ def test_redirected_request(script_name: str, location: str, path_info: str, que
 
 def test_redirect_outside_the_mount_is_refused() -> None:
     req = request_from_environ(environ_for("/x"), None)
-    with pytest.raises(_Fail, match="outside"):
+    with pytest.raises(BridgeError, match="outside"):
         redirected_request(req, "/wsgi/env")
 
 
