@@ -1,0 +1,195 @@
+"""The `lab` CLI against a fake target: arguments, exit codes, the status JSON shape."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lab import cli, native, state
+from lab.config import LabConfig
+from lab.target import LabError, StatusDict, Target, limits_dict, target_name
+
+runner = CliRunner()
+
+
+@dataclass
+class FakeTarget:
+    name: str = "native"
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    fail_with: str | None = None
+
+    def _call(self, *what: str) -> None:
+        self.calls.append(what)
+        if self.fail_with:
+            raise LabError(self.fail_with)
+
+    def up(self, cfg: LabConfig) -> None:
+        self._call("up")
+
+    def down(self, cfg: LabConfig) -> None:
+        self._call("down")
+
+    def status(self, cfg: LabConfig) -> StatusDict:
+        return {
+            "target": self.name,
+            "url": cfg.url,
+            "running": True,
+            "active_mode": "wsgi",
+            "gateways": {"cgi": "http://127.0.0.1:8081"},
+            "limits": limits_dict(cfg),
+        }
+
+    def switch(self, cfg: LabConfig, mode: str) -> None:
+        self._call("switch", mode)
+
+    def logs(self, cfg: LabConfig, follow: bool) -> None:
+        self._call("logs", str(follow))
+
+    def is_running(self, cfg: LabConfig) -> bool:
+        return True
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeTarget:
+    target = FakeTarget()
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LAB_TARGET", "native")
+    monkeypatch.setattr(cli, "get_target", lambda name: target)
+    return target
+
+
+def test_fake_target_implements_the_protocol() -> None:
+    assert isinstance(FakeTarget(), Target)
+    assert isinstance(native.NativeTarget(), Target)
+
+
+@pytest.mark.parametrize("mode", ["fastcgi", "WSGI", "", "cgi,asgi"])
+def test_switch_to_unknown_mode_fails_and_changes_nothing(fake: FakeTarget, mode: str) -> None:
+    result = runner.invoke(cli.app, ["switch", mode])
+    assert result.exit_code != 0
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("mode", ["cgi", "wsgi", "asgi"])
+def test_switch_delegates_to_the_target(fake: FakeTarget, mode: str) -> None:
+    result = runner.invoke(cli.app, ["switch", mode])
+    assert result.exit_code == 0, result.output
+    assert fake.calls == [("switch", mode)]
+
+
+def test_status_json_has_the_contract_shape(
+    fake: FakeTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAB_PORT", "18080")
+    result = runner.invoke(cli.app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert set(info) == {"target", "url", "running", "active_mode", "gateways", "limits"}
+    assert info["url"] == "http://127.0.0.1:18080"
+    assert set(info["limits"]) == {
+        "proxy_read_timeout_s",
+        "client_max_body_bytes",
+        "cgi_max_scripts",
+    }
+    assert info["limits"]["client_max_body_bytes"] >= 16 * 1024 * 1024
+
+
+def test_status_table_names_url_and_mode(fake: FakeTarget) -> None:
+    result = runner.invoke(cli.app, ["status"])
+    assert result.exit_code == 0
+    assert "http://127.0.0.1:" in result.stdout and "wsgi" in result.stdout
+
+
+def test_lab_error_is_a_message_and_exit_1(fake: FakeTarget) -> None:
+    fake.fail_with = "port 8080 is already in use"
+    result = runner.invoke(cli.app, ["up"])
+    assert result.exit_code == 1
+    assert "port 8080 is already in use" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_up_records_the_target_and_down_clears_it(fake: FakeTarget, tmp_path: Path) -> None:
+    assert runner.invoke(cli.app, ["up"]).exit_code == 0
+    cfg = LabConfig.from_env()
+    assert state.recorded_target(cfg) == "native"
+    assert runner.invoke(cli.app, ["down"]).exit_code == 0
+    assert state.recorded_target(cfg) is None
+    assert fake.calls == [("up",), ("down",)]
+
+
+def test_up_with_unknown_target_fails(fake: FakeTarget) -> None:
+    result = runner.invoke(cli.app, ["up", "--target", "kubernetes"])
+    assert result.exit_code == 1 and "not a target" in result.output
+
+
+def test_logs_follow_flag(fake: FakeTarget) -> None:
+    assert runner.invoke(cli.app, ["logs", "-f"]).exit_code == 0
+    assert fake.calls == [("logs", "True")]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param({"LAB_TARGET": "native"}, "native", id="native"),
+        pytest.param({"LAB_TARGET": "Docker"}, "docker", id="docker-any-case"),
+    ],
+)
+def test_lab_target_is_obeyed(env: dict[str, str], expected: str) -> None:
+    assert target_name(env) == expected
+
+
+def test_unknown_lab_target_is_an_error() -> None:
+    with pytest.raises(LabError, match="LAB_TARGET"):
+        target_name({"LAB_TARGET": "podman"})
+
+
+def test_recorded_target_wins_over_auto_choice(tmp_path: Path) -> None:
+    cfg = LabConfig(state_dir=tmp_path)
+    state.record_target(cfg, "native")
+    assert state.current_target_name(cfg, env={}) == "native"
+    assert state.current_target_name(cfg, env={"LAB_TARGET": "docker"}) == "docker"
+
+
+def test_extensions_register_their_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("lab.bench")
+
+    def register(app: typer.Typer) -> None:
+        @app.command("bench")
+        def bench() -> None:
+            print("benched")
+
+    module.register = register  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "lab.bench", module)
+    app = typer.Typer()
+
+    @app.command()
+    def other() -> None:  # two commands, so typer keeps subcommand names
+        pass
+
+    cli.register_extensions(app)
+    result = runner.invoke(app, ["bench"])
+    assert result.exit_code == 0 and "benched" in result.stdout
+
+
+def test_native_log_tail_starts_at_the_last_start(tmp_path: Path) -> None:
+    log = tmp_path / "gateway-cgi.log"
+    log.write_text(f"{native.START_MARKER}1\nold failure\n{native.START_MARKER}2\nnew failure\n")
+    assert native.tail(log) == "new failure"
+
+
+def test_native_status_when_nothing_runs(tmp_path: Path) -> None:
+    info = native.NativeTarget().status(LabConfig(port=18080, state_dir=tmp_path))
+    assert info["running"] is False and info["active_mode"] is None
+    assert info["gateways"]["asgi"] == "http://127.0.0.1:8083"
+
+
+def test_native_switch_needs_a_running_lab(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="lab up"):
+        native.NativeTarget().switch(LabConfig(state_dir=tmp_path), "asgi")
