@@ -13,7 +13,14 @@ from typing import Final
 
 MODES: Final = ("cgi", "wsgi", "asgi")
 ROOT: Final = Path(__file__).resolve().parent.parent
-GATEWAY_PORTS: Final = {"cgi": 8081, "wsgi": 8082, "asgi": 8083}
+
+
+def gateway_ports(nginx_port: int) -> dict[str, int]:
+    """Native gateways listen just above nginx: 8080 -> cgi 8081, wsgi 8082, asgi 8083.
+
+    Deriving them from LAB_PORT lets two native labs share a machine.
+    """
+    return {mode: nginx_port + 1 + i for i, mode in enumerate(MODES)}
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,10 @@ class LabConfig:
     port: int = 8080
     state_dir: Path = ROOT / ".lab"
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def gateway_ports(self) -> dict[str, int]:
+        return gateway_ports(self.port)
 
     @property
     def url(self) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final, cast
 
 from lab import nginx_conf
-from lab.config import GATEWAY_PORTS, MODES, ROOT, LabConfig
+from lab.config import MODES, ROOT, LabConfig
 from lab.target import (
     DEFAULT_MODE,
     LabError,
@@ -285,7 +285,7 @@ class NativeTarget:
         return state is not None and any(group_alive(g) for g in state.groups.values())
 
     def healthy(self, cfg: LabConfig) -> dict[str, bool]:
-        checks = {f"gateway-{m}": f"http://127.0.0.1:{GATEWAY_PORTS[m]}/healthz" for m in MODES}
+        checks = {f"gateway-{m}": f"http://127.0.0.1:{cfg.gateway_ports[m]}/healthz" for m in MODES}
         checks["nginx"] = cfg.url + "/nginx-health"
         return {name: is_healthy(url, timeout=1.0) for name, url in checks.items()}
 
@@ -318,7 +318,7 @@ class NativeTarget:
         say(f"the lab is up (native, active mode {self._active_label(cfg)}): {cfg.url}")
 
     def _check_ports(self, cfg: LabConfig) -> None:
-        wanted = {f"gateway-{m}": GATEWAY_PORTS[m] for m in MODES} | {"nginx": cfg.port}
+        wanted = {f"gateway-{m}": cfg.gateway_ports[m] for m in MODES} | {"nginx": cfg.port}
         for service, port in wanted.items():
             if port_in_use(port):
                 hint = " or set LAB_PORT to a free port" if service == "nginx" else ""
@@ -342,7 +342,7 @@ class NativeTarget:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(GATEWAY_PORTS[mode]),
+                str(cfg.gateway_ports[mode]),
             ]
             state.groups[f"gateway-{mode}"] = self._spawn(cmd, _gateway_log(cfg, mode), env)
             save_state(cfg, state)
@@ -370,7 +370,7 @@ class NativeTarget:
         return proc.pid
 
     def _wait_healthy(self, cfg: LabConfig, state: RunState) -> None:
-        urls = {f"gateway-{m}": f"http://127.0.0.1:{GATEWAY_PORTS[m]}/healthz" for m in MODES}
+        urls = {f"gateway-{m}": f"http://127.0.0.1:{cfg.gateway_ports[m]}/healthz" for m in MODES}
         urls["nginx"] = cfg.url + "/nginx-health"
         pending = dict(urls)
         end = time.monotonic() + START_DEADLINE_S
@@ -431,7 +431,7 @@ class NativeTarget:
             "url": f"http://127.0.0.1:{port}",
             "running": running,
             "active_mode": self._active_label(cfg),
-            "gateways": {m: f"http://127.0.0.1:{GATEWAY_PORTS[m]}" for m in MODES},
+            "gateways": {m: f"http://127.0.0.1:{cfg.gateway_ports[m]}" for m in MODES},
             "limits": limits,
         }
 

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from lab.config import GATEWAY_PORTS, MODES, ROOT, Limits
+from lab.config import MODES, ROOT, Limits, gateway_ports
 
 TARGETS: Final = ("native", "compose")
 TEMPLATE_DIR: Final = Path(os.environ.get("LAB_NGINX_TEMPLATES", str(ROOT / "nginx" / "templates")))
@@ -82,9 +82,10 @@ def target_values(
             raise RenderError("the native target needs a state directory")
         nginx_dir = state_dir / "nginx"
         logs = state_dir / "logs"
+        listen_port = port if port is not None else 8080
         return common | {
-            "listen": f"127.0.0.1:{port if port is not None else 8080}",
-            **{f"{m}_server": f"127.0.0.1:{GATEWAY_PORTS[m]}" for m in MODES},
+            "listen": f"127.0.0.1:{listen_port}",
+            **{f"{m}_server": f"127.0.0.1:{p}" for m, p in gateway_ports(listen_port).items()},
             "pid_path": str(nginx_dir / "nginx.pid"),
             "error_log": str(logs / "nginx-error.log"),
             "access_log": str(logs / "nginx-access.log"),

@@ -66,6 +66,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "accesslog": None,  # nginx writes the access log, with upstream timings
         "loglevel": settings.log_level,
         "proc_name": f"gateway-{settings.mode}",
+        # gunicorn's control socket would be one path shared by every gateway on
+        # the host (and unwritable in a read-only container); the lab has no use for it.
+        "control_socket_disable": True,
         **worker_options(settings.mode, settings),
     }
 

@@ -187,7 +187,7 @@ def test_native_log_tail_starts_at_the_last_start(tmp_path: Path) -> None:
 def test_native_status_when_nothing_runs(tmp_path: Path) -> None:
     info = native.NativeTarget().status(LabConfig(port=18080, state_dir=tmp_path))
     assert info["running"] is False and info["active_mode"] is None
-    assert info["gateways"]["asgi"] == "http://127.0.0.1:8083"
+    assert info["gateways"]["asgi"] == "http://127.0.0.1:18083"
 
 
 def test_native_switch_needs_a_running_lab(tmp_path: Path) -> None:
