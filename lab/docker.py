@@ -372,3 +372,25 @@ class DockerTarget:
         if reload.returncode != 0:
             raise LabError(f"nginx did not reload:\n{reload.stdout}{reload.stderr}")
         _say(f"{SERVICES[mode]}: {replicas} replica(s) behind nginx")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lab.docker scale MODE N``: what the lab CLI has no command for."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lab.docker", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    scale = sub.add_parser("scale", help="run N containers of one gateway behind nginx")
+    scale.add_argument("mode", choices=MODES)
+    scale.add_argument("replicas", type=int)
+    args = parser.parse_args(argv)
+    try:
+        DockerTarget().scale(LabConfig.from_env(), args.mode, args.replicas)
+    except LabError as exc:
+        print(f"lab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,22 +61,49 @@ install_engine() {
     command -v dockerd >/dev/null 2>&1 || die "docker.io installed but dockerd is not on PATH"
 }
 
+# True when pid $1 runs the program $2 (and is not a zombie waiting to be reaped).
+alive() {
+    [[ -n ${1:-} && $(cat "/proc/$1/comm" 2>/dev/null) == "$2" ]] &&
+        [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]
+}
+dockerd_alive() { alive "${1:-}" dockerd; }
+
+# An engine killed hard leaves pid files behind (its own and its containerd's),
+# and dockerd will not start, or waits for a containerd that is gone, while the
+# pid in them still exists, even as a zombie. Remove the ones naming no live process.
+remove_stale_pidfile() {
+    local file=$1 name=$2 pid
+    pid=$(cat "$file" 2>/dev/null || true)
+    if [[ -n $pid ]] && ! alive "$pid" "$name"; then
+        say "removing the stale $file (pid $pid is gone)"
+        rm -f "$file"
+    fi
+}
+
 start_engine() {
     engine_answers && { say "engine already answers"; return 0; }
     need_root "starting dockerd"
     install_engine
-    # An engine killed hard leaves its pid file behind; dockerd refuses to start
-    # while the pid it names is alive, and starts over a stale one.
-    if [[ -f /var/run/docker.pid ]] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
-        say "dockerd (pid $(cat /var/run/docker.pid)) runs but does not answer yet; waiting"
+    local pid started=""
+    pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+    if dockerd_alive "$pid"; then
+        say "dockerd (pid $pid) runs but does not answer yet; waiting"
     else
+        remove_stale_pidfile /var/run/docker.pid dockerd
+        remove_stale_pidfile /var/run/docker/containerd/containerd.pid containerd
         say "starting dockerd (log: $DOCKERD_LOG)"
         mkdir -p "$(dirname "$DOCKERD_LOG")"
         # setsid + nohup: the engine outlives this script and its terminal.
         setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+        started=$!
     fi
     local deadline=$((SECONDS + WAIT_S))
     until engine_answers; do
+        if [[ -n $started ]] && ! dockerd_alive "$started"; then
+            say "dockerd exited; last lines of $DOCKERD_LOG:"
+            tail -n 20 "$DOCKERD_LOG" >&2 || true
+            exit 1
+        fi
         if ((SECONDS >= deadline)); then
             say "dockerd did not answer within ${WAIT_S}s; last lines of $DOCKERD_LOG:"
             tail -n 20 "$DOCKERD_LOG" >&2 || true
