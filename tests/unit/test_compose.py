@@ -176,3 +176,73 @@ def test_documented_defaults_match_compose() -> None:
         re.findall(r"^([A-Z0-9_]+)=(.*)$", (ROOT / ".env.example").read_text(), re.MULTILINE)
     )
     assert {k: example[k] for k in defaults} == defaults
+
+
+# -- the docker target's pure parts (lab/docker.py) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environ", "files", "expected"),
+    [
+        pytest.param({"LAB_CA_BUNDLE": "/a.pem"}, {"/a.pem"}, "/a.pem", id="lab-ca-bundle"),
+        pytest.param({"PIP_CERT": "/p.pem"}, {"/p.pem"}, "/p.pem", id="pip-cert"),
+        pytest.param(
+            {"PIP_CERT": "/gone.pem"},
+            {"/etc/ssl/certs/ca-certificates.crt"},
+            "/etc/ssl/certs/ca-certificates.crt",
+            id="system-bundle",
+        ),
+        pytest.param({}, set(), None, id="none-compose-default"),
+    ],
+)
+def test_ca_bundle_choice(environ: dict[str, str], files: set[str], expected: str | None) -> None:
+    from lab.docker import ca_bundle
+
+    assert ca_bundle(environ, lambda p: str(p) in files) == expected
+
+
+def test_compose_env_carries_the_lab_settings() -> None:
+    from lab.config import LabConfig, Limits
+    from lab.docker import compose_env
+
+    cfg = LabConfig(port=9090, limits=Limits(proxy_read_timeout_s=7, cgi_max_scripts=3))
+    env = compose_env(cfg, {"LAB_PORT": "1", "PATH": "/bin"}, base_image="lab-base:bookworm")
+    assert env["LAB_PORT"] == "9090"
+    assert env["LAB_PROXY_READ_TIMEOUT_S"] == "7"
+    assert env["LAB_CGI_MAX_SCRIPTS"] == "3"
+    assert env["LAB_BASE_IMAGE"] == "lab-base:bookworm"
+    assert env["PATH"] == "/bin"
+
+
+def test_compose_args_pin_project_and_file() -> None:
+    from lab.docker import compose_args
+
+    args = compose_args("ps")
+    assert args[:2] == ["docker", "compose"]
+    assert args[args.index("--project-name") + 1] == "gateway-lab"
+    assert args[args.index("--file") + 1] == str(ROOT / "compose.yaml")
+    assert args[-1] == "ps"
+
+
+@pytest.mark.parametrize(
+    ("mode", "replicas"),
+    [
+        pytest.param("bogus", 2, id="unknown-mode"),
+        pytest.param("wsgi", 0, id="zero"),
+        pytest.param("wsgi", 17, id="too-many"),
+    ],
+)
+def test_scale_rejects_bad_requests(mode: str, replicas: int) -> None:
+    from lab.docker import scale_args
+    from lab.target import LabError
+
+    with pytest.raises(LabError):
+        scale_args(mode, replicas)
+
+
+def test_scale_touches_only_the_one_service() -> None:
+    from lab.docker import scale_args
+
+    args = scale_args("wsgi", 3)
+    assert args[args.index("--scale") + 1] == "gateway-wsgi=3"
+    assert "--no-recreate" in args and "--wait" in args
