@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Literal
 
 from lab.config import MODES, ROOT, LabConfig
 from lab.target import (
@@ -53,6 +53,7 @@ BUILD_SERVICES: Final = (SERVICES["wsgi"], NGINX)
 BUILD_TIMEOUT_S: Final = float(os.environ.get("LAB_BUILD_TIMEOUT_S", "1200"))
 WAIT_TIMEOUT_S: Final = int(os.environ.get("LAB_WAIT_TIMEOUT_S", "120"))
 PULL_TIMEOUT_S: Final = 60.0
+Output = Literal["capture", "stderr", "pass"]
 COMMAND_TIMEOUT_S: Final = 120.0
 
 
@@ -156,17 +157,27 @@ def _run(
     args: Sequence[str],
     env: Mapping[str, str] | None = None,
     timeout: float = COMMAND_TIMEOUT_S,
-    capture: bool = True,
+    output: Output = "capture",
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command; output captured (or passed through), never raising on exit status."""
+    """Run a command, never raising on its exit status.
+
+    ``output``: "capture" keeps stdout/stderr in the result; "stderr" shows the
+    command's progress (builds) on stderr, keeping stdout for the lab's own
+    output; "pass" leaves both as they are (logs).
+    """
+    streams: dict[str, Any] = {}
+    if output == "capture":
+        streams["capture_output"] = True
+    elif output == "stderr":
+        streams["stdout"] = sys.stderr
     try:
         return subprocess.run(
             list(args),
             env=dict(env) if env is not None else None,
-            capture_output=capture,
             text=True,
             timeout=timeout,
             check=False,
+            **streams,
         )
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"`{' '.join(args[:4])} …` did not finish within {timeout:.0f}s") from exc
@@ -194,10 +205,10 @@ class DockerTarget:
         *args: str,
         base_image: str | None = None,
         timeout: float = COMMAND_TIMEOUT_S,
-        capture: bool = True,
+        output: Output = "capture",
     ) -> subprocess.CompletedProcess[str]:
         env = compose_env(cfg, self._environ, base_image)
-        return _run(compose_args(*args), env=env, timeout=timeout, capture=capture)
+        return _run(compose_args(*args), env=env, timeout=timeout, output=output)
 
     def _require_engine(self) -> None:
         if shutil.which("docker") is None:
@@ -238,7 +249,7 @@ class DockerTarget:
             f"{SLIM_IMAGE} cannot be pulled here; building {LOCAL_BASE_IMAGE} from Debian's "
             f"packages instead ({BASE_IMAGE_SCRIPT.relative_to(ROOT)}, about 30 s)"
         )
-        built = _run(["bash", str(BASE_IMAGE_SCRIPT)], timeout=900, capture=False)
+        built = _run(["bash", str(BASE_IMAGE_SCRIPT)], timeout=900, output="stderr")
         if built.returncode != 0:
             raise LabError(
                 f"could not build {LOCAL_BASE_IMAGE} (exit {built.returncode}); "
@@ -272,7 +283,7 @@ class DockerTarget:
         base = self.base_image()
         _say(f"building gateway-lab/gateway and gateway-lab/nginx on {base}")
         build = self._compose(
-            cfg, "build", *BUILD_SERVICES, base_image=base, timeout=BUILD_TIMEOUT_S, capture=False
+            cfg, "build", *BUILD_SERVICES, base_image=base, timeout=BUILD_TIMEOUT_S, output="stderr"
         )
         if build.returncode != 0:
             raise LabError(f"`docker compose build` failed (exit {build.returncode}); see above")
@@ -351,7 +362,7 @@ class DockerTarget:
 
     def logs(self, cfg: LabConfig, follow: bool) -> None:
         args = ["logs", "--no-color", *(["--follow"] if follow else [])]
-        self._compose(cfg, *args, timeout=10**9 if follow else COMMAND_TIMEOUT_S, capture=False)
+        self._compose(cfg, *args, timeout=10**9 if follow else COMMAND_TIMEOUT_S, output="pass")
 
     def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None:
         """Run ``replicas`` containers of one gateway and spread nginx's traffic over them.
