@@ -9,8 +9,8 @@ LAB := $(VENV)/bin/lab
 MODE ?=
 export LAB_PORT ?= 8080
 
-.PHONY: install up down status switch logs test test-unit test-integration \
-	test-native test-docker check fmt bench timeline claims clean
+.PHONY: install up down status switch split scale logs test test-unit test-integration \
+	test-native test-docker check fmt bench timeline claims clean docker-engine base-image
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,15 @@ switch: install        ## make switch MODE=asgi
 
 logs: install
 	$(LAB) logs --follow
+
+scale: install         ## make scale MODE=wsgi N=3 (docker target): N replicas behind nginx
+	$(PY) -m lab.docker scale "$(MODE)" "$(N)"
+
+docker-engine:         ## install and start a Docker engine and the Compose plugin (root)
+	bash scripts/docker-engine.sh
+
+base-image:            ## build lab-base:bookworm from Debian's packages, for machines with no registry
+	bash scripts/base-image.sh
 
 check: install         ## lint and type-check, change nothing
 	$(VENV)/bin/ruff check .
