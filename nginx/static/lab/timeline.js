@@ -141,6 +141,8 @@ export function drawTimeline(svg, results, opts) {
       });
       if (clocksAgree && result.sent < tr.start) {
         const xs = x(result.sent);
+        // The wait answers the pointer too: hovering it shows the same request.
+        bar.append(el("rect", { class: "hit", x: xs, y: rowY, width: x0 - xs, height: barH }));
         bar.append(
           el("line", { class: "wait", x1: xs, y1: cy, x2: x0, y2: cy }),
           el("line", { class: "wait-tick", x1: xs, y1: cy - 5, x2: xs, y2: cy + 5 }),
