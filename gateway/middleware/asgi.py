@@ -62,18 +62,28 @@ class GatewayASGI:
             )
             return list(headers) + [(k.encode(), v.encode()) for k, v in extra]
 
-        app_path = scope["path"][len(scope.get("root_path", "")) :]
-        if scope["type"] == "http" and app_path == "/healthz":
-            body = json.dumps({"status": "ok", "mode": self.mode}).encode()
+        async def answer(status: int, data: dict[str, object]) -> None:
+            if scope["type"] == "websocket":
+                # Before websocket.accept, a close is the server's "no" (a 403).
+                await send({"type": "websocket.close", "code": 1008})
+                return
             headers = [(b"content-type", b"application/json")]
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": traced(headers, time.time()),
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            response_start = {"type": "http.response.start", "status": status}
+            await send(response_start | {"headers": traced(headers, time.time())})
+            await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+
+        if scope.get("http_version") == "1.1" and _header(scope, b"host") is None:
+            # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+            # code to any HTTP/1.1 request message that lacks a Host header field".
+            error = "HTTP/1.1 request without a Host header"
+            await answer(400, {"error": error, "status": 400})
+            return
+
+        if (
+            scope["type"] == "http"
+            and scope["path"][len(scope.get("root_path", "")) :] == "/healthz"
+        ):
+            await answer(200, {"status": "ok", "mode": self.mode})
             return
 
         held: Message | None = None

@@ -38,7 +38,7 @@ class GatewayWSGI:
             apply_forwarded(environ)
         environ["HTTP_X_REQUEST_ID"] = request_id
 
-        def traced(status: str, headers: Headers, end: float | None) -> Headers:
+        def traced(headers: Headers, end: float | None) -> Headers:
             present = frozenset(k.lower() for k, _ in headers)
             return headers + trace.trace_headers(
                 mode=self.mode,
@@ -50,11 +50,20 @@ class GatewayWSGI:
                 present=present,
             )
 
-        if environ.get("PATH_INFO") == "/healthz":
-            body = json.dumps({"status": "ok", "mode": self.mode}).encode()
+        def answer(status: str, data: dict[str, object]) -> list[bytes]:
+            body = json.dumps(data).encode()
             headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            start_response("200 OK", traced("200 OK", headers, time.time()))
+            start_response(status, traced(headers, time.time()))
             return [body]
+
+        if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and not environ.get("HTTP_HOST"):
+            # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+            # code to any HTTP/1.1 request message that lacks a Host header field".
+            error = "HTTP/1.1 request without a Host header"
+            return answer("400 Bad Request", {"error": error, "status": 400})
+
+        if environ.get("PATH_INFO") == "/healthz":
+            return answer("200 OK", {"status": "ok", "mode": self.mode})
 
         return _Response(self.app, environ, start_response, traced)
 
@@ -91,7 +100,7 @@ class _Response:
         app: WSGIApp,
         environ: Environ,
         start_response: StartResponse,
-        traced: Callable[[str, Headers, float | None], Headers],
+        traced: Callable[[Headers, float | None], Headers],
     ) -> None:
         self.start_response = start_response
         self.traced = traced
@@ -121,7 +130,7 @@ class _Response:
         status, headers, exc_info = self.pending
         self.sent = True
         self.pending = None
-        return self.start_response(status, self.traced(status, headers, end), exc_info)
+        return self.start_response(status, self.traced(headers, end), exc_info)
 
     def __iter__(self) -> Iterator[bytes]:
         if isinstance(self.result, list | tuple):

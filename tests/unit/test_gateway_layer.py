@@ -163,7 +163,7 @@ def asgi_call(
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": headers or [],
+        "headers": [(b"host", b"lab.test"), *(headers or [])],
         "client": (client, 50000),
         "server": ("127.0.0.1", 8083),
     }
@@ -225,7 +225,7 @@ class TestASGILayer:
             "type": "websocket",
             "path": "/ws",
             "root_path": "",
-            "headers": [],
+            "headers": [(b"host", b"lab.test")],
             "client": ("127.0.0.1", 1),
             "query_string": b"",
         }
@@ -240,3 +240,39 @@ class TestASGILayer:
         accept = asyncio.run(run())
         names = {k.decode().lower() for k, _ in accept["headers"]}
         assert {"x-gateway-mode", "x-gateway-pid", "x-request-id"} <= names
+
+
+class TestHostRequired:
+    """RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, in both layers."""
+
+    def test_wsgi(self) -> None:
+        assert wsgi_call(seen_wsgi, SERVER_PROTOCOL="HTTP/1.1")[0] == "200 OK"  # with Host
+        env: dict[str, Any] = {"SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1"}
+        setup_testing_defaults(env)
+        del env["HTTP_HOST"]
+        captured: list[str] = []
+        result = GatewayWSGI(seen_wsgi, mode="wsgi", allow=LOOPBACK)(
+            env, lambda s, h, e=None: captured.append(s)
+        )
+        assert captured == ["400 Bad Request"]
+        assert json.loads(b"".join(result))["status"] == 400
+
+    def test_asgi(self) -> None:
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "path": "/",
+            "root_path": "",
+            "headers": [],
+            "client": ("127.0.0.1", 1),
+        }
+
+        async def run() -> dict[str, Any]:
+            comm = ApplicationCommunicator(
+                GatewayASGI(seen_asgi, mode="asgi", allow=LOOPBACK), scope
+            )
+            await comm.send_input({"type": "http.request", "body": b""})
+            return await comm.receive_output(1)
+
+        assert asyncio.run(run())["status"] == 400
