@@ -44,9 +44,21 @@ def overlap_by_pid(bars: Iterable[Bar]) -> dict[str, int]:
     return most
 
 
+# Records how many bars the page shows after every change to the panels.
+COUNT_BARS = """() => {
+  window.barCounts = [];
+  new MutationObserver(() => {
+    window.barCounts.push(document.querySelectorAll('#panels .bar').length);
+  }).observe(document.getElementById('panels'), {childList: true, subtree: true});
+}"""
+
+
 def test_asgi_overlaps_in_one_process_wsgi_never(dashboard: Dashboard) -> None:
+    dashboard.page.evaluate(COUNT_BARS)
     asgi_s = dashboard.fire("asgi", "/coffee", N, ms=COFFEE_MS)
     asgi = dashboard.bars("asgi")
+    counts = dashboard.page.evaluate("window.barCounts")
+    assert any(0 < c < N for c in counts), f"bars were not drawn as answers arrived: {counts}"
     dashboard.screenshot("asgi-coffee")
     print(f"one click, {N} x /asgi/coffee?ms={COFFEE_MS}: {asgi_s:.2f} s")
 
