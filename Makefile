@@ -60,11 +60,15 @@ test-unit: install
 test-integration: install
 	$(PY) -m pytest tests/integration
 
+# Every suite that needs a running lab, against one target: the integration suite,
+# the dashboard in headless Chromium, and the workshop tools on a tiny matrix.
+STACK_SUITES := tests/integration tests/browser
+
 test-native: install
-	LAB_TARGET=native $(PY) -m pytest tests/integration
+	LAB_TARGET=native $(PY) -m pytest $(STACK_SUITES)
 
 test-docker: install
-	LAB_TARGET=docker $(PY) -m pytest tests/integration
+	LAB_TARGET=docker $(PY) -m pytest $(STACK_SUITES)
 
 # Everything: lint, unit tests, then the integration suite on the native stack and,
 # when a Docker engine answers, on the compose stack too.
