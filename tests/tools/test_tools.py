@@ -1,0 +1,138 @@
+"""Each workshop tool on a tiny matrix against a live lab: outputs well-formed and
+consistent with the trace headers. Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from lab import bench, claims, timeline
+from lab.analysis import distinct_pids, overlap_per_pid
+from lab.verdicts import judge
+from tests.integration.conftest import Lab
+
+pytestmark = pytest.mark.tools
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def quiet() -> Console:
+    return Console(quiet=True)
+
+
+def is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bench_python_engine_files_and_trace_columns(lab: Lab, tmp_path: Path) -> None:
+    modes, levels = ["cgi", "wsgi", "asgi"], [1, 3]
+    run, out = bench.run_bench(
+        lab.url,
+        modes,
+        ["io"],
+        levels,
+        duration_s=1,
+        engine="python",
+        out_dir=tmp_path,
+        console=quiet(),
+    )
+    assert len(run.cells) == len(modes) * len(levels)
+    data = json.loads((out / "bench.json").read_text())
+    assert data["meta"]["generator_python_rps"] > 0
+    assert [r["mode"] for r in data["results"]] == [c.mode for c in run.cells]
+    rows = list(csv.DictReader(io.StringIO((out / "bench.csv").read_text())))
+    assert tuple(rows[0]) == bench.CSV_COLUMNS and len(rows) == len(run.cells)
+    for cell in run.cells:
+        s = cell.summary
+        assert s.requests > 0 and s.errors == 0
+        if cell.mode == "cgi":
+            assert s.distinct_pids == s.requests  # a process per request
+        if cell.mode == "wsgi":
+            assert s.max_overlap == 1  # one request at a time per worker
+    for name in ("throughput.png", "latency-c1.png", "latency-c3.png"):
+        assert is_png(out / name)
+    assert "| asgi | io | 3 | python |" in (out / "bench.md").read_text()
+
+
+def test_bench_wrk_engine_counts_pids(lab: Lab, tmp_path: Path) -> None:
+    pytest.importorskip("lab.wrk")
+    from lab import wrk
+
+    if not wrk.available():
+        pytest.skip("wrk is not installed")
+    run, _ = bench.run_bench(
+        lab.url,
+        ["asgi"],
+        ["hello"],
+        [2],
+        duration_s=1,
+        engine="wrk",
+        out_dir=tmp_path,
+        charts=False,
+        console=quiet(),
+    )
+    (cell,) = run.cells
+    assert cell.engine == "wrk" and cell.summary.requests > 0
+    assert cell.summary.distinct_pids >= 1
+    assert run.meta["generator_wrk_rps"] > 0 and run.meta["generator_ratio"] > 0
+
+
+@pytest.mark.parametrize("mode", ["cgi", "wsgi", "asgi"])
+def test_timeline_lanes_match_the_pids_in_the_responses(
+    lab: Lab, tmp_path: Path, mode: str
+) -> None:
+    result = timeline.run_timeline(
+        mode, "/coffee?ms=30", 8, 4, lab.url, tmp_path / f"{mode}.png", console=quiet()
+    )
+    samples = result.samples[mode]
+    lanes = timeline.build_lanes(samples)
+    assert len(samples) == 8 and all(s.ok for s in samples)
+    assert len(lanes) == distinct_pids(samples) == result.summaries[mode].processes
+    assert {lane.pid for lane in lanes} == {s.trace.pid for s in samples}
+    assert sum(len(lane.bars) for lane in lanes) == len(samples)
+    overlaps = overlap_per_pid(samples)
+    assert result.summaries[mode].max_overlap == max(overlaps.values())
+    if mode == "cgi":
+        assert len(lanes) == len(samples)
+    if mode == "wsgi":
+        assert all(lane.tracks == 1 for lane in lanes)
+    assert is_png(result.png)
+
+
+def test_timeline_all_modes_in_one_png(lab: Lab, tmp_path: Path) -> None:
+    result = timeline.run_timeline("all", "/", 3, 1, lab.url, tmp_path, console=quiet())
+    assert set(result.summaries) == {"cgi", "wsgi", "asgi"}
+    assert result.png == tmp_path / "timeline-all.png" and is_png(result.png)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_claims_report_and_json_agree_with_the_rules(lab: Lab, tmp_path: Path) -> None:
+    only = ["process-per-request", "one-at-a-time", "worker-formula", "blocking-hurts-asgi"]
+    listening_before = [p for p in claims.SPARE_PORTS if _listening(p)]
+    results, out = claims.run_claims(
+        lab.url, only, duration_s=1, requests_total=6, out_dir=tmp_path, console=quiet()
+    )
+    assert [r.claim.id for r in results] == only
+    data = json.loads((out / "claims.json").read_text())
+    for recorded in data["claims"]:
+        verdict = judge(recorded["id"], recorded["numbers"])
+        assert recorded["verdict"] == verdict.level and recorded["why"] == verdict.why
+    text = (out / "claims.md").read_text()
+    for r in results:
+        assert f"## {only.index(r.claim.id) + 1}. {r.claim.title}" in text
+        assert f"**Verdict: {r.verdict.level}.**" in text
+    numbers = results[0].numbers
+    assert numbers["distinct_pids"] == numbers["requests"]  # CGI: a process per request
+    assert results[1].numbers["max_overlap"] == 1  # WSGI: one at a time per worker
+    # The extra WSGI gateways are gone again.
+    assert [p for p in claims.SPARE_PORTS if _listening(p)] == listening_before

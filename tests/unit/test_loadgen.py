@@ -1,0 +1,254 @@
+"""Pure parts of the workshop tools: trace parsing, percentiles, overlap, lanes, files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lab import bench
+from lab.analysis import Sample, Trace, max_overlap, parse_trace, percentile, summarize
+from lab.timeline import assign_tracks, build_lanes, summarize_timeline
+from lab.wrk import WrkError, build_command, parse_output
+
+
+def sample(pid: int | None, start: float | None, end: float | None, status: int = 200) -> Sample:
+    return Sample(
+        sent=start or 0.0,
+        latency_s=((end or 0) - (start or 0)) or 0.001,
+        status=status,
+        trace=Trace(mode="wsgi", pid=pid, worker=pid, start=start, end=end),
+    )
+
+
+# -- trace headers ----------------------------------------------------------------------
+
+
+def test_parse_trace_reads_every_header_in_any_case() -> None:
+    trace = parse_trace(
+        {
+            "X-Gateway-Mode": "cgi",
+            "x-gateway-pid": "123",
+            "X-GATEWAY-WORKER": "7",
+            "X-Gateway-Start": "1700000000.000001",
+            "X-Gateway-End": "1700000000.100002",
+            "X-Request-Id": "abc",
+        }
+    )
+    assert trace == Trace("cgi", 123, 7, 1700000000.000001, 1700000000.100002, "abc")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="none"),
+        pytest.param({"X-Gateway-Pid": "x", "X-Gateway-Start": "soon"}, id="garbled"),
+        pytest.param({"X-Gateway-Start": "1.5"}, id="streamed-start-only"),
+    ],
+)
+def test_parse_trace_missing_or_garbled_values_are_none(headers: dict[str, str]) -> None:
+    trace = parse_trace(headers)
+    assert trace.pid is None and trace.end is None
+
+
+# -- percentiles ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "p", "expected"),
+    [
+        pytest.param([], 50, 0.0, id="empty"),
+        pytest.param([5.0], 99, 5.0, id="one-value"),
+        pytest.param([1.0, 2.0, 3.0, 4.0], 50, 2.5, id="median-between-ranks"),
+        pytest.param([4.0, 1.0, 3.0, 2.0], 50, 2.5, id="unsorted-input"),
+        pytest.param([1.0, 2.0, 3.0, 4.0, 5.0], 0, 1.0, id="p0-is-min"),
+        pytest.param([1.0, 2.0, 3.0, 4.0, 5.0], 100, 5.0, id="p100-is-max"),
+        pytest.param(list(range(1, 101)), 95, 95.05, id="p95-of-1-to-100"),
+    ],
+)
+def test_percentile(values: list[float], p: float, expected: float) -> None:
+    assert percentile(values, p) == pytest.approx(expected)
+
+
+def test_percentile_out_of_range_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+# -- overlap ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("intervals", "expected"),
+    [
+        pytest.param([], 0, id="nothing"),
+        pytest.param([(0, 1)], 1, id="one"),
+        pytest.param([(0, 1), (1, 2), (2, 3)], 1, id="back-to-back-is-not-overlap"),
+        pytest.param([(0, 10), (1, 2), (3, 4)], 2, id="two-inside-one"),
+        pytest.param([(0, 5), (1, 6), (2, 7), (8, 9)], 3, id="three-at-once"),
+    ],
+)
+def test_max_overlap(intervals: list[tuple[float, float]], expected: int) -> None:
+    assert max_overlap(intervals) == expected
+
+
+def test_summarize_counts_pids_errors_and_overlap_per_process() -> None:
+    samples = [
+        sample(1, 0.0, 1.0),
+        sample(1, 0.5, 1.5),  # overlaps the first one in pid 1
+        sample(2, 0.0, 1.0),
+        sample(2, 1.0, 2.0),  # back to back in pid 2
+        Sample(sent=0.0, latency_s=0.1, status=0, error="ConnectError"),
+        sample(3, 0.0, 0.1, status=503),
+    ]
+    s = summarize(samples, wall_s=2.0)
+    assert (s.requests, s.errors, s.distinct_pids, s.max_overlap) == (6, 2, 3, 2)
+    assert s.rps == pytest.approx(3.0)
+
+
+# -- timeline lanes ---------------------------------------------------------------------
+
+
+def test_assign_tracks_uses_as_many_tracks_as_the_most_overlap() -> None:
+    intervals = [(0.0, 10.0), (1.0, 2.0), (3.0, 4.0), (5.0, 12.0), (11.0, 13.0)]
+    tracks, used = assign_tracks(intervals)
+    assert used == max_overlap(intervals) == 2
+    for i, a in enumerate(intervals):
+        for j, b in enumerate(intervals[:i]):
+            if tracks[i] == tracks[j]:
+                assert a[0] >= b[1] or b[0] >= a[1], "two bars on one track overlap"
+
+
+def test_build_lanes_one_lane_per_pid_in_order_of_first_start_and_ms_from_first_start() -> None:
+    samples = [
+        sample(20, 100.5, 100.6),
+        sample(10, 100.0, 100.2),
+        sample(10, 100.1, 100.3),
+        sample(None, None, None, status=0),  # no answer: not drawn
+        sample(30, 100.7, None),  # streamed, Start only: not drawn
+    ]
+    lanes = build_lanes(samples)
+    assert [lane.pid for lane in lanes] == [10, 20]
+    assert lanes[0].tracks == 2 and lanes[1].tracks == 1
+    assert lanes[0].bars[0].start_ms == pytest.approx(0.0)
+    assert lanes[1].bars[0].start_ms == pytest.approx(500.0)
+    summary = summarize_timeline("wsgi", samples)
+    assert (summary.requests, summary.drawn, summary.processes, summary.max_overlap) == (5, 3, 2, 2)
+    assert summary.wall_ms == pytest.approx(600.0)
+
+
+# -- wrk's result line ------------------------------------------------------------------
+
+WRK_STDOUT = """Running 2s test @ http://127.0.0.1:8080/asgi/
+  2 threads and 10 connections
+Requests/sec:   4905.37
+LAB-RESULT {"requests": 1000, "duration_us": 2000000, "errors": {"connect": 1, "read": 2, \
+"write": 0, "status": 5, "timeout": 3}, "latency_us": {"50": 1500, "95": 3000, "99": 7000}, \
+"pids": {"22556": 600, "22557": 400}, "statuses": {"200": 995, "503": 5}}
+"""
+
+
+def test_parse_wrk_output() -> None:
+    result = parse_output(WRK_STDOUT)
+    assert result.pids == {22556: 600, 22557: 400}
+    s = result.summary()
+    assert s.rps == pytest.approx(500.0)
+    assert (s.p50_ms, s.p95_ms, s.p99_ms) == (1.5, 3.0, 7.0)
+    assert s.errors == 1 + 2 + 3 + 5  # socket errors and timeouts, plus 5xx answers
+    assert s.distinct_pids == 2 and s.max_overlap is None
+
+
+def test_wrk_output_without_result_line_is_an_error() -> None:
+    with pytest.raises(WrkError):
+        parse_output("unable to connect to 127.0.0.1:8080 Connection refused\n")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_wrk_command_never_has_more_threads_than_connections() -> None:
+    headers = {"X-Lab-Mode": "asgi"}
+    cmd = build_command("http://127.0.0.1:8080/", 1, 2.4, Path("/tmp/x.lua"), headers)
+    assert "--threads=1" in cmd and "--connections=1" in cmd and "--duration=2s" in cmd
+    assert cmd[-3:] == ["--header", "X-Lab-Mode: asgi", "http://127.0.0.1:8080/"]
+
+
+# -- bench options and files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("1,10,50", [1, 10, 50], id="plain"),
+        pytest.param("50, 1,10,10", [1, 10, 50], id="sorted-deduplicated"),
+    ],
+)
+def test_parse_levels(text: str, expected: list[int]) -> None:
+    assert bench.parse_levels(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0,1", "a"])
+def test_parse_levels_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        bench.parse_levels(text)
+
+
+def test_parse_names() -> None:
+    assert bench.parse_names("all", ("cgi", "wsgi"), "mode") == ["cgi", "wsgi"]
+    assert bench.parse_names("wsgi", ("cgi", "wsgi"), "mode") == ["wsgi"]
+    with pytest.raises(ValueError, match="unknown mode: fcgi"):
+        bench.parse_names("fcgi", ("cgi", "wsgi"), "mode")
+
+
+@pytest.mark.parametrize(
+    ("engine", "has_wrk", "expected"),
+    [
+        pytest.param("auto", True, "wrk", id="auto-with-wrk"),
+        pytest.param("auto", False, "python", id="auto-without-wrk"),
+        pytest.param("python", True, "python", id="asked-for-python"),
+    ],
+)
+def test_pick_engine(engine: str, has_wrk: bool, expected: str) -> None:
+    assert bench.pick_engine(engine, has_wrk) == expected
+
+
+def test_mode_url_uses_the_fixed_route() -> None:
+    assert bench.mode_url("http://127.0.0.1:8080/", "wsgi", "/coffee?ms=1") == (
+        "http://127.0.0.1:8080/wsgi/coffee?ms=1"
+    )
+
+
+def _run() -> bench.BenchRun:
+    s = summarize([sample(1, 0.0, 0.1), sample(2, 0.0, 0.2)], wall_s=1.0)
+    run = bench.BenchRun(meta={"scenarios": ["io"], "machine": {"cores": 2}})
+    run.cells.append(bench.Cell("wsgi", "io", "/coffee?ms=100", 10, "python", s))
+    return run
+
+
+def test_csv_has_the_documented_columns_and_one_row_per_cell() -> None:
+    rows = list(csv.DictReader(io.StringIO(bench.to_csv(_run().rows()))))
+    assert tuple(rows[0]) == bench.CSV_COLUMNS
+    assert len(rows) == 1
+    assert rows[0]["mode"] == "wsgi" and rows[0]["distinct_pids"] == "2"
+    assert float(rows[0]["rps"]) == pytest.approx(2.0)
+
+
+def test_json_has_meta_and_results_with_every_csv_column() -> None:
+    data = json.loads(bench.to_json(_run()))
+    assert set(data) == {"meta", "results"}
+    assert set(bench.CSV_COLUMNS) <= set(data["results"][0])
+
+
+def test_markdown_report_has_a_row_per_cell() -> None:
+    text = bench.report_markdown(_run(), ["/x/throughput.png"])
+    assert "| wsgi | io | 10 | python |" in text
+    assert "![throughput](throughput.png)" in text
+
+
+def test_generator_check_sentence_states_the_ratio() -> None:
+    check = bench.GeneratorCheck(50, 1000.0, 50000.0)
+    assert check.ratio == pytest.approx(0.02)
+    assert "ratio 0.020" in check.sentence()
+    assert bench.GeneratorCheck(50, 1000.0, None).ratio is None
