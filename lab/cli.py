@@ -22,10 +22,17 @@ from rich.table import Table
 from lab import state
 from lab.config import MODES, LabConfig
 from lab.nginx_conf import RenderError
-from lab.target import LabError, StatusDict, Target, get_target, target_name
+from lab.target import (
+    LabError,
+    StatusDict,
+    Target,
+    get_target,
+    parse_weights,
+    target_name,
+)
 
 P = ParamSpec("P")
-EXTENSIONS = ("lab.bench", "lab.timeline", "lab.claims", "lab.split", "lab.dashboard")
+EXTENSIONS = ("lab.bench", "lab.timeline", "lab.claims", "lab.dashboard")
 
 err = Console(stderr=True, soft_wrap=True)
 
@@ -103,6 +110,29 @@ def switch(mode: Annotated[str, typer.Argument(help=f"one of {', '.join(MODES)}"
 
 @app.command()
 @reports_lab_errors
+def split(
+    weights: Annotated[
+        str,
+        typer.Argument(
+            help="percent per mode summing to 100, e.g. wsgi=90,asgi=10; "
+            '"" goes back to the plain mode'
+        ),
+    ],
+) -> None:
+    """Split `/` by weight (canary routing); returns once the split is in effect.
+
+    Each request without X-Lab-Mode header or lab_mode cookie goes to a mode
+    with the given probability (nginx's split_clients on the request id).
+    `lab split ""` ends the split: `/` goes back to the mode active before it.
+    `lab status` shows an active split as its label, e.g. wsgi=90,asgi=10.
+    """
+    parsed = parse_weights(weights)  # bad weights: LabError before anything changes
+    cfg = LabConfig.from_env()
+    current_target(cfg).split(cfg, parsed)
+
+
+@app.command()
+@reports_lab_errors
 def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
 ) -> None:
@@ -117,6 +147,7 @@ def status_table(info: StatusDict) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("url", info["url"])
+    # active_mode is a mode, or the label of a split such as "wsgi=90,asgi=10".
     table.add_row("active mode of /", str(info["active_mode"] or "-"))
     for mode in MODES:
         table.add_row(f"gateway {mode}", info["gateways"].get(mode, "(not published)"))

@@ -7,12 +7,13 @@ returns once every healthcheck passes. A failed start is reported with
 ``docker compose ps`` and the last log lines, then taken down: nothing is left
 half-started.
 
-``switch`` and ``scale`` act on the running nginx container through the
-``lab-nginx`` helper baked into its image (nginx/entrypoint.sh).
+``switch``, ``split`` and ``scale`` act on the running nginx container through
+the ``lab-nginx`` helper baked into its image (nginx/entrypoint.sh).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -25,12 +26,23 @@ from typing import Any, Final, Literal
 from lab.config import MODES, ROOT, LabConfig
 from lab.target import (
     LabError,
+    ProcRow,
     StatusDict,
+    accepting_workers,
+    active_label,
     check_mode,
+    check_weights,
     docker_answers,
+    format_weights,
     is_healthy,
     limits_dict,
+    mode_after_split,
+    parse_weights,
+    record_plain_mode,
+    recorded_plain_mode,
+    served_mode,
     wait_for_mode,
+    wait_for_reload,
     wait_until,
 )
 
@@ -55,6 +67,21 @@ WAIT_TIMEOUT_S: Final = int(os.environ.get("LAB_WAIT_TIMEOUT_S", "120"))
 PULL_TIMEOUT_S: Final = 60.0
 Output = Literal["capture", "stderr", "pass"]
 COMMAND_TIMEOUT_S: Final = 120.0
+# lab.target.read_proc, run inside the nginx container (python3 is there for the
+# renderer): every process's [pid, ppid, title] as JSON, to see a reload finish.
+PROC_SCRIPT: Final = """
+import json, pathlib
+rows = []
+for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        title = (stat.parent / "cmdline").read_bytes().replace(b"\\0", b" ").decode().strip()
+    except (OSError, IndexError, UnicodeDecodeError):
+        continue
+    rows.append([int(stat.parent.name), int(fields[1]), title])
+print(json.dumps(rows))
+"""
+MASTER_TITLE: Final = "nginx: master process"
 
 
 # -- pure parts -------------------------------------------------------------------
@@ -333,11 +360,42 @@ class DockerTarget:
         ps = self._compose(cfg, "ps", "--all", "--quiet")
         return ps.returncode == 0 and bool(ps.stdout.strip())
 
-    def active_mode(self, cfg: LabConfig) -> str | None:
-        """The default mode of ``/``, as the running nginx container has it rendered."""
+    def _active(self, cfg: LabConfig) -> str | dict[str, int] | None:
+        """The mode or split of ``/``, as the running nginx container has it rendered."""
         got = self._nginx_ctl(cfg, "mode")
-        mode = got.stdout.strip()
-        return mode if got.returncode == 0 and mode in MODES else None
+        label = got.stdout.strip()
+        if got.returncode != 0:
+            return None
+        if label in MODES:
+            return label
+        try:
+            return parse_weights(label) if "=" in label else None
+        except LabError:
+            return None
+
+    def active_mode(self, cfg: LabConfig) -> str | None:
+        """The default mode of ``/``, or the label of the active split (wsgi=90,asgi=10)."""
+        return active_label(self._active(cfg))
+
+    def _nginx_procs(self, cfg: LabConfig) -> list[ProcRow]:
+        got = self._nginx_ctl(cfg, "python3", "-c", PROC_SCRIPT)
+        if got.returncode != 0:
+            raise LabError(f"cannot list the processes in the nginx container:\n{got.stderr}")
+        return [(int(pid), int(ppid), str(title)) for pid, ppid, title in json.loads(got.stdout)]
+
+    def _apply(self, cfg: LabConfig, active: str) -> None:
+        """``lab-nginx switch`` (render, nginx -t, reload); returns once the reload is done."""
+        if not self.is_running(cfg):
+            raise LabError("the docker lab is not running: `make up` first")
+        rows = self._nginx_procs(cfg)
+        master = next((pid for pid, _, title in rows if title.startswith(MASTER_TITLE)), None)
+        if master is None:
+            raise LabError("no nginx master process in the nginx container: see `lab logs`")
+        before = accepting_workers(rows, master)
+        done = self._nginx_ctl(cfg, "switch", active)
+        if done.returncode != 0:
+            raise LabError(f"switching nginx to {active} failed:\n{done.stdout}{done.stderr}")
+        wait_for_reload(lambda: self._nginx_procs(cfg), master, before)
 
     def status(self, cfg: LabConfig) -> StatusDict:
         running = self.is_running(cfg)
@@ -353,12 +411,26 @@ class DockerTarget:
 
     def switch(self, cfg: LabConfig, mode: str) -> None:
         check_mode(mode)
+        self._apply(cfg, mode)
+        wait_for_mode(cfg, mode)
+
+    def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
         if not self.is_running(cfg):
             raise LabError("the docker lab is not running: `make up` first")
-        done = self._nginx_ctl(cfg, "switch", mode)
-        if done.returncode != 0:
-            raise LabError(f"switching nginx to {mode} failed:\n{done.stdout}{done.stderr}")
-        wait_for_mode(cfg, mode)
+        current = self._active(cfg)
+        if weights is None:
+            if not isinstance(current, dict):
+                _say(f"no split is active: {cfg.url}/ is served by {current}")
+                return
+            self.switch(cfg, mode_after_split(current, recorded_plain_mode(cfg)))
+            return
+        checked = check_weights(weights)
+        if isinstance(current, str):
+            record_plain_mode(cfg, current)
+        self._apply(cfg, format_weights(checked))
+        if served_mode(cfg) not in checked:
+            raise LabError(f"split {format_weights(checked)} is loaded, but {cfg.url}/ fails")
+        _say(f"split: {cfg.url}/ is now served by {format_weights(checked)}")
 
     def logs(self, cfg: LabConfig, follow: bool) -> None:
         args = ["logs", "--no-color", *(["--follow"] if follow else [])]

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from lab import nginx_conf
 from lab.config import MODES, ROOT, LabConfig
@@ -36,12 +36,25 @@ from lab.target import (
     LabError,
     LimitsDict,
     StatusDict,
+    accepting_workers,
+    active_label,
     check_mode,
+    check_weights,
+    format_weights,
     gateway_env,
     is_healthy,
     limits_dict,
+    mode_after_split,
+    read_proc,
+    record_plain_mode,
+    recorded_plain_mode,
+    served_mode,
     wait_for_mode,
+    wait_for_reload,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 STATE_FILE: Final = "native.json"
 START_DEADLINE_S: Final = 30.0
@@ -436,8 +449,7 @@ class NativeTarget:
         }
 
     def _active_label(self, cfg: LabConfig) -> str | None:
-        active = active_mode(cfg)
-        return nginx_conf.format_split(active) if isinstance(active, dict) else active
+        return active_label(active_mode(cfg))
 
     def switch(self, cfg: LabConfig, mode: str) -> None:
         check_mode(mode)
@@ -445,11 +457,36 @@ class NativeTarget:
         wait_for_mode(cfg, mode)
         say(f"switched: {cfg.url}/ is now served by {mode}")
 
-    def apply_active(self, cfg: LabConfig, active: str | dict[str, int]) -> None:
-        """Rewrite active_mode.conf, test the config, reload nginx; restore the file on failure."""
+    def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
+        self._running_nginx(cfg)
+        current = active_mode(cfg)
+        if weights is None:
+            if not isinstance(current, dict):
+                say(f"no split is active: {cfg.url}/ is served by {current or DEFAULT_MODE}")
+                return
+            self.switch(cfg, mode_after_split(current, recorded_plain_mode(cfg)))
+            return
+        checked = check_weights(weights)
+        if isinstance(current, str):
+            record_plain_mode(cfg, current)
+        self.apply_active(cfg, checked)
+        if served_mode(cfg) not in checked:
+            raise LabError(f"split {format_weights(checked)} is loaded, but {cfg.url}/ fails")
+        say(f"split: {cfg.url}/ is now served by {format_weights(checked)}")
+
+    @staticmethod
+    def _running_nginx(cfg: LabConfig) -> RunState:
         state = load_state(cfg)
         if state is None or "nginx" not in state.groups or not group_alive(state.groups["nginx"]):
             raise LabError("the lab is not running (native): start it with `lab up`")
+        return state
+
+    def apply_active(self, cfg: LabConfig, active: str | dict[str, int]) -> None:
+        """Rewrite active_mode.conf, test the config, reload nginx; restore the file on failure.
+
+        Returns once nginx runs with the new config (``wait_for_reload``).
+        """
+        state = self._running_nginx(cfg)
         path = _paths(cfg)["active"]
         before = path.read_text(encoding="utf-8") if path.exists() else None
         mode, split = (None, active) if isinstance(active, dict) else (active, None)
@@ -462,7 +499,10 @@ class NativeTarget:
             raise
         # SIGHUP: nginx re-reads the config, starts new workers, and lets the old
         # ones finish the requests they hold (a graceful reload: none dropped).
-        os.kill(state.groups["nginx"], signal.SIGHUP)
+        master = state.groups["nginx"]
+        old_workers = accepting_workers(read_proc(), master)
+        os.kill(master, signal.SIGHUP)
+        wait_for_reload(read_proc, master, old_workers)
 
     def logs(self, cfg: LabConfig, follow: bool) -> None:
         p = _paths(cfg)

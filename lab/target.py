@@ -7,35 +7,46 @@ this interface, so ``lab up`` means the same on every target:
   service answers its health check (nginx ``/nginx-health``, each gateway
   ``/healthz``), or raises ``LabError`` saying what failed and what to do.
 - ``down(cfg)`` stops exactly what ``up`` started, nothing else.
-- ``status(cfg)`` returns the ``lab status --json`` shape (CONTRACT.md).
+- ``status(cfg)`` returns the ``lab status --json`` shape (CONTRACT.md);
+  ``active_mode`` is the default mode of ``/``, or while a split is active its
+  label in ``lab split`` syntax (``"wsgi=90,asgi=10"``, see ``active_label``).
 - ``switch(cfg, mode)`` re-renders ``active_mode.conf``, checks the config with
   ``nginx -t``, reloads nginx gracefully (no request dropped) and returns once
-  ``/`` without header or cookie is answered by ``mode`` (``wait_for_mode``).
+  the reload is done (``reload_done``) and ``/`` without header or cookie is
+  answered by ``mode`` (``wait_for_mode``).
+- ``split(cfg, weights)`` does the same with a weighted split of ``/`` (nginx's
+  ``split_clients``, e.g. ``{"wsgi": 90, "asgi": 10}``); ``None`` goes back to
+  the plain mode that was active before the split. Weights come from
+  ``parse_weights``: whole percents, each 1..100, summing to exactly 100 (no
+  normalising: what you type is the share you get).
 - ``logs(cfg, follow)`` prints the logs of every service.
 - ``is_running(cfg)`` is true when the target's services exist (healthy or not).
 
 Targets are classes with a no-argument constructor: ``lab.native.NativeTarget``
 and ``lab.docker.DockerTarget`` (``name`` "native" and "docker"). The helpers
-below (``check_mode``, ``limits_dict``, ``gateway_env``, ``wait_for_mode``,
-``is_healthy``) are shared by both. The rendered nginx config comes from
-``lab.nginx_conf``; ``switch`` re-renders only ``active_mode.conf``.
+below (``check_mode``, ``parse_weights``, ``limits_dict``, ``gateway_env``,
+``wait_for_mode``, ``wait_for_reload``, ``is_healthy``) are shared by both. The
+rendered nginx config comes from ``lab.nginx_conf``; ``switch`` and ``split``
+re-render only ``active_mode.conf``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
 
 from lab.config import MODES, LabConfig
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
 TARGET_NAMES = ("docker", "native")
 DEFAULT_MODE = "wsgi"
@@ -75,6 +86,8 @@ class Target(Protocol):
 
     def switch(self, cfg: LabConfig, mode: str) -> None: ...
 
+    def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None: ...
+
     def logs(self, cfg: LabConfig, follow: bool) -> None: ...
 
     def is_running(self, cfg: LabConfig) -> bool: ...
@@ -85,6 +98,78 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise LabError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     return mode
+
+
+_WEIGHT_RE = re.compile(r"[0-9]+")
+PLAIN_MODE_FILE = "plain_mode"
+
+
+def parse_weights(text: str) -> dict[str, int] | None:
+    """``"wsgi=90,asgi=10"`` -> ``{"wsgi": 90, "asgi": 10}``; ``""`` -> None (no split).
+
+    Whole percents, each 1..100, summing to exactly 100: nginx's split_clients
+    takes percentages, and normalising "wsgi=9,asgi=1" would hide a typo.
+    Raises LabError naming the bad part; nothing has been changed by then.
+    """
+    if not text.strip():
+        return None
+    weights: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        name, sep, weight = (s.strip() for s in part.partition("="))
+        if not sep or not _WEIGHT_RE.fullmatch(weight):
+            raise LabError(
+                f"bad weight {part!r}: write MODE=PERCENT with a whole number, e.g. wsgi=90,asgi=10"
+            )
+        check_mode(name)
+        if name in weights:
+            raise LabError(f"mode {name} appears twice in {text!r}")
+        if not 1 <= int(weight) <= 100:
+            raise LabError(
+                f"weight of {name} must be 1..100 (leave a mode out for 0), not {weight}"
+            )
+        weights[name] = int(weight)
+    if (total := sum(weights.values())) != 100:
+        raise LabError(f"weights must sum to 100 (percent), not {total}: {text!r}")
+    return weights
+
+
+def check_weights(weights: Mapping[str, int]) -> dict[str, int]:
+    """``weights`` if ``parse_weights`` would accept them, else LabError (changing nothing)."""
+    checked = parse_weights(format_weights(weights))
+    if checked is None:
+        raise LabError("a split needs at least one mode=percent")
+    return checked
+
+
+def format_weights(weights: Mapping[str, int]) -> str:
+    """The label of a split, in ``lab split`` syntax: ``wsgi=90,asgi=10``."""
+    return ",".join(f"{m}={w}" for m, w in weights.items())
+
+
+def active_label(active: str | Mapping[str, int] | None) -> str | None:
+    """``active_mode`` of ``lab status``: the mode, or the split's label while one is active."""
+    return active if active is None or isinstance(active, str) else format_weights(active)
+
+
+def mode_after_split(split: Mapping[str, int], recorded: str | None) -> str:
+    """The plain mode ``lab split ""`` goes back to: the one active before the split,
+    else (nothing recorded) the split's largest share, the "stable" side of a canary."""
+    if recorded in MODES:
+        return recorded
+    return max(split.items(), key=lambda item: item[1])[0]
+
+
+def record_plain_mode(cfg: LabConfig, mode: str) -> None:
+    """Remember the plain mode a split replaces, for ``lab split ""``."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.state_dir / PLAIN_MODE_FILE).write_text(mode + "\n", encoding="utf-8")
+
+
+def recorded_plain_mode(cfg: LabConfig) -> str | None:
+    try:
+        return (cfg.state_dir / PLAIN_MODE_FILE).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def limits_dict(cfg: LabConfig) -> LimitsDict:
@@ -166,6 +251,56 @@ def wait_for_mode(cfg: LabConfig, mode: str, deadline_s: float = 15.0) -> None:
         raise LabError(
             f"switched the config to {mode}, but {cfg.url}/ is still not served by {mode} "
             f"after {deadline_s:.0f}s (it answers as {served_mode(cfg)!r}); see `lab logs`"
+        )
+
+
+# -- knowing when a reload is done ----------------------------------------------
+# On SIGHUP the nginx master reads the new config, starts new workers and tells
+# the old ones to stop accepting: an old worker closes its listening sockets and
+# renames itself "worker process is shutting down", then finishes the requests it
+# holds. So the new config is in effect for every new connection once there is a
+# new worker and every old one is gone or shutting down. Deterministic, unlike
+# sampling "/" (a split that includes the previous mode looks the same for a while).
+
+WORKER_TITLE = "nginx: worker process"
+# (pid, parent pid, process title): what /proc says about one process.
+ProcRow = tuple[int, int, str]
+
+
+def accepting_workers(rows: Iterable[ProcRow], master: int) -> set[int]:
+    """Pids of the master's workers that still accept connections."""
+    return {pid for pid, ppid, title in rows if ppid == master and title == WORKER_TITLE}
+
+
+def reload_done(before: set[int], rows: Iterable[ProcRow], master: int) -> bool:
+    """True once the workers that accept connections are all new (started after ``before``)."""
+    now = accepting_workers(rows, master)
+    return bool(now) and not now & before
+
+
+def read_proc(proc: Path | None = None) -> list[ProcRow]:
+    """Every process's (pid, ppid, title) from /proc (Linux)."""
+    root = proc or Path("/proc")
+    rows = []
+    for stat in root.glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid ...: comm may hold spaces, so split after ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (OSError, IndexError, UnicodeDecodeError):
+            continue
+        rows.append((int(stat.parent.name), int(fields[1]), title))
+    return rows
+
+
+def wait_for_reload(
+    rows: Callable[[], list[ProcRow]], master: int, before: set[int], deadline_s: float = 15.0
+) -> None:
+    """Return once ``reload_done``; LabError after ``deadline_s`` (nginx kept the old config)."""
+    if not wait_until(lambda: reload_done(before, rows(), master), deadline_s, interval_s=0.05):
+        raise LabError(
+            f"nginx did not start workers with the new config within {deadline_s:.0f}s: "
+            "it kept the old one (its error log says why; see `lab logs`)"
         )
 
 
