@@ -182,6 +182,8 @@ def machine_info() -> dict[str, Any]:
         "cpu": model,
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        # Other programs on the machine share its cores: the 1-minute load at the start.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -220,7 +222,8 @@ def report_markdown(run: BenchRun, charts: Sequence[str] = ()) -> str:
         "",
         f"- when: {m.get('started', '')} (UTC)",
         f"- machine: {machine.get('host', '?')}, {machine.get('cores', '?')} cores "
-        f"({machine.get('cpu', '?')}), {machine.get('system', '')}",
+        f"({machine.get('cpu', '?')}), {machine.get('system', '')}, "
+        f"load average {machine.get('load_average_1m', '?')} at the start",
         f"- lab: {m.get('url', '')}, each mode through its fixed route /<mode>/...",
         f"- command: `{m.get('command', '')}`",
         f"- {m.get('generator_check', '')}",
@@ -248,27 +251,20 @@ def report_markdown(run: BenchRun, charts: Sequence[str] = ()) -> str:
 def results_table(rows: Sequence[dict[str, Any]]) -> Table:
     from rich.table import Table
 
-    table = Table(title="Gateway Lab bench")
-    for name, justify in (
-        ("mode", "left"),
-        ("scenario", "left"),
-        ("clients", "right"),
-        ("engine", "left"),
-        ("req/s", "right"),
-        ("p50 ms", "right"),
-        ("p95 ms", "right"),
-        ("p99 ms", "right"),
-        ("errors", "right"),
-        ("pids", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    engines = sorted({str(r["engine"]) for r in rows})
+    table = Table(
+        title="Gateway Lab bench (latency in ms)",
+        caption=f"engine: {', '.join(engines)}; pids: distinct X-Gateway-Pid values",
+    )
+    for name in ("mode", "scenario", "clients", "req/s", "p50", "p95", "p99", "errors", "pids"):
+        left = name in ("mode", "scenario")
+        table.add_column(name, justify="left" if left else "right", no_wrap=True)
     for r in rows:
         errors = f"[red]{r['errors']}[/red]" if r["errors"] else "0"
         table.add_row(
             r["mode"],
             r["scenario"],
             str(r["concurrency"]),
-            r["engine"],
             f"{r['rps']:,.1f}",
             f"{r['p50_ms']:.1f}",
             f"{r['p95_ms']:.1f}",

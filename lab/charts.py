@@ -23,6 +23,8 @@ MODE_COLOURS: Final = {"cgi": "#d95f02", "wsgi": "#1f78b4", "asgi": "#1b9e77"}
 ERROR_COLOUR: Final = "#e31a1c"
 PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
 DPI: Final = 120
+LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale
+TRACK_GROWTH: Final = 0.3  # extra lane height per extra track (request in flight at once)
 
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11})
 
@@ -67,7 +69,12 @@ def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = 
             ax.set_xscale("log")
         ax.set_xticks(levels, [str(x) for x in levels])
         ax.minorticks_off()
-        ax.set_ylim(bottom=0)
+        rates = [float(r["rps"]) for r in rows if r["scenario"] == scenario and float(r["rps"]) > 0]
+        if rates and max(rates) / min(rates) >= LOG_SPREAD:
+            ax.set_yscale("log")  # e.g. hello: CGI's few req/s next to ASGI's thousands
+            ax.set_ylabel("requests per second (log scale)")
+        else:
+            ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best")
     for ax in list(axes.flat)[len(scenarios) :]:
@@ -99,8 +106,10 @@ def latency_chart(
         ax.set_title(f"{mode.upper()} at {concurrency} clients")
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=20)
         ax.set_yscale("log")
+        tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
+        ax.set_ylim(top=max(tallest, 1.0) * 8)  # room for the legend above the bars
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(loc="upper left", fontsize=9)
+        ax.legend(loc="upper left", fontsize=9, ncols=3)
     axes.flat[0].set_ylabel("latency, ms (log scale)")
     fig.suptitle(f"Latency percentiles per mode ({note})" if note else "Latency percentiles")
     fig.tight_layout()
@@ -126,22 +135,28 @@ def timeline_chart(panels: Sequence[tuple[str, str, Sequence[Lane]]], path: Path
     Requests that overlap inside one process are drawn on separate tracks of
     its lane, so overlap is visible as stacked bars, not hidden behind each other.
     """
-    heights = [max(sum(lane.tracks for lane in lanes), 1) for _, _, lanes in panels]
-    fig_h = min(4.0 + 0.22 * sum(heights) + 1.2 * len(panels), 60.0)
+    heights = [max(sum(lane_height(lane.tracks) for lane in lanes), 1.0) for _, _, lanes in panels]
+    fig_h = min(1.5 + 0.28 * sum(heights) + 1.3 * len(panels), 60.0)
     fig, axes = plt.subplots(
         len(panels),
         1,
         figsize=(12, fig_h),
         squeeze=False,
         sharex=True,
-        gridspec_kw={"height_ratios": [h + 3 for h in heights]},
+        gridspec_kw={"height_ratios": [h + 2 for h in heights]},
     )
     for ax, (mode, title, lanes) in zip(axes.flat, panels, strict=True):
         _draw_lanes(ax, mode, lanes)
         ax.set_title(title, loc="left")
+        ax.tick_params(labelbottom=True)  # every panel keeps its time axis
     axes.flat[-1].set_xlabel("ms since the first request of the panel started (app start to end)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def lane_height(tracks: int) -> float:
+    """A lane grows with its tracks, so stacked (overlapping) bars stay visible."""
+    return 1.0 + TRACK_GROWTH * (tracks - 1)
 
 
 def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
@@ -150,7 +165,8 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
     labels: list[str] = []
     many = len(lanes) > 24
     for lane in lanes:
-        track_h = 1.0 / lane.tracks
+        height = lane_height(lane.tracks)
+        track_h = height / lane.tracks
         for bar in lane.bars:
             bottom = y + bar.track * track_h + 0.08 * track_h
             colour = _colour(mode) if bar.ok else ERROR_COLOUR
@@ -161,9 +177,10 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
                 edgecolors="white",
                 linewidth=0.5,
             )
-        ticks.append(y + 0.5)
+        ticks.append(y + height / 2)
         labels.append(lane.label)
-        y += 1.0
+        y += height
+        ax.axhline(y, color="#bbbbbb", linewidth=0.6)
     ax.set_yticks(ticks, labels, fontsize=7 if many else 9)
     ax.set_ylim(y + 0.1, -0.1)  # first process at the top
     ax.set_ylabel("process (X-Gateway-Pid)")

@@ -137,7 +137,8 @@ def report_markdown(results: list[ClaimResult], meta: dict[str, Any]) -> str:
         "",
         f"- when: {meta.get('started', '')} (UTC)",
         f"- machine: {machine.get('host', '?')}, {machine.get('cores', '?')} cores "
-        f"({machine.get('cpu', '?')})",
+        f"({machine.get('cpu', '?')}), "
+        f"load average {machine.get('load_average_1m', '?')} at the start",
         f"- lab: {meta.get('url', '')}",
         f"- command: `{meta.get('command', '')}`",
         f"- throughput: wrk, {meta.get('duration_s', '?')} s per run; per-request facts: the "

@@ -46,8 +46,6 @@ class Lane:
 
     @property
     def label(self) -> str:
-        if self.worker is not None and self.worker != self.pid:
-            return f"pid {self.pid} (from {self.worker})"
         return f"pid {self.pid}"
 
 
@@ -140,7 +138,7 @@ def panel_title(summary: TimelineSummary, endpoint: str, concurrency: int) -> st
     return (
         f"{summary.mode.upper()}  GET {endpoint}, {summary.requests} requests, "
         f"{concurrency} clients: {summary.processes} processes, "
-        f"max {summary.max_overlap} at once per process"
+        f"at most {summary.max_overlap} at once per process"
     )
 
 
