@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway import trace
+from gateway.middleware.wsgi import over_limit, unsupported_coding
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
 
 Scope = dict[str, Any]
@@ -32,10 +33,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class GatewayASGI:
-    def __init__(self, app: ASGIApp, *, mode: str, allow: AllowList) -> None:
+    def __init__(
+        self, app: ASGIApp, *, mode: str, allow: AllowList, max_body_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.mode = mode
         self.allow = allow
+        self.max_body_bytes = max_body_bytes  # as in GatewayWSGI: a declared length over it is 413
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -77,6 +81,15 @@ class GatewayASGI:
             # code to any HTTP/1.1 request message that lacks a Host header field".
             error = "HTTP/1.1 request without a Host header"
             await answer(400, {"error": error, "status": 400})
+            return
+
+        declared = _header(scope, b"content-length")
+        if (too_big := over_limit(declared, self.max_body_bytes)) is not None:
+            await answer(413, {"error": too_big, "status": 413})
+            return
+
+        if (coding := unsupported_coding(_header(scope, b"transfer-encoding"))) is not None:
+            await answer(501, {"error": coding, "status": 501})
             return
 
         if (

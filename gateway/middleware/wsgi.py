@@ -25,10 +25,16 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
 class GatewayWSGI:
-    def __init__(self, app: WSGIApp, *, mode: str, allow: AllowList) -> None:
+    def __init__(
+        self, app: WSGIApp, *, mode: str, allow: AllowList, max_body_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.mode = mode
         self.allow = allow
+        # The body limit nginx enforces (client_max_body_size), enforced here too
+        # for a declared length, so a gateway called directly does not wait for
+        # a body it would never accept. None: no limit at this layer.
+        self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         start = time.time()
@@ -62,10 +68,46 @@ class GatewayWSGI:
             error = "HTTP/1.1 request without a Host header"
             return answer("400 Bad Request", {"error": error, "status": 400})
 
+        if (too_big := over_limit(environ.get("CONTENT_LENGTH"), self.max_body_bytes)) is not None:
+            return answer("413 Content Too Large", {"error": too_big, "status": 413})
+
+        if (coding := unsupported_coding(environ.get("HTTP_TRANSFER_ENCODING"))) is not None:
+            return answer("501 Not Implemented", {"error": coding, "status": 501})
+
         if environ.get("PATH_INFO") == "/healthz":
             return answer("200 OK", {"status": "ok", "mode": self.mode})
 
         return _Response(self.app, environ, start_response, traced)
+
+
+def over_limit(content_length: str | None, limit: int | None) -> str | None:
+    """The 413 message for a declared body longer than ``limit``, else None.
+
+    RFC 9110 §15.5.14: the server "MAY terminate the request" when the content
+    is larger than it is willing to process; a declared length tells before a
+    byte is read. An invalid value is left to the server and the app.
+    """
+    if limit is None or not content_length or not content_length.isdigit():
+        return None
+    if int(content_length) <= limit:
+        return None
+    return f"request body of {content_length} bytes is over the limit of {limit} bytes"
+
+
+def unsupported_coding(transfer_encoding: str | None) -> str | None:
+    """The 501 message for a request body in a transfer coding other than chunked.
+
+    RFC 9112 §6.1: "A server that receives a request message with a transfer
+    coding it does not understand SHOULD respond with 501 (Not Implemented)."
+    gunicorn frames ``gzip, chunked`` by its final chunked coding but does not
+    decode the gzip, so the app would read coded bytes as the content.
+    """
+    if transfer_encoding is None:
+        return None
+    codings = [c.strip(" \t").lower() for c in transfer_encoding.split(",")]
+    if codings == ["chunked"]:
+        return None
+    return f"transfer coding {transfer_encoding!r} is not supported (only chunked)"
 
 
 def apply_forwarded(environ: Environ) -> None:
