@@ -58,6 +58,27 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str | None]]] = [
     ("4.1.14-server-name", {}, {"SERVER_NAME": "lab.example"}),
     ("4.1.15-server-port", {}, {"SERVER_PORT": "8080"}),
     ("4.1.16-server-protocol", {}, {"SERVER_PROTOCOL": "HTTP/1.1"}),
+    (
+        "4.1.16-server-protocol-1.0",
+        {"server_protocol": "HTTP/1.0"},
+        {"SERVER_PROTOCOL": "HTTP/1.0"},
+    ),
+    ("4.1.12-extension-method-as-sent", {"method": "PROPFIND"}, {"REQUEST_METHOD": "PROPFIND"}),
+    (
+        "4.1.7-isindex-query-stays-raw",
+        {"query_string": "word1+word2%21"},
+        {"QUERY_STRING": "word1+word2%21"},
+    ),
+    (
+        "4.1.18-proxy-any-case",
+        {"headers": [("PROXY", "http://evil:3128"), ("proxy", "x")]},
+        {"HTTP_PROXY": None},
+    ),
+    (
+        "4.1.18-shell-metacharacters-verbatim",
+        {"headers": [("X-Cmd", "$(id); `id` | a && b > c 'q' \"d\"")]},
+        {"HTTP_X_CMD": "$(id); `id` | a && b > c 'q' \"d\""},
+    ),
     ("4.1.17-server-software", {}, {"SERVER_SOFTWARE": SERVER_SOFTWARE}),
     ("4.1.18-http-header", {}, {"HTTP_USER_AGENT": "pytest", "HTTP_HOST": "lab.example:8080"}),
     (

@@ -169,3 +169,12 @@ def test_long_stderr_line_without_newline(caplog: pytest.LogCaptureFixture) -> N
     limits = CGILimits(max_stderr_line_bytes=2048)
     result = run_cgi(APP, meta("/stderr-no-newline"), limits=limits)
     assert [len(line) for line in result.stderr_tail] == [2048, 2048, 904]
+
+
+def test_isindex_query_adds_no_arguments() -> None:
+    # RFC 3875 §4.4: a server MAY pass the words of a query without "=" as
+    # arguments; this one never does, so they cannot turn into options.
+    query = "--help+-c+import%20os"
+    info = body_json(run_cgi(APP, meta("/env", QUERY_STRING=query)).stdout)
+    assert info["argv"] == [str(APP)]
+    assert info["env"]["QUERY_STRING"] == query
