@@ -32,6 +32,9 @@ status: install
 switch: install        ## make switch MODE=asgi
 	$(LAB) switch "$(MODE)"
 
+split: install         ## make split WEIGHTS="wsgi=90,asgi=10"; WEIGHTS= goes back to one mode
+	$(LAB) split "$(WEIGHTS)"
+
 logs: install
 	$(LAB) logs --follow
 

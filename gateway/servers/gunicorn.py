@@ -68,6 +68,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # a little longer than nginx's idle timeout so nginx closes first.
         "keepalive": 75,
         "forwarded_allow_ips": settings.forwarded_allow_ips,
+        # The scheme comes from X-Forwarded-Proto alone, the one header nginx sets
+        # (gunicorn's default also believes X-Forwarded-Ssl and -Protocol).
+        "secure_scheme_headers": {"X-FORWARDED-PROTO": "https"},
         "errorlog": "-",
         "accesslog": None,  # nginx writes the access log, with upstream timings
         "loglevel": settings.log_level,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,9 @@ class FakeTarget:
 
     def switch(self, cfg: LabConfig, mode: str) -> None:
         self._call("switch", mode)
+
+    def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
+        self._call("split", str(weights))
 
     def logs(self, cfg: LabConfig, follow: bool) -> None:
         self._call("logs", str(follow))
