@@ -14,6 +14,8 @@ Two ways for a gateway to fail, because nginx answers them differently:
   ``docker compose stop`` / ``start``, then an nginx reload (a restarted
   container may come back on another address; nginx resolves upstream names
   when it loads its config).
+- ``kill_gateway``: gone at once, whatever it was doing (SIGKILL; works on a
+  frozen gateway too); ``start_gateway`` brings it back.
 - ``freeze_gateway`` / ``thaw_gateway``: the gateway hangs. Its processes are
   stopped (SIGSTOP to the process group; ``docker compose pause`` uses the
   cgroup freezer), the kernel still accepts connections on its listening
@@ -131,6 +133,22 @@ def stop_gateway(cfg: LabConfig, target: str, mode: str) -> None:
         _compose("stop", "--timeout", "10", _service(mode))
         return
     native.stop_groups({_service(mode): _native_group(cfg, mode)})
+
+
+def kill_gateway(cfg: LabConfig, target: str, mode: str) -> None:
+    """SIGKILL every process of one gateway, even a frozen one: gone, nothing finished.
+
+    Docker does not restart a container killed this way (``docker kill`` counts
+    as a manual stop for ``restart: unless-stopped``); ``start_gateway`` does.
+    """
+    if target == "docker":
+        _compose("kill", "--signal", "KILL", _service(mode))
+        return
+    pgid = _native_group(cfg, mode)
+    os.killpg(pgid, signal.SIGKILL)
+    if not wait_until(lambda: not native.group_alive(pgid), 10.0, interval_s=0.05):
+        raise LabError(f"{_service(mode)} (process group {pgid}) survived SIGKILL")
+    reap_children()
 
 
 def start_gateway(cfg: LabConfig, target: str, mode: str) -> None:

@@ -9,7 +9,6 @@ puts the lab back as it found it.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -175,7 +174,7 @@ def test_post_is_never_replayed_when_the_gateway_dies_holding_it(
         sender.start()
         time.sleep(1.0)  # nginx has connected and sent it; nobody answers
         assert not answer
-        kill_frozen(cfg, target, "wsgi")
+        faults.kill_gateway(cfg, target, "wsgi")  # dies holding the unanswered POST
         sender.join(30)
     finally:
         faults.start_gateway(cfg, target, "wsgi")
@@ -183,21 +182,6 @@ def test_post_is_never_replayed_when_the_gateway_dies_holding_it(
     assert_json_error(answer[0], 502, "wsgi")
     entry = access_entry(cfg, target, probe)
     assert "," not in str(entry["upstream_addr"]) and entry["status"] == 502, entry
-
-
-def kill_frozen(cfg: LabConfig, target: str, mode: str) -> None:
-    """Kill a frozen gateway outright (SIGKILL needs no thaw)."""
-    if target == "docker":
-        faults.thaw_gateway(cfg, target, mode)
-        faults.stop_gateway(cfg, target, mode)
-        return
-    state = native.load_state(cfg)
-    assert state is not None
-    os.killpg(state.groups[f"gateway-{mode}"], signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while native.group_alive(state.groups[f"gateway-{mode}"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def test_frozen_gateway_holds_requests_and_recovers_when_thawed(
