@@ -55,7 +55,7 @@ class Summary:
     requests: int
     errors: int
     wall_s: float
-    rps: float
+    rps: float  # successful answers (2xx, 3xx) per second: a fast 503 is not throughput
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -142,14 +142,15 @@ def distinct_pids(samples: Iterable[Sample]) -> int:
 
 
 def summarize(samples: Sequence[Sample], wall_s: float) -> Summary:
-    """Throughput over the wall time of the run; latency percentiles over answered requests."""
+    """Successful answers per second of wall time; latency percentiles over answered requests."""
     answered = [s.latency_s * 1000 for s in samples if s.status]
     overlaps = overlap_per_pid(samples)
+    errors = sum(1 for s in samples if not s.ok)
     return Summary(
         requests=len(samples),
-        errors=sum(1 for s in samples if not s.ok),
+        errors=errors,
         wall_s=wall_s,
-        rps=len(samples) / wall_s if wall_s > 0 else 0.0,
+        rps=(len(samples) - errors) / wall_s if wall_s > 0 else 0.0,
         p50_ms=percentile(answered, 50),
         p95_ms=percentile(answered, 95),
         p99_ms=percentile(answered, 99),

@@ -228,6 +228,8 @@ def report_markdown(run: BenchRun, charts: Sequence[str] = ()) -> str:
         f"- command: `{m.get('command', '')}`",
         f"- {m.get('generator_check', '')}",
         f"- engine per cell: {m.get('engine_note', '')}",
+        "- req/s counts successful answers only; errors are 4xx/5xx answers, timeouts and "
+        "connection errors",
         "",
         "| mode | scenario | clients | engine | req/s | p50 ms | p95 ms | p99 ms | errors | pids |",
         "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
@@ -254,7 +256,8 @@ def results_table(rows: Sequence[dict[str, Any]]) -> Table:
     engines = sorted({str(r["engine"]) for r in rows})
     table = Table(
         title="Gateway Lab bench (latency in ms)",
-        caption=f"engine: {', '.join(engines)}; pids: distinct X-Gateway-Pid values",
+        caption=f"engine: {', '.join(engines)}; req/s: successful answers per second; "
+        "pids: distinct X-Gateway-Pid values",
     )
     for name in ("mode", "scenario", "clients", "req/s", "p50", "p95", "p99", "errors", "pids"):
         left = name in ("mode", "scenario")

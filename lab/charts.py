@@ -64,7 +64,7 @@ def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = 
                 ax.plot(xs, ys, marker="o", linewidth=2, color=_colour(mode), label=mode.upper())
         ax.set_title(f"{scenario}: {path_shown}")
         ax.set_xlabel("concurrent clients")
-        ax.set_ylabel("requests per second")
+        ax.set_ylabel("successful requests per second")
         if len(levels) > 1 and levels[-1] / max(levels[0], 1) >= 10:
             ax.set_xscale("log")
         ax.set_xticks(levels, [str(x) for x in levels])
@@ -72,7 +72,7 @@ def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = 
         rates = [float(r["rps"]) for r in rows if r["scenario"] == scenario and float(r["rps"]) > 0]
         if rates and max(rates) / min(rates) >= LOG_SPREAD:
             ax.set_yscale("log")  # e.g. hello: CGI's few req/s next to ASGI's thousands
-            ax.set_ylabel("requests per second (log scale)")
+            ax.set_ylabel("successful requests/s (log scale)")
         else:
             ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
@@ -103,11 +103,14 @@ def latency_chart(
                 max(float(by_scenario[s][key]), 0.01) if s in by_scenario else 0 for s in scenarios
             ]
             ax.bar(xs, ys, width, color=_colour(mode), alpha=alpha, label=key.removesuffix("_ms"))
-        ax.set_title(f"{mode.upper()} at {concurrency} clients")
+        clients = "1 client" if concurrency == 1 else f"{concurrency} clients"
+        ax.set_title(f"{mode.upper()} at {clients}")
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=20)
         ax.set_yscale("log")
         tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
-        ax.set_ylim(top=max(tallest, 1.0) * 8)  # room for the legend above the bars
+        lowest = min((float(r["p50_ms"]) for r in chosen if float(r["p50_ms"]) > 0), default=1.0)
+        # Log bars need an explicit floor; the top leaves room for the legend.
+        ax.set_ylim(bottom=lowest / 3, top=max(tallest, 1.0) * 8)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(loc="upper left", fontsize=9, ncols=3)
     axes.flat[0].set_ylabel("latency, ms (log scale)")

@@ -79,7 +79,7 @@ class WrkResult:
             requests=self.requests,
             errors=self.socket_errors + bad_status,
             wall_s=self.duration_s,
-            rps=self.requests / self.duration_s if self.duration_s > 0 else 0.0,
+            rps=(self.requests - bad_status) / self.duration_s if self.duration_s > 0 else 0.0,
             p50_ms=self.latency_ms.get(50, 0.0),
             p95_ms=self.latency_ms.get(95, 0.0),
             p99_ms=self.latency_ms.get(99, 0.0),
