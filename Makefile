@@ -65,7 +65,7 @@ test-integration: install
 
 # Every suite that needs a running lab, against one target: the integration suite,
 # the dashboard in headless Chromium, and the workshop tools on a tiny matrix.
-STACK_SUITES := tests/integration tests/browser
+STACK_SUITES := tests/integration tests/browser tests/tools
 
 test-native: install
 	LAB_TARGET=native $(PY) -m pytest $(STACK_SUITES)
@@ -79,6 +79,17 @@ test: check test-unit test-native
 	@if docker info >/dev/null 2>&1; then $(MAKE) test-docker; \
 	else echo "No Docker engine answers: the compose stack was not tested (scripts/docker-engine.sh starts one)."; \
 	     if [ -n "$$CI" ]; then exit 1; fi; fi
+
+# The workshop experiments, through nginx on the running lab (`make up` first).
+# Extra options: make bench ARGS="--modes wsgi,asgi --levels 1,50"
+bench: install
+	$(LAB) bench $(ARGS)
+
+timeline: install
+	$(LAB) timeline $(ARGS)
+
+claims: install
+	$(LAB) claims $(ARGS)
 
 clean: down
 	rm -rf .lab results .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ so they need no side channel into the gateway. Pure functions only.
 from __future__ import annotations
 
 import re
+import socket
 import uuid
 from typing import Final
 
@@ -16,6 +17,10 @@ WORKER: Final = "X-Gateway-Worker"
 START: Final = "X-Gateway-Start"
 END: Final = "X-Gateway-End"
 REQUEST_ID: Final = "X-Request-Id"
+# Which machine or container: pids repeat across containers (each numbers its
+# processes from 1), so replicas of one gateway are told apart by host name.
+HOST: Final = "X-Gateway-Host"
+HOSTNAME: Final = socket.gethostname()
 
 # Headers the layer that actually ran the app code may set itself (the CGI
 # bridge knows the script's pid and when it started and exited); the gateway
@@ -57,7 +62,7 @@ def trace_headers(
     ``end`` is None for streamed responses: their headers leave before the app
     has finished, so they carry Start only.
     """
-    headers = [(MODE, mode), (WORKER, str(worker)), (REQUEST_ID, request_id)]
+    headers = [(MODE, mode), (WORKER, str(worker)), (HOST, HOSTNAME), (REQUEST_ID, request_id)]
     app_headers = [(PID, str(pid)), (START, timestamp(start))]
     if end is not None:
         app_headers.append((END, timestamp(end)))
