@@ -172,8 +172,9 @@ def _start_native(cfg: LabConfig, mode: str) -> None:
     """Start the gateway as ``lab up`` does and record its new process group."""
     state = _native_state(cfg)
     service = _service(mode)
-    if native.group_alive(state.groups.get(service, 0) or -1):
-        raise LabError(f"{service} is still running (process group {state.groups[service]})")
+    previous = state.groups.get(service)
+    if previous and native.group_alive(previous):
+        raise LabError(f"{service} is still running (process group {previous})")
     running = _running_config(cfg, state)
     cmd = [
         sys.executable, "-m", "gateway", "serve", "--mode", mode,
