@@ -42,9 +42,6 @@ from tests.integration.rawhttp import MARKER, Case, RawResult, exchange, get, lo
 CASES = load_cases()
 DEADLINE_S = 6.0
 PATIENCE_S = 2.0
-# nginx's own pages for these statuses are not in server.conf's error_page list,
-# so nginx answers them in its default HTML (reported; nginx/templates/server.conf).
-NGINX_HTML_PAGES = frozenset({501, 505})
 # Signs that a response shows a file instead of running the app.
 SOURCE_SIGNS = ("#!/usr/bin/env", "import ", "def main", "root:x:0:0")
 
@@ -149,8 +146,7 @@ def problems(case: Case, endpoint: Endpoint, result: RawResult) -> list[str]:
         if case.expect == "reject" and resp.status < 400:
             found.append(f"{resp.status}: the malformed message was accepted")
         if resp.status >= 400 and not _is_json_error(resp.status, resp.headers, resp.body):
-            if not (endpoint.via_nginx and resp.status in NGINX_HTML_PAGES):
-                found.append(f"{resp.status} without the JSON error body: {resp.body[:60]!r}")
+            found.append(f"{resp.status} without the JSON error body: {resp.body[:60]!r}")
     return found
 
 
