@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway import trace
-from gateway.middleware.wsgi import over_limit, unsupported_coding
+from gateway.framing import over_limit, unsupported_coding
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
 
 Scope = dict[str, Any]

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from gateway import trace
+from gateway.framing import over_limit, unsupported_coding
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
 
 Environ = dict[str, Any]
@@ -78,36 +79,6 @@ class GatewayWSGI:
             return answer("200 OK", {"status": "ok", "mode": self.mode})
 
         return _Response(self.app, environ, start_response, traced)
-
-
-def over_limit(content_length: str | None, limit: int | None) -> str | None:
-    """The 413 message for a declared body longer than ``limit``, else None.
-
-    RFC 9110 §15.5.14: the server "MAY terminate the request" when the content
-    is larger than it is willing to process; a declared length tells before a
-    byte is read. An invalid value is left to the server and the app.
-    """
-    if limit is None or not content_length or not content_length.isdigit():
-        return None
-    if int(content_length) <= limit:
-        return None
-    return f"request body of {content_length} bytes is over the limit of {limit} bytes"
-
-
-def unsupported_coding(transfer_encoding: str | None) -> str | None:
-    """The 501 message for a request body in a transfer coding other than chunked.
-
-    RFC 9112 §6.1: "A server that receives a request message with a transfer
-    coding it does not understand SHOULD respond with 501 (Not Implemented)."
-    gunicorn frames ``gzip, chunked`` by its final chunked coding but does not
-    decode the gzip, so the app would read coded bytes as the content.
-    """
-    if transfer_encoding is None:
-        return None
-    codings = [c.strip(" \t").lower() for c in transfer_encoding.split(",")]
-    if codings == ["chunked"]:
-        return None
-    return f"transfer coding {transfer_encoding!r} is not supported (only chunked)"
 
 
 def apply_forwarded(environ: Environ) -> None:

@@ -14,20 +14,16 @@ gracefully on HUP. What each mode asks of it:
 
 from __future__ import annotations
 
-import json
-import socket
-from collections.abc import Callable, Iterable
-from http import HTTPStatus
+from collections.abc import Callable
 from typing import Any
 
-from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
-from gunicorn.asgi.protocol import ASGIProtocol
 
 from gateway.config import Mode, Settings
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList
+from gateway.servers.error_pages import install_json_error_pages
 
 
 def build_app(settings: Settings) -> Callable[..., Any]:
@@ -80,59 +76,6 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "control_socket_disable": True,
         **worker_options(settings.mode, settings),
     }
-
-
-def json_error(status: int, reason: str, message: str) -> bytes:
-    """gunicorn's own answer to a request it cannot parse, as a whole HTTP/1.1 response.
-
-    The lab's error shape (``{"error", "status"}``) instead of gunicorn's HTML or
-    plain text, so a malformed request sent straight to a gateway, or one nginx
-    passes on and the gateway refuses (a 9 KiB header, 101 headers), is answered
-    like every other error. ``Connection: close``: after a request it could not
-    parse, the server cannot know where the next one starts (RFC 9112 §2.2).
-    """
-    text = f"{reason.lower()}: {message}" if message and message != reason else reason.lower()
-    body = json.dumps({"error": text, "status": status}).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
-        "Connection: close\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
-
-
-def _write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
-    # Replaces gunicorn.util.write_error, which the sync and gthread workers call
-    # (Worker.handle_error) for requests their parser refuses.
-    gunicorn_util.write_nonblock(sock, json_error(status_int, reason, mesg))
-
-
-def _send_json_error(
-    self: ASGIProtocol, status: int, message: str, extra_headers: Iterable[tuple[str, str]] = ()
-) -> None:
-    # Replaces ASGIProtocol._send_error_response (the asgi worker's parser errors);
-    # extra headers (e.g. Allow) go in before Connection, as gunicorn does.
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
-    response = json_error(status, reason, message)
-    head, _, body = response.partition(b"\r\n\r\n")
-    extra = "".join(f"{name}: {value}\r\n" for name, value in extra_headers).encode("latin-1")
-    status_line, _, rest = head.partition(b"\r\n")
-    self._safe_write(status_line + b"\r\n" + extra + rest + b"\r\n\r\n" + body)
-
-
-def install_json_error_pages() -> None:
-    """Make gunicorn's own error answers JSON in every worker class (idempotent).
-
-    gunicorn has no setting for its error pages, so its two writers are
-    replaced; gunicorn is pinned below the next major version (pyproject.toml)
-    and tests/integration/test_hostile.py checks the result on every gateway.
-    """
-    gunicorn_util.write_error = _write_json_error
-    ASGIProtocol._send_error_response = _send_json_error
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]

@@ -276,3 +276,27 @@ class TestHostRequired:
             return await comm.receive_output(1)
 
         assert asyncio.run(run())["status"] == 400
+
+
+class TestRefusedBeforeTheApp:
+    """A body the gateway will not take is refused before the app reads a byte."""
+
+    def call(self, **environ: Any) -> tuple[str, bytes]:
+        env: dict[str, Any] = {"REMOTE_ADDR": "198.51.100.7", "REQUEST_METHOD": "POST"}
+        setup_testing_defaults(env)
+        env |= environ
+        seen: list[str] = []
+        layer = GatewayWSGI(seen_wsgi, mode="wsgi", allow=LOOPBACK, max_body_bytes=10)
+        body = b"".join(layer(env, lambda s, h, e=None: seen.append(s)))
+        return seen[0], body
+
+    def test_declared_body_over_the_limit_is_413(self) -> None:
+        status, body = self.call(CONTENT_LENGTH="11")
+        assert status.startswith("413") and json.loads(body)["status"] == 413
+
+    def test_body_at_the_limit_reaches_the_app(self) -> None:
+        assert self.call(CONTENT_LENGTH="10")[0] == "200 OK"
+
+    def test_unknown_transfer_coding_is_501(self) -> None:
+        status, body = self.call(HTTP_TRANSFER_ENCODING="gzip, chunked")
+        assert status.startswith("501") and "gzip" in json.loads(body)["error"]
