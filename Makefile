@@ -38,8 +38,8 @@ split: install         ## make split WEIGHTS="wsgi=90,asgi=10"; WEIGHTS= goes ba
 logs: install
 	$(LAB) logs --follow
 
-scale: install         ## make scale MODE=wsgi N=3 (docker target): N replicas behind nginx
-	$(PY) -m lab.docker scale "$(MODE)" "$(N)"
+scale: install         ## make scale MODE=wsgi N=3: N replicas of one gateway behind nginx
+	$(LAB) scale "$(MODE)" "$(N)"
 
 docker-engine:         ## install and start a Docker engine and the Compose plugin (root)
 	bash scripts/docker-engine.sh

@@ -21,12 +21,15 @@ from rich.table import Table
 
 from lab import state
 from lab.config import MODES, LabConfig
-from lab.nginx_conf import RenderError
+from lab.nginx_conf import MAX_REPLICAS, RenderError
 from lab.target import (
     LabError,
+    ScalableTarget,
     StatusDict,
     Target,
+    check_mode,
     get_target,
+    parse_replicas,
     parse_weights,
     target_name,
 )
@@ -133,6 +136,28 @@ def split(
 
 @app.command()
 @reports_lab_errors
+def scale(
+    mode: Annotated[str, typer.Argument(help=f"one of {', '.join(MODES)}")],
+    replicas: Annotated[str, typer.Argument(help=f"gateways of MODE to run, 1..{MAX_REPLICAS}")],
+) -> None:
+    """Run REPLICAS gateways of MODE behind nginx; returns once nginx uses them all.
+
+    nginx spreads the mode's requests over the replicas (round robin); each
+    answer's X-Gateway-Host and X-Gateway-Worker say which one served it.
+    Scaling down takes the surplus out of nginx first, then stops it: no
+    request is dropped. `lab status` shows the replicas per mode.
+    """
+    check_mode(mode)  # bad input: LabError before anything changes
+    count = parse_replicas(replicas)
+    cfg = LabConfig.from_env()
+    target = current_target(cfg)
+    if not isinstance(target, ScalableTarget):
+        raise LabError(f"the {target.name} target cannot run replicas")
+    target.scale(cfg, mode, count)
+
+
+@app.command()
+@reports_lab_errors
 def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
 ) -> None:
@@ -149,8 +174,12 @@ def status_table(info: StatusDict) -> Table:
     table.add_row("url", info["url"])
     # active_mode is a mode, or the label of a split such as "wsgi=90,asgi=10".
     table.add_row("active mode of /", str(info["active_mode"] or "-"))
+    replicas = info.get("replicas", {})
     for mode in MODES:
-        table.add_row(f"gateway {mode}", info["gateways"].get(mode, "(not published)"))
+        where = info["gateways"].get(mode, "(not published)")
+        if replicas.get(mode, 1) > 1:
+            where += f" + {replicas[mode] - 1} replica(s)"
+        table.add_row(f"gateway {mode}", where)
     for key, value in info["limits"].items():
         table.add_row(key, str(value))
     return table

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from lab.config import MODES, ROOT, LabConfig
+from lab.nginx_conf import COMPOSE_GATEWAY_PORT
 from lab.target import (
     LabError,
     ProcRow,
@@ -31,6 +32,7 @@ from lab.target import (
     accepting_workers,
     active_label,
     check_mode,
+    check_replicas,
     check_weights,
     docker_answers,
     format_weights,
@@ -82,6 +84,17 @@ for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
 print(json.dumps(rows))
 """
 MASTER_TITLE: Final = "nginx: master process"
+NUMBER_LABEL: Final = "com.docker.compose.container-number"
+# How long a scale-down waits for nginx's old workers to finish their requests.
+DRAIN_DEADLINE_S: Final = 15.0
+# Rewrites only upstreams.conf in the nginx container (lab.nginx_conf upstreams);
+# extra arguments (--set wsgi_server="IP:8000 ...") pin an upstream to addresses.
+UPSTREAMS_SCRIPT: Final = (
+    "python3 -m lab.nginx_conf upstreams --target compose "
+    '--out "${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}" "$@"'
+)
+# The same, then `lab-nginx reload` (nginx -t, graceful reload).
+UPSTREAMS_RELOAD_SCRIPT: Final = UPSTREAMS_SCRIPT + " && exec lab-nginx reload"
 
 
 # -- pure parts -------------------------------------------------------------------
@@ -137,8 +150,7 @@ def compose_args(*args: str) -> list[str]:
 def scale_args(mode: str, replicas: int) -> list[str]:
     """``up`` arguments that set one gateway's replica count and touch nothing else."""
     check_mode(mode)
-    if not 1 <= replicas <= 16:
-        raise LabError(f"replicas must be between 1 and 16, not {replicas}")
+    check_replicas(replicas)
     return [
         "up",
         "--detach",
@@ -152,6 +164,22 @@ def scale_args(mode: str, replicas: int) -> list[str]:
         "--scale",
         f"{SERVICES[mode]}={replicas}",
     ]
+
+
+def parse_replicas_listing(text: str) -> list[tuple[int, str, str]]:
+    """``docker inspect`` lines "NUMBER ID IP" -> (number, id, ip), lowest number first."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit():
+            rows.append((int(parts[0]), parts[1], parts[2]))
+    return sorted(rows)
+
+
+def replica_counts(ps_services: str) -> dict[str, int]:
+    """``docker compose ps --format {{.Service}}`` output -> running containers per mode."""
+    names = ps_services.split()
+    return {mode: names.count(service) for mode, service in SERVICES.items()}
 
 
 def port_in_use_message(port: int) -> str:
@@ -387,15 +415,24 @@ class DockerTarget:
         """``lab-nginx switch`` (render, nginx -t, reload); returns once the reload is done."""
         if not self.is_running(cfg):
             raise LabError("the docker lab is not running: `make up` first")
+        self._reload(cfg, "switch", active, what=f"switching nginx to {active}")
+
+    def _reload(self, cfg: LabConfig, *command: str, what: str) -> set[int]:
+        """Run ``lab-nginx COMMAND`` (it tests the config and reloads nginx).
+
+        Returns the workers that accepted connections before, once none does any
+        more (``wait_for_reload``).
+        """
         rows = self._nginx_procs(cfg)
         master = next((pid for pid, _, title in rows if title.startswith(MASTER_TITLE)), None)
         if master is None:
             raise LabError("no nginx master process in the nginx container: see `lab logs`")
         before = accepting_workers(rows, master)
-        done = self._nginx_ctl(cfg, "switch", active)
+        done = self._nginx_ctl(cfg, *command)
         if done.returncode != 0:
-            raise LabError(f"switching nginx to {active} failed:\n{done.stdout}{done.stderr}")
+            raise LabError(f"{what} failed:\n{done.stdout}{done.stderr}")
         wait_for_reload(lambda: self._nginx_procs(cfg), master, before)
+        return before
 
     def status(self, cfg: LabConfig) -> StatusDict:
         running = self.is_running(cfg)
@@ -407,7 +444,12 @@ class DockerTarget:
             # The gateways publish no port: only nginx reaches them.
             "gateways": {},
             "limits": limits_dict(cfg),
+            "replicas": self._replica_counts(cfg) if running else {m: 1 for m in MODES},
         }
+
+    def _replica_counts(self, cfg: LabConfig) -> dict[str, int]:
+        ps = self._compose(cfg, "ps", "--format", "{{.Service}}")
+        return replica_counts(ps.stdout) if ps.returncode == 0 else {}
 
     def switch(self, cfg: LabConfig, mode: str) -> None:
         check_mode(mode)
@@ -439,26 +481,79 @@ class DockerTarget:
     def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None:
         """Run ``replicas`` containers of one gateway and spread nginx's traffic over them.
 
-        nginx resolves an upstream's host name once, when it loads its config; the
+        nginx resolves an upstream's host name when it loads its config; the
         service name resolves to every replica's address, so a reload after
-        scaling makes nginx balance over all of them (round robin).
+        scaling up makes nginx balance over all of them (round robin).
+
+        Scaling down must not hand nginx a replica that is going away, so the
+        upstream is first pinned to the addresses of the replicas that stay
+        (upstreams.conf, reload), the surplus containers are stopped once
+        nginx's old workers are done with them, and then the upstream goes
+        back to the service name (which now resolves to the survivors only).
+        Either way ``scale`` ends with upstreams.conf as ``lab up`` renders it.
         """
         args = scale_args(mode, replicas)
         if not self.is_running(cfg):
             raise LabError("the docker lab is not running: `make up` first")
+        current = self._replicas(cfg, mode)
+        if replicas < len(current):
+            self._scale_down(cfg, mode, current[:replicas], current[replicas:])
         done = self._compose(cfg, *args, timeout=WAIT_TIMEOUT_S + 60)
         if done.returncode != 0:
             raise LabError(
                 f"scaling {SERVICES[mode]} to {replicas} failed:\n{done.stdout}{done.stderr}"
             )
-        reload = self._nginx_ctl(cfg, "reload")
-        if reload.returncode != 0:
-            raise LabError(f"nginx did not reload:\n{reload.stdout}{reload.stderr}")
+        # Back to (or still) the service names, which resolve to every replica now.
+        self._reload(cfg, "sh", "-c", UPSTREAMS_RELOAD_SCRIPT, what="reloading nginx")
         _say(f"{SERVICES[mode]}: {replicas} replica(s) behind nginx")
+
+    def _replicas(self, cfg: LabConfig, mode: str) -> list[tuple[int, str, str]]:
+        """(container number, id, address on the lab network) of each replica of ``mode``."""
+        ids = self._compose(cfg, "ps", "--quiet", SERVICES[mode]).stdout.split()
+        if not ids:
+            return []
+        fmt = (
+            f'{{{{index .Config.Labels "{NUMBER_LABEL}"}}}} {{{{.Id}}}} '
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        )
+        got = _run(["docker", "inspect", "--format", fmt, *ids], timeout=30)
+        if got.returncode != 0:
+            raise LabError(f"cannot inspect the {SERVICES[mode]} containers:\n{got.stderr}")
+        return parse_replicas_listing(got.stdout)
+
+    def _scale_down(
+        self,
+        cfg: LabConfig,
+        mode: str,
+        keep: Sequence[tuple[int, str, str]],
+        surplus: Sequence[tuple[int, str, str]],
+    ) -> None:
+        servers = " ".join(f"{ip}:{COMPOSE_GATEWAY_PORT}" for _, _, ip in keep)
+        pin = ("sh", "-c", UPSTREAMS_RELOAD_SCRIPT, "sh", "--set", f"{mode}_server={servers}")
+        try:
+            before = self._reload(cfg, *pin, what="pinning nginx to the remaining replicas")
+        except LabError:
+            self._nginx_ctl(cfg, "sh", "-c", UPSTREAMS_SCRIPT)  # back to the service names
+            raise
+        # nginx's old workers finish the requests they hold, some of them on the
+        # surplus replicas: let them (a stop is graceful too: SIGTERM, then gunicorn
+        # lets its workers finish), then stop and remove the surplus.
+        if not wait_until(
+            lambda: not before & {pid for pid, _, _ in self._nginx_procs(cfg)},
+            DRAIN_DEADLINE_S,
+            interval_s=0.2,
+        ):
+            _say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+        ids = [cid for _, cid, _ in surplus]
+        _run(["docker", "stop", "--time", "10", *ids], timeout=60)
+        removed = _run(["docker", "rm", "--force", "--volumes", *ids], timeout=60)
+        if removed.returncode != 0:
+            raise LabError(f"cannot remove the surplus replicas:\n{removed.stderr}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lab.docker scale MODE N``: what the lab CLI has no command for."""
+    """``python -m lab.docker scale MODE N``: the docker target's scale alone (`lab scale`
+    does the same on whichever target runs)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m lab.docker", description=main.__doc__)

@@ -4,7 +4,14 @@ Everything a run needs lives in the state directory (``.lab/`` by default):
 
 - ``nginx/``: the rendered config (``lab.nginx_conf``), pid file, temp files;
 - ``logs/``: ``gateway-<mode>.log``, ``nginx-error.log``, ``nginx-access.log``;
-- ``native.json``: the process groups ``up`` started, the limits in force.
+- ``native.json``: the process groups ``up`` and ``scale`` started, the
+  replicas per mode, the limits in force.
+
+``scale MODE N`` runs N gateways of one mode: replica 0 is the one ``up``
+started (service ``gateway-<mode>``), replica i >= 1 is service
+``gateway-<mode>-<i+1>`` on the port ``lab.nginx_conf.replica_port`` gives
+(LAB_PORT + 10*k + i, k = 1, 2, 3 for cgi, wsgi, asgi), logging to
+``logs/gateway-<mode>-<i+1>.log``. ``down`` stops them with the rest.
 
 Each service is started in its own session (its own process group), so
 ``down`` can stop a gunicorn master together with its workers, and stops only
@@ -39,6 +46,7 @@ from lab.target import (
     accepting_workers,
     active_label,
     check_mode,
+    check_replicas,
     check_weights,
     format_weights,
     gateway_env,
@@ -51,6 +59,7 @@ from lab.target import (
     served_mode,
     wait_for_mode,
     wait_for_reload,
+    wait_until,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +68,8 @@ if TYPE_CHECKING:
 STATE_FILE: Final = "native.json"
 START_DEADLINE_S: Final = 30.0
 STOP_DEADLINE_S: Final = 10.0
+# How long a scale-down waits for nginx's old workers to finish their requests.
+DRAIN_DEADLINE_S: Final = 15.0
 LOG_TAIL_LINES: Final = 30
 START_MARKER: Final = "--- lab up: "
 NGINX_CANDIDATES: Final = (
@@ -80,6 +91,7 @@ class RunState:
     """What ``up`` started: service name -> process group id, and how nginx runs."""
 
     groups: dict[str, int] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)  # mode -> N when N > 1
     nginx: str = ""
     port: int = 0
     limits: dict[str, int] = field(default_factory=dict)
@@ -100,6 +112,30 @@ def _paths(cfg: LabConfig) -> dict[str, Path]:
 
 def _gateway_log(cfg: LabConfig, mode: str) -> Path:
     return cfg.state_dir / "logs" / f"gateway-{mode}.log"
+
+
+def replica_service(mode: str, index: int) -> str:
+    """The service name of replica ``index`` (0-based): gateway-wsgi, gateway-wsgi-2, ..."""
+    return f"gateway-{mode}" if index == 0 else f"gateway-{mode}-{index + 1}"
+
+
+def _service_log(cfg: LabConfig, service: str) -> Path:
+    return cfg.state_dir / "logs" / f"{service}.log"
+
+
+def gateway_command(mode: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--mode",
+        mode,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 def load_state(cfg: LabConfig) -> RunState | None:
@@ -217,6 +253,16 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(recent[-lines:]) or f"({path} has nothing since the last start)"
 
 
+def replica_counts(state: RunState | None) -> dict[str, int]:
+    """Gateways per mode for ``lab status``: 1 unless ``scale`` recorded more."""
+    recorded = state.replicas if state is not None else {}
+    return {m: recorded.get(m, 1) for m in MODES}
+
+
+def replica_ports(cfg: LabConfig, mode: str, replicas: int) -> list[int]:
+    return [nginx_conf.replica_port(cfg.port, mode, i) for i in range(replicas)]
+
+
 # -- nginx -------------------------------------------------------------------------
 
 
@@ -267,11 +313,15 @@ def nginx_test(nginx: str, cfg: LabConfig) -> None:
         )
 
 
+def native_values(cfg: LabConfig, replicas: Mapping[str, int] | None = None) -> dict[str, str]:
+    return nginx_conf.target_values(
+        "native", limits=cfg.limits, port=cfg.port, state_dir=cfg.state_dir, replicas=replicas
+    )
+
+
 def render_config(cfg: LabConfig, mode: str | dict[str, int] | None) -> None:
     p = _paths(cfg)
-    values = nginx_conf.target_values(
-        "native", limits=cfg.limits, port=cfg.port, state_dir=cfg.state_dir
-    )
+    values = native_values(cfg)
     if isinstance(mode, dict):
         files = nginx_conf.render(values, None, mode)
     else:
@@ -345,18 +395,7 @@ class NativeTarget:
         logs.mkdir(parents=True, exist_ok=True)
         env = os.environ | gateway_env(cfg)
         for mode in MODES:
-            cmd = [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--mode",
-                mode,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(cfg.gateway_ports[mode]),
-            ]
+            cmd = gateway_command(mode, cfg.gateway_ports[mode])
             state.groups[f"gateway-{mode}"] = self._spawn(cmd, _gateway_log(cfg, mode), env)
             save_state(cfg, state)
         nginx_log = _paths(cfg)["nginx_log"]
@@ -407,7 +446,7 @@ class NativeTarget:
 
     @staticmethod
     def _failure(cfg: LabConfig, service: str, what: str) -> LabError:
-        log = _paths(cfg)["nginx_log"] if service == "nginx" else _gateway_log(cfg, service[8:])
+        log = _paths(cfg)["nginx_log"] if service == "nginx" else _service_log(cfg, service)
         return LabError(
             f"{service} {what}; stopped what was started. Last lines of {log}:\n{tail(log)}"
         )
@@ -446,6 +485,7 @@ class NativeTarget:
             "active_mode": self._active_label(cfg),
             "gateways": {m: f"http://127.0.0.1:{cfg.gateway_ports[m]}" for m in MODES},
             "limits": limits,
+            "replicas": replica_counts(state if running else None),
         }
 
     def _active_label(self, cfg: LabConfig) -> str | None:
@@ -487,15 +527,24 @@ class NativeTarget:
         Returns once nginx runs with the new config (``wait_for_reload``).
         """
         state = self._running_nginx(cfg)
-        path = _paths(cfg)["active"]
-        before = path.read_text(encoding="utf-8") if path.exists() else None
         mode, split = (None, active) if isinstance(active, dict) else (active, None)
-        nginx_conf.write_files(path.parent, {path.name: nginx_conf.render_active_mode(mode, split)})
+        text = nginx_conf.render_active_mode(mode, split)
+        self._reload_with(cfg, state, nginx_conf.ACTIVE_FILE, text)
+
+    def _reload_with(self, cfg: LabConfig, state: RunState, name: str, text: str) -> set[int]:
+        """Write one config file, ``nginx -t``, reload; put the old file back if the test fails.
+
+        Returns the nginx workers that accepted connections before the reload,
+        once none of them does any more (``wait_for_reload``).
+        """
+        path = _paths(cfg)["nginx_dir"] / name
+        before = path.read_text(encoding="utf-8") if path.exists() else None
+        nginx_conf.write_files(path.parent, {name: text})
         try:
             nginx_test(state.nginx, cfg)
         except LabError:
             if before is not None:
-                nginx_conf.write_files(path.parent, {path.name: before})
+                nginx_conf.write_files(path.parent, {name: before})
             raise
         # SIGHUP: nginx re-reads the config, starts new workers, and lets the old
         # ones finish the requests they hold (a graceful reload: none dropped).
@@ -503,10 +552,110 @@ class NativeTarget:
         old_workers = accepting_workers(read_proc(), master)
         os.kill(master, signal.SIGHUP)
         wait_for_reload(read_proc, master, old_workers)
+        return old_workers
+
+    # -- replicas ------------------------------------------------------------------
+
+    def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None:
+        """Run ``replicas`` gateways of ``mode`` behind nginx (see ``lab.target``).
+
+        Up: start the missing replicas, wait for each one's /healthz, then
+        reload nginx with all of them. Down: reload nginx without the surplus,
+        wait until nginx's old workers have finished with it, then stop it.
+        """
+        check_mode(mode)
+        check_replicas(replicas)
+        state = self._running_nginx(cfg)
+        current = state.replicas.get(mode, 1)
+        if replicas > current:
+            self._scale_up(cfg, state, mode, current, replicas)
+        elif replicas < current:
+            self._scale_down(cfg, state, mode, current, replicas)
+        ports = ", ".join(str(p) for p in replica_ports(cfg, mode, replicas))
+        say(f"gateway-{mode}: {replicas} replica(s) behind nginx (ports {ports})")
+
+    def _scale_up(
+        self, cfg: LabConfig, state: RunState, mode: str, current: int, wanted: int
+    ) -> None:
+        ports = replica_ports(cfg, mode, wanted)
+        new = {replica_service(mode, i): ports[i] for i in range(current, wanted)}
+        for service, port in new.items():
+            if port_in_use(port):
+                raise LabError(
+                    f"port {port} on 127.0.0.1 (for {service}) is already in use by another "
+                    f"process: stop it (`ss -ltnp 'sport = :{port}'` shows which), "
+                    "or run the lab on another LAB_PORT"
+                )
+        env = os.environ | gateway_env(cfg)
+        started: dict[str, int] = {}
+        try:
+            for service, port in new.items():
+                cmd = gateway_command(mode, port)
+                started[service] = self._spawn(cmd, _service_log(cfg, service), env)
+                state.groups[service] = started[service]
+                save_state(cfg, state)
+            self._wait_replicas(cfg, started, new)
+            replicas = state.replicas | {mode: wanted}
+            text = nginx_conf.render_upstreams(native_values(cfg, replicas))
+            self._reload_with(cfg, state, nginx_conf.UPSTREAMS_FILE, text)
+        except BaseException:
+            # nginx still has the previous set (or kept it: `nginx -t` failed).
+            stop_groups(started)
+            for service in started:
+                state.groups.pop(service, None)
+            save_state(cfg, state)
+            raise
+        state.replicas[mode] = wanted
+        save_state(cfg, state)
+
+    def _wait_replicas(
+        self, cfg: LabConfig, groups: Mapping[str, int], ports: Mapping[str, int]
+    ) -> None:
+        pending = {s: f"http://127.0.0.1:{ports[s]}/healthz" for s in groups}
+        end = time.monotonic() + START_DEADLINE_S
+        while pending:
+            for service, url in list(pending.items()):
+                _reap(groups[service])
+                if not group_alive(groups[service]):
+                    raise self._failure(cfg, service, "exited during start-up")
+                if is_healthy(url, timeout=1.0):
+                    del pending[service]
+            if pending and time.monotonic() > end:
+                service, url = next(iter(pending.items()))
+                raise self._failure(
+                    cfg, service, f"did not answer {url} within {START_DEADLINE_S:.0f}s"
+                )
+            if pending:
+                time.sleep(0.1)
+
+    def _scale_down(
+        self, cfg: LabConfig, state: RunState, mode: str, current: int, wanted: int
+    ) -> None:
+        replicas = state.replicas | {mode: wanted}
+        text = nginx_conf.render_upstreams(native_values(cfg, replicas))
+        old_workers = self._reload_with(cfg, state, nginx_conf.UPSTREAMS_FILE, text)
+        surplus = {replica_service(mode, i) for i in range(wanted, current)}
+        groups = {s: g for s, g in state.groups.items() if s in surplus}
+        if wanted > 1:
+            state.replicas[mode] = wanted
+        else:
+            state.replicas.pop(mode, None)
+        for service in groups:
+            del state.groups[service]
+        save_state(cfg, state)
+        # Old nginx workers finish the requests they hold, some of them on the
+        # surplus replicas: let them, then stop the replicas (gunicorn's SIGTERM
+        # is graceful too, for anything still in flight after DRAIN_DEADLINE_S).
+        if not wait_until(
+            lambda: not old_workers & {pid for pid, _, _ in read_proc()}, DRAIN_DEADLINE_S
+        ):
+            say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+        stop_groups(groups)
 
     def logs(self, cfg: LabConfig, follow: bool) -> None:
         p = _paths(cfg)
         files = [_gateway_log(cfg, m) for m in MODES]
+        files += sorted(p["logs"].glob("gateway-*-*.log"))  # replicas (`lab scale`)
         files += [p["nginx_log"], p["logs"] / "nginx-access.log"]
         existing = [str(f) for f in files if f.exists()]
         if not existing:

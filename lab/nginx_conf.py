@@ -9,7 +9,10 @@ placeholder the renderer does not know is an error, never silently left in.
 
 Targets differ only in the values below (``target_values``): where nginx
 listens, where the gateways are, where pid, logs, temp files and the dashboard
-live. ``active_mode.conf`` is rendered on its own (``render_active_mode``) so a
+live. ``@@cgi_server`` (and wsgi, asgi) may hold several addresses, separated
+by spaces or commas: ``upstreams.conf`` gets one ``server`` line for each
+(``@@cgi_servers``, made by ``render``), which is how ``lab scale`` puts
+replicas behind nginx. ``active_mode.conf`` is rendered on its own (``render_active_mode``) so a
 switch rewrites that one file; its first line records the mode or split in a
 form ``read_active_mode`` parses back, so the file nginx reads is also the one
 source of truth for ``lab status``.
@@ -20,6 +23,7 @@ CLI::
         [--mode M | --split wsgi=90,asgi=10] [--port N] [--state-dir DIR]
         [--dashboard-dir DIR] [--templates DIR] [--set NAME=VALUE ...]
     python3 -m lab.nginx_conf active --out DIR (--mode M | --split ...)
+    python3 -m lab.nginx_conf upstreams --target T --out DIR [--set wsgi_server="A B"]
     python3 -m lab.nginx_conf show --out DIR     # prints the active mode or split
 """
 
@@ -41,6 +45,7 @@ TARGETS: Final = ("native", "compose")
 TEMPLATE_DIR: Final = Path(os.environ.get("LAB_NGINX_TEMPLATES", str(ROOT / "nginx" / "templates")))
 # Rendered in this order; nginx.conf includes the others by these names.
 CONF_FILES: Final = ("nginx.conf", "upstreams.conf", "proxy.conf", "server.conf")
+UPSTREAMS_FILE: Final = "upstreams.conf"
 ACTIVE_FILE: Final = "active_mode.conf"
 DEFAULT_MODE: Final = "wsgi"
 COMPOSE_PORT: Final = 8080
@@ -48,6 +53,11 @@ COMPOSE_GATEWAY_PORT: Final = 8000
 COMPOSE_DASHBOARD_DIR: Final = "/usr/share/lab/static"
 NATIVE_DASHBOARD_DIR: Final = ROOT / "nginx" / "static" / "lab"
 _MARKER_RE: Final = re.compile(r"^# lab-(mode|split): (\S+)$", re.MULTILINE)
+# host:port, IPv4, or a bracketed IPv6 address: nothing that could end the line early.
+_ADDRESS_RE: Final = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+MAX_REPLICAS: Final = 8
+# Native replicas beyond the first listen at LAB_PORT + REPLICA_PORT_STEP * k + i.
+REPLICA_PORT_STEP: Final = 10
 
 
 class RenderError(ValueError):
@@ -63,6 +73,28 @@ class LabTemplate(string.Template):
 # -- values per target ---------------------------------------------------------------
 
 
+def replica_port(nginx_port: int, mode: str, index: int) -> int:
+    """Native: the port of replica ``index`` (0-based) of ``mode``'s gateway.
+
+    Replica 0 is the gateway ``lab up`` starts, on LAB_PORT+1..+3
+    (``lab.config.gateway_ports``). Replica i >= 1 of the k-th mode (cgi 1,
+    wsgi 2, asgi 3) listens on LAB_PORT + 10*k + i: for 8080, cgi 8091-8097,
+    wsgi 8101-8107, asgi 8111-8117. These never meet the base ports; two native
+    labs on one machine need LAB_PORTs at least 40 apart.
+    """
+    check_mode(mode)
+    if not 0 <= index < MAX_REPLICAS:
+        raise RenderError(f"replica index must be 0..{MAX_REPLICAS - 1}, not {index}")
+    if index == 0:
+        return gateway_ports(nginx_port)[mode]
+    return nginx_port + REPLICA_PORT_STEP * (MODES.index(mode) + 1) + index
+
+
+def native_servers(nginx_port: int, mode: str, replicas: int = 1) -> list[str]:
+    """The addresses of ``replicas`` native gateways of ``mode``, replica 0 first."""
+    return [f"127.0.0.1:{replica_port(nginx_port, mode, i)}" for i in range(replicas)]
+
+
 def target_values(
     target: str,
     *,
@@ -70,8 +102,13 @@ def target_values(
     port: int | None = None,
     state_dir: Path | None = None,
     dashboard_dir: str | None = None,
+    replicas: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """Every placeholder's value for ``target``. Pure: creates nothing."""
+    """Every placeholder's value for ``target``. Pure: creates nothing.
+
+    ``replicas`` (native only: mode -> count, default 1) lists that many
+    gateways per mode; under compose a service name covers all its replicas.
+    """
     common = {
         "target": target,
         "client_max_body_bytes": str(limits.client_max_body_bytes),
@@ -85,7 +122,10 @@ def target_values(
         listen_port = port if port is not None else 8080
         return common | {
             "listen": f"127.0.0.1:{listen_port}",
-            **{f"{m}_server": f"127.0.0.1:{p}" for m, p in gateway_ports(listen_port).items()},
+            **{
+                f"{m}_server": " ".join(native_servers(listen_port, m, (replicas or {}).get(m, 1)))
+                for m in MODES
+            },
             "pid_path": str(nginx_dir / "nginx.pid"),
             "error_log": str(logs / "nginx-error.log"),
             "access_log": str(logs / "nginx-access.log"),
@@ -184,6 +224,33 @@ def read_active_mode(text: str) -> str | dict[str, int] | None:
 # -- rendering ----------------------------------------------------------------------
 
 
+def server_lines(addresses: str) -> str:
+    """``"127.0.0.1:8082 127.0.0.1:8101"`` -> one ``server`` line per address (upstreams.conf)."""
+    parts = [a for a in re.split(r"[\s,]+", addresses) if a]
+    if not parts:
+        raise RenderError("an upstream needs at least one server address")
+    for address in parts:
+        if not _ADDRESS_RE.fullmatch(address):
+            raise RenderError(f"bad server address {address!r}: write host:port")
+    return "\n".join(f"    server {a};" for a in parts)
+
+
+def with_server_lines(values: Mapping[str, str]) -> dict[str, str]:
+    """``values`` plus ``@@<mode>_servers`` made from each ``@@<mode>_server``."""
+    lines = {
+        f"{m}_servers": server_lines(values[f"{m}_server"])
+        for m in MODES
+        if f"{m}_server" in values
+    }
+    return dict(values) | lines
+
+
+def render_upstreams(values: Mapping[str, str], templates: Path = TEMPLATE_DIR) -> str:
+    """The text of upstreams.conf alone: what ``lab scale`` rewrites before a reload."""
+    template = LabTemplate(_read_template(templates, UPSTREAMS_FILE))
+    return _substitute(template, UPSTREAMS_FILE, with_server_lines(values))
+
+
 def render(
     values: Mapping[str, str],
     mode: str | None = DEFAULT_MODE,
@@ -191,6 +258,7 @@ def render(
     templates: Path = TEMPLATE_DIR,
 ) -> dict[str, str]:
     """File name -> text for every file of the config. Pure apart from reading templates."""
+    values = with_server_lines(values)
     files = {
         name: _substitute(LabTemplate(_read_template(templates, name)), name, values)
         for name in CONF_FILES
@@ -272,10 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override one placeholder, e.g. cgi_server=127.0.0.1:9000",
+        help="override one placeholder, e.g. cgi_server=127.0.0.1:9000 (several: space-separated)",
     )
     r.add_argument("--no-dirs", action="store_true", help="do not create temp/log directories")
     _active_args(r)
+    u = sub.add_parser("upstreams", help=f"rewrite only {UPSTREAMS_FILE} in --out")
+    u.add_argument("--target", choices=TARGETS, required=True)
+    u.add_argument("--out", type=Path, required=True)
+    u.add_argument("--port", type=int, help="native: LAB_PORT")
+    u.add_argument("--templates", type=Path, default=TEMPLATE_DIR, help="template directory")
+    u.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MODE_server=ADDRESSES",
+        help='the servers of one upstream, e.g. wsgi_server="10.0.0.5:8000 10.0.0.6:8000"',
+    )
     a = sub.add_parser("active", help=f"rewrite only {ACTIVE_FILE} in --out")
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--templates", type=Path, default=TEMPLATE_DIR, help="template directory")
@@ -292,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             active = read_active_mode((args.out / ACTIVE_FILE).read_text(encoding="utf-8"))
             print(format_split(active) if isinstance(active, dict) else active or "unknown")
             return 0
-        split = parse_split(args.split) if args.split else None
-        mode = None if split else (args.mode or DEFAULT_MODE)
+        split = parse_split(args.split) if getattr(args, "split", None) else None
+        mode = None if split else (getattr(args, "mode", None) or DEFAULT_MODE)
         if args.command == "active":
             text = render_active_mode(mode, split, args.templates)
             write_files(args.out, {ACTIVE_FILE: text})
@@ -307,10 +387,14 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port
             if args.port is not None
             else (env_cfg.port if args.target == "native" else None),
-            state_dir=args.state_dir or env_cfg.state_dir,
-            dashboard_dir=args.dashboard_dir,
+            state_dir=getattr(args, "state_dir", None) or env_cfg.state_dir,
+            dashboard_dir=getattr(args, "dashboard_dir", None),
         )
         values = _parse_sets(args.set, values)
+        if args.command == "upstreams":
+            # Checked before writing: a bad address leaves the file as it was.
+            write_files(args.out, {UPSTREAMS_FILE: render_upstreams(values, args.templates)})
+            return 0
         files = render(values, mode, split, args.templates)
         if not args.no_dirs:
             make_runtime_dirs(values)

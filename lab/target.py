@@ -19,6 +19,14 @@ this interface, so ``lab up`` means the same on every target:
   the plain mode that was active before the split. Weights come from
   ``parse_weights``: whole percents, each 1..100, summing to exactly 100 (no
   normalising: what you type is the share you get).
+- ``scale(cfg, mode, replicas)`` (``ScalableTarget``) runs ``replicas`` (1..8,
+  ``check_replicas``) gateways of ``mode`` behind nginx, which spreads requests
+  over them round robin. Scaling up starts the new replicas, waits for their
+  ``/healthz``, then reloads nginx with every replica in ``upstreams.conf``;
+  scaling down reloads nginx without the surplus first and stops it only once
+  the reload is done and nginx's old workers have let go of it, so no request
+  is dropped. Returns once nginx runs with the new set. ``status`` then reports
+  ``replicas`` (mode -> count) next to the CONTRACT.md keys.
 - ``logs(cfg, follow)`` prints the logs of every service.
 - ``is_running(cfg)`` is true when the target's services exist (healthy or not).
 
@@ -41,9 +49,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict, cast, runtime_checkable
 
 from lab.config import MODES, LabConfig
+from lab.nginx_conf import MAX_REPLICAS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -72,6 +81,8 @@ class StatusDict(TypedDict):
     active_mode: str | None
     gateways: dict[str, str]
     limits: LimitsDict
+    # Gateways per mode (``lab scale``), from targets that can scale.
+    replicas: NotRequired[dict[str, int]]
 
 
 @runtime_checkable
@@ -93,11 +104,33 @@ class Target(Protocol):
     def is_running(self, cfg: LabConfig) -> bool: ...
 
 
+@runtime_checkable
+class ScalableTarget(Target, Protocol):
+    """A target that can run several replicas of one gateway (both real targets can)."""
+
+    def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None: ...
+
+
 def check_mode(mode: str) -> str:
     """Return ``mode`` if it is one of MODES, else raise LabError (changing nothing)."""
     if mode not in MODES:
         raise LabError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     return mode
+
+
+def parse_replicas(text: str) -> int:
+    """``"3"`` -> 3: a whole number 1..MAX_REPLICAS, else LabError (nothing changed yet)."""
+    if not _WEIGHT_RE.fullmatch(text.strip()):
+        raise LabError(f"replicas must be a whole number 1..{MAX_REPLICAS}, not {text!r}")
+    return check_replicas(int(text))
+
+
+def check_replicas(replicas: int) -> int:
+    # Eight per mode: enough to watch nginx spread requests on a laptop, and
+    # the native port scheme (lab.nginx_conf.replica_port) has room for them.
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise LabError(f"replicas must be between 1 and {MAX_REPLICAS}, not {replicas}")
+    return replicas
 
 
 _WEIGHT_RE = re.compile(r"[0-9]+")

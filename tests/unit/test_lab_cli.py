@@ -197,3 +197,93 @@ def test_native_status_when_nothing_runs(tmp_path: Path) -> None:
 def test_native_switch_needs_a_running_lab(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="lab up"):
         native.NativeTarget().switch(LabConfig(state_dir=tmp_path), "asgi")
+
+
+# -- lab scale ---------------------------------------------------------------------------
+
+
+@dataclass
+class ScaleTarget(FakeTarget):
+    def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None:
+        self._call("scale", mode, str(replicas))
+
+
+@pytest.fixture
+def scaling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ScaleTarget:
+    target = ScaleTarget()
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LAB_TARGET", "native")
+    monkeypatch.setattr(cli, "get_target", lambda name: target)
+    return target
+
+
+def test_both_targets_can_scale() -> None:
+    from lab.docker import DockerTarget
+    from lab.target import ScalableTarget
+
+    assert isinstance(native.NativeTarget(), ScalableTarget)
+    assert isinstance(DockerTarget(), ScalableTarget)
+    assert isinstance(ScaleTarget(), ScalableTarget)
+
+
+@pytest.mark.parametrize(("mode", "n"), [("wsgi", "3"), ("cgi", "1"), ("asgi", "8")])
+def test_scale_delegates_to_the_target(scaling: ScaleTarget, mode: str, n: str) -> None:
+    result = runner.invoke(cli.app, ["scale", mode, n])
+    assert result.exit_code == 0, result.output
+    assert scaling.calls == [("scale", mode, n)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["fastcgi", "2"], "unknown mode", id="unknown-mode"),
+        pytest.param(["wsgi", "0"], "between 1 and 8", id="zero"),
+        pytest.param(["wsgi", "9"], "between 1 and 8", id="too-many"),
+        pytest.param(["wsgi", "three"], "whole number", id="not-a-number"),
+        pytest.param(["wsgi", "2.5"], "whole number", id="fraction"),
+    ],
+)
+def test_bad_scale_exits_1_and_changes_nothing(
+    scaling: ScaleTarget, args: list[str], message: str
+) -> None:
+    result = runner.invoke(cli.app, ["scale", *args])
+    assert result.exit_code == 1
+    assert result.output.startswith("lab: ") and message in result.output
+    assert scaling.calls == []
+
+
+def test_scale_needs_a_target_that_can(fake: FakeTarget) -> None:
+    result = runner.invoke(cli.app, ["scale", "wsgi", "2"])
+    assert result.exit_code == 1 and "cannot run replicas" in result.output
+
+
+def test_native_scale_needs_a_running_lab(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="lab up"):
+        native.NativeTarget().scale(LabConfig(state_dir=tmp_path), "wsgi", 2)
+
+
+def test_native_status_reports_one_replica_per_mode_when_nothing_runs(tmp_path: Path) -> None:
+    info = native.NativeTarget().status(LabConfig(port=18080, state_dir=tmp_path))
+    assert info.get("replicas") == {"cgi": 1, "wsgi": 1, "asgi": 1}
+
+
+def test_status_table_shows_replicas(fake: FakeTarget) -> None:
+    info = fake.status(LabConfig()) | {"replicas": {"cgi": 1, "wsgi": 3, "asgi": 1}}
+    from rich.console import Console
+
+    console = Console(record=True, width=120)
+    console.print(cli.status_table(info))
+    assert "+ 2 replica(s)" in console.export_text()
+
+
+def test_docker_replica_listing_is_sorted_by_container_number() -> None:
+    from lab.docker import parse_replicas_listing, replica_counts
+
+    listing = "3 ccc 172.28.0.9 \n1 aaa 172.28.0.4 \n\n2 bbb 172.28.0.7 \n"
+    assert parse_replicas_listing(listing) == [
+        (1, "aaa", "172.28.0.4"),
+        (2, "bbb", "172.28.0.7"),
+        (3, "ccc", "172.28.0.9"),
+    ]
+    ps = "nginx\ngateway-cgi\ngateway-wsgi\ngateway-wsgi\ngateway-asgi\ngateway-wsgi\n"
+    assert replica_counts(ps) == {"cgi": 1, "wsgi": 3, "asgi": 1}

@@ -232,3 +232,101 @@ def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
     values = nginx_conf.target_values("compose", limits=Limits())
     with pytest.raises(RenderError, match="@@nope"):
         nginx_conf.render(values, templates=tmp_path)
+
+
+# -- several servers per upstream (`lab scale`) -----------------------------------------
+
+
+def upstream_servers(text: str, mode: str) -> list[str]:
+    """The addresses of the `server` lines in upstream gateway_<mode>."""
+    block = text.split(f"upstream gateway_{mode} {{", 1)[1].split("}", 1)[0]
+    return re.findall(r"^\s*server (\S+);$", block, re.MULTILINE)
+
+
+def test_native_replicas_render_one_server_line_each(tmp_path: Path, nginx_bin: str) -> None:
+    values = nginx_conf.target_values(
+        "native", limits=Limits(), port=18080, state_dir=tmp_path / "state", replicas={"wsgi": 3}
+    )
+    files = nginx_conf.render(values)
+    upstreams = files["upstreams.conf"]
+    assert upstream_servers(upstreams, "wsgi") == [
+        "127.0.0.1:18082",
+        "127.0.0.1:18101",
+        "127.0.0.1:18102",
+    ]
+    assert upstream_servers(upstreams, "cgi") == ["127.0.0.1:18081"]
+    assert upstream_servers(upstreams, "asgi") == ["127.0.0.1:18083"]
+    assert nginx_conf.render_upstreams(values) == upstreams
+    nginx_conf.make_runtime_dirs(values)
+    nginx_conf.write_files(tmp_path / "conf", files)
+    result = nginx_t(nginx_bin, tmp_path / "conf" / "nginx.conf")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("addresses", "expected"),
+    [
+        pytest.param("gateway-wsgi:8000", ["gateway-wsgi:8000"], id="service-name"),
+        pytest.param(
+            "10.0.0.5:8000 10.0.0.6:8000", ["10.0.0.5:8000", "10.0.0.6:8000"], id="spaces"
+        ),
+        pytest.param(
+            "10.0.0.5:8000,10.0.0.6:8000", ["10.0.0.5:8000", "10.0.0.6:8000"], id="commas"
+        ),
+        pytest.param("[::1]:8000", ["[::1]:8000"], id="ipv6"),
+    ],
+)
+def test_server_lines(addresses: str, expected: list[str]) -> None:
+    lines = nginx_conf.server_lines(addresses).splitlines()
+    assert lines == [f"    server {a};" for a in expected]
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("10.0.0.5", id="no-port"),
+        pytest.param("10.0.0.5:8000; return 200", id="injected-directive"),
+        pytest.param("a:1}", id="brace"),
+    ],
+)
+def test_bad_server_addresses_are_rejected(addresses: str) -> None:
+    with pytest.raises(RenderError):
+        nginx_conf.server_lines(addresses)
+
+
+def test_replica_ports_never_meet_the_base_ports() -> None:
+    from lab.config import gateway_ports
+
+    port = 8080
+    base = set(gateway_ports(port).values()) | {port}
+    extra = [
+        nginx_conf.replica_port(port, m, i)
+        for m in MODES
+        for i in range(1, nginx_conf.MAX_REPLICAS)
+    ]
+    assert len(set(extra)) == len(extra)
+    assert not base & set(extra)
+    assert max(extra) - port < 40  # two native labs 40 ports apart never collide
+    assert [nginx_conf.replica_port(port, m, 0) for m in MODES] == [8081, 8082, 8083]
+    with pytest.raises(RenderError):
+        nginx_conf.replica_port(port, "wsgi", nginx_conf.MAX_REPLICAS)
+
+
+def test_cli_upstreams_rewrites_only_that_file(tmp_path: Path, nginx_bin: str) -> None:
+    out = tmp_path / "conf"
+    args = ["render", "--target", "compose", "--out", str(out), "--mode", "asgi"]
+    args += ["--set", f"temp_dir={tmp_path / 'tmp'}", "--set", f"pid_path={tmp_path / 'pid'}"]
+    args += [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
+    assert nginx_conf.main(args) == 0
+    others = {p.name: p.read_text() for p in out.iterdir() if p.name != "upstreams.conf"}
+    pinned = [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
+    pinned[1] = "--set=wsgi_server=127.0.0.1:9101 127.0.0.1:9102"
+    assert nginx_conf.main(["upstreams", "--target", "compose", "--out", str(out), *pinned]) == 0
+    upstreams = (out / "upstreams.conf").read_text()
+    assert upstream_servers(upstreams, "wsgi") == ["127.0.0.1:9101", "127.0.0.1:9102"]
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name != "upstreams.conf"} == others
+    assert nginx_t(nginx_bin, out / "nginx.conf").returncode == 0
+    bad = ["upstreams", "--target", "compose", "--out", str(out), "--set=wsgi_server=x;y"]
+    assert nginx_conf.main(bad) == 2
+    assert (out / "upstreams.conf").read_text() == upstreams
