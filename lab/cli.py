@@ -1,16 +1,14 @@
 """``lab``: start, stop, inspect and switch the lab. Each command delegates to a target.
 
 Commands here stay thin: parse arguments, pick the target, call it, print.
-Other tools add their commands from their own modules: each module named in
-``EXTENSIONS`` that exists and defines ``register(app: typer.Typer)`` is asked
-to add its commands (keep heavy imports inside the command functions, so
-``lab status`` stays fast).
+The workshop experiments (bench, timeline, claims) add their commands from
+their own modules through ``register(app)``; they keep heavy imports
+(matplotlib) inside the command functions, so ``lab status`` stays fast.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from collections.abc import Callable
 from typing import Annotated, ParamSpec
@@ -35,8 +33,6 @@ from lab.target import (
 )
 
 P = ParamSpec("P")
-EXTENSIONS = ("lab.bench", "lab.timeline", "lab.claims", "lab.dashboard")
-
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -185,21 +181,16 @@ def status_table(info: StatusDict) -> Table:
     return table
 
 
-def register_extensions(target_app: typer.Typer) -> None:
-    for module_name in EXTENSIONS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        register = getattr(module, "register", None)
-        if callable(register):
-            register(target_app)
+def register_tools(target_app: typer.Typer) -> None:
+    """The workshop experiments: each module adds its own command and options."""
+    from lab import bench, claims, timeline
+
+    for tool in (bench, timeline, claims):
+        tool.register(target_app)
 
 
 def main() -> None:
-    register_extensions(app)
+    register_tools(app)
     app(prog_name="lab")
 
 

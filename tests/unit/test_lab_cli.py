@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,25 +159,18 @@ def test_recorded_target_wins_over_auto_choice(tmp_path: Path) -> None:
     assert state.current_target_name(cfg, env={"LAB_TARGET": "docker"}) == "docker"
 
 
-def test_extensions_register_their_commands(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("lab.bench")
-
-    def register(app: typer.Typer) -> None:
-        @app.command("bench")
-        def bench() -> None:
-            print("benched")
-
-    module.register = register  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lab.bench", module)
+def test_workshop_tools_are_commands() -> None:
     app = typer.Typer()
 
     @app.command()
     def other() -> None:  # two commands, so typer keeps subcommand names
         pass
 
-    cli.register_extensions(app)
-    result = runner.invoke(app, ["bench"])
-    assert result.exit_code == 0 and "benched" in result.stdout
+    cli.register_tools(app)
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("bench", "timeline", "claims"):
+        assert command in result.stdout
 
 
 def test_native_log_tail_starts_at_the_last_start(tmp_path: Path) -> None:
