@@ -36,15 +36,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
 from lab import native
-from lab.config import ROOT, LabConfig, Limits
+from lab.config import LabConfig, Limits
 from lab.docker import NGINX, SERVICES, compose_args
-from lab.target import LabError, gateway_env, is_healthy, wait_until
+from lab.target import LabError, is_healthy, wait_until
 
 START_DEADLINE_S: Final = 30.0
 COMMAND_TIMEOUT_S: Final = 60.0
@@ -175,24 +174,9 @@ def _start_native(cfg: LabConfig, mode: str) -> None:
     previous = state.groups.get(service)
     if previous and native.group_alive(previous):
         raise LabError(f"{service} is still running (process group {previous})")
-    running = _running_config(cfg, state)
-    cmd = [
-        sys.executable, "-m", "gateway", "serve", "--mode", mode,
-        "--host", "127.0.0.1", "--port", str(cfg.gateway_ports[mode]),
-    ]  # fmt: skip
+    cmd, env = native.gateway_process(_running_config(cfg, state), mode, cfg.gateway_ports[mode])
     log = cfg.state_dir / "logs" / f"gateway-{mode}.log"
-    with log.open("ab") as out:
-        out.write(f"{native.START_MARKER}{time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=os.environ | gateway_env(running),
-            start_new_session=True,  # its own process group, as `lab up` starts it
-        )
+    proc = native.spawn(cmd, log, env)  # its own process group, as `lab up` starts it
     _CHILDREN[proc.pid] = proc
     # Re-read just before writing: only this service's entry changes.
     state = _native_state(cfg)

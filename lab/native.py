@@ -123,19 +123,16 @@ def _service_log(cfg: LabConfig, service: str) -> Path:
     return cfg.state_dir / "logs" / f"{service}.log"
 
 
-def gateway_command(mode: str, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--mode",
-        mode,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+def gateway_process(cfg: LabConfig, mode: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run gateway ``mode`` on 127.0.0.1:``port``.
+
+    The environment is this process's plus ``cfg``'s limits (``GATEWAY_*``).
+    """
+    cmd = [
+        sys.executable, "-m", "gateway", "serve", "--mode", mode,
+        "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    return cmd, os.environ | gateway_env(cfg)
 
 
 def load_state(cfg: LabConfig) -> RunState | None:
@@ -229,6 +226,27 @@ def _reap(pid: int) -> None:
     """Collect our own exited child, if it is one, so it does not linger as a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def spawn(cmd: list[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in a session (process group) of its own, output appended to ``log``.
+
+    A START_MARKER line with the time and the command goes first, so ``tail``
+    shows only what the latest start wrote. The group id is the returned pid.
+    """
+    with log.open("ab") as out:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        out.write(f"{START_MARKER}{stamp} {' '.join(cmd)}\n".encode())
+        out.flush()
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=dict(env),
+            start_new_session=True,
+        )
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -393,33 +411,13 @@ class NativeTarget:
     def _start(self, cfg: LabConfig, state: RunState) -> None:
         logs = _paths(cfg)["logs"]
         logs.mkdir(parents=True, exist_ok=True)
-        env = os.environ | gateway_env(cfg)
         for mode in MODES:
-            cmd = gateway_command(mode, cfg.gateway_ports[mode])
-            state.groups[f"gateway-{mode}"] = self._spawn(cmd, _gateway_log(cfg, mode), env)
+            cmd, env = gateway_process(cfg, mode, cfg.gateway_ports[mode])
+            state.groups[f"gateway-{mode}"] = spawn(cmd, _gateway_log(cfg, mode), env).pid
             save_state(cfg, state)
         nginx_log = _paths(cfg)["nginx_log"]
-        state.groups["nginx"] = self._spawn(
-            _nginx_args(state.nginx, cfg), nginx_log, dict(os.environ)
-        )
+        state.groups["nginx"] = spawn(_nginx_args(state.nginx, cfg), nginx_log, os.environ).pid
         save_state(cfg, state)
-
-    @staticmethod
-    def _spawn(cmd: list[str], log: Path, env: dict[str, str]) -> int:
-        with log.open("ab") as out:
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            out.write(f"{START_MARKER}{stamp} {' '.join(cmd)}\n".encode())
-            out.flush()
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-                env=env,
-                start_new_session=True,
-            )
-        return proc.pid
 
     def _wait_healthy(self, cfg: LabConfig, state: RunState) -> None:
         urls = {f"gateway-{m}": f"http://127.0.0.1:{cfg.gateway_ports[m]}/healthz" for m in MODES}
@@ -586,12 +584,11 @@ class NativeTarget:
                     f"process: stop it (`ss -ltnp 'sport = :{port}'` shows which), "
                     "or run the lab on another LAB_PORT"
                 )
-        env = os.environ | gateway_env(cfg)
         started: dict[str, int] = {}
         try:
             for service, port in new.items():
-                cmd = gateway_command(mode, port)
-                started[service] = self._spawn(cmd, _service_log(cfg, service), env)
+                cmd, env = gateway_process(cfg, mode, port)
+                started[service] = spawn(cmd, _service_log(cfg, service), env).pid
                 state.groups[service] = started[service]
                 save_state(cfg, state)
             self._wait_replicas(cfg, started, new)
