@@ -31,18 +31,14 @@ from lab.target import (
     StatusDict,
     accepting_workers,
     active_label,
+    apply_split,
     check_mode,
     check_replicas,
-    check_weights,
     docker_answers,
     format_weights,
     is_healthy,
     limits_dict,
-    mode_after_split,
     parse_weights,
-    record_plain_mode,
-    recorded_plain_mode,
-    served_mode,
     wait_for_mode,
     wait_for_reload,
     wait_until,
@@ -459,20 +455,14 @@ class DockerTarget:
     def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
         if not self.is_running(cfg):
             raise LabError("the docker lab is not running: `make up` first")
-        current = self._active(cfg)
-        if weights is None:
-            if not isinstance(current, dict):
-                _say(f"no split is active: {cfg.url}/ is served by {current}")
-                return
-            self.switch(cfg, mode_after_split(current, recorded_plain_mode(cfg)))
-            return
-        checked = check_weights(weights)
-        if isinstance(current, str):
-            record_plain_mode(cfg, current)
-        self._apply(cfg, format_weights(checked))
-        if served_mode(cfg) not in checked:
-            raise LabError(f"split {format_weights(checked)} is loaded, but {cfg.url}/ fails")
-        _say(f"split: {cfg.url}/ is now served by {format_weights(checked)}")
+        apply_split(
+            cfg,
+            weights,
+            self._active(cfg),
+            apply=lambda checked: self._apply(cfg, format_weights(checked)),
+            switch=lambda mode: self.switch(cfg, mode),
+            say=_say,
+        )
 
     def logs(self, cfg: LabConfig, follow: bool) -> None:
         args = ["logs", "--no-color", *(["--follow"] if follow else [])]

@@ -45,18 +45,13 @@ from lab.target import (
     StatusDict,
     accepting_workers,
     active_label,
+    apply_split,
     check_mode,
     check_replicas,
-    check_weights,
-    format_weights,
     gateway_env,
     is_healthy,
     limits_dict,
-    mode_after_split,
     read_proc,
-    record_plain_mode,
-    recorded_plain_mode,
-    served_mode,
     wait_for_mode,
     wait_for_reload,
     wait_until,
@@ -497,20 +492,15 @@ class NativeTarget:
 
     def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
         self._running_nginx(cfg)
-        current = active_mode(cfg)
-        if weights is None:
-            if not isinstance(current, dict):
-                say(f"no split is active: {cfg.url}/ is served by {current or DEFAULT_MODE}")
-                return
-            self.switch(cfg, mode_after_split(current, recorded_plain_mode(cfg)))
-            return
-        checked = check_weights(weights)
-        if isinstance(current, str):
-            record_plain_mode(cfg, current)
-        self.apply_active(cfg, checked)
-        if served_mode(cfg) not in checked:
-            raise LabError(f"split {format_weights(checked)} is loaded, but {cfg.url}/ fails")
-        say(f"split: {cfg.url}/ is now served by {format_weights(checked)}")
+        apply_split(
+            cfg,
+            weights,
+            # No active_mode.conf: nginx was rendered with the default (render_config).
+            active_mode(cfg) or DEFAULT_MODE,
+            apply=lambda checked: self.apply_active(cfg, checked),
+            switch=lambda mode: self.switch(cfg, mode),
+            say=say,
+        )
 
     @staticmethod
     def _running_nginx(cfg: LabConfig) -> RunState:

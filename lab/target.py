@@ -33,7 +33,8 @@ this interface, so ``lab up`` means the same on every target:
 Targets are classes with a no-argument constructor: ``lab.native.NativeTarget``
 and ``lab.docker.DockerTarget`` (``name`` "native" and "docker"). The helpers
 below (``check_mode``, ``parse_weights``, ``limits_dict``, ``gateway_env``,
-``wait_for_mode``, ``wait_for_reload``, ``is_healthy``) are shared by both. The
+``wait_for_mode``, ``wait_for_reload``, ``is_healthy``) are shared by both, and
+``apply_split`` is ``split`` itself, given each target's way to read and load. The
 rendered nginx config comes from ``lab.nginx_conf``; ``switch`` and ``split``
 re-render only ``active_mode.conf``.
 """
@@ -203,6 +204,37 @@ def recorded_plain_mode(cfg: LabConfig) -> str | None:
         return (cfg.state_dir / PLAIN_MODE_FILE).read_text(encoding="utf-8").strip() or None
     except OSError:
         return None
+
+
+def apply_split(
+    cfg: LabConfig,
+    weights: Mapping[str, int] | None,
+    current: str | dict[str, int] | None,
+    *,
+    apply: Callable[[dict[str, int]], None],
+    switch: Callable[[str], None],
+    say: Callable[[str], None],
+) -> None:
+    """``split(cfg, weights)`` on any target, given the target's own pieces.
+
+    ``current`` is the mode or split active now; ``apply`` loads a checked
+    split into nginx and returns once the reload is done; ``switch`` goes to a
+    plain mode (``Target.switch``); ``say`` tells the user. ``None`` ends a
+    split: back to the plain mode recorded when it began (``mode_after_split``).
+    """
+    if weights is None:
+        if not isinstance(current, dict):
+            say(f"no split is active: {cfg.url}/ is served by {current}")
+            return
+        switch(mode_after_split(current, recorded_plain_mode(cfg)))
+        return
+    checked = check_weights(weights)
+    if isinstance(current, str):
+        record_plain_mode(cfg, current)
+    apply(checked)
+    if served_mode(cfg) not in checked:
+        raise LabError(f"split {format_weights(checked)} is loaded, but {cfg.url}/ fails")
+    say(f"split: {cfg.url}/ is now served by {format_weights(checked)}")
 
 
 def limits_dict(cfg: LabConfig) -> LimitsDict:

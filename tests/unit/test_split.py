@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from lab import cli, native
+from lab import cli, native, target
 from lab.config import LabConfig
 from lab.target import (
     WORKER_TITLE,
@@ -19,6 +19,7 @@ from lab.target import (
     StatusDict,
     Target,
     active_label,
+    apply_split,
     check_weights,
     format_weights,
     limits_dict,
@@ -111,6 +112,66 @@ def test_plain_mode_is_recorded_in_the_state_dir(tmp_path: Path) -> None:
     assert recorded_plain_mode(cfg) is None
     record_plain_mode(cfg, "asgi")
     assert recorded_plain_mode(cfg) == "asgi"
+
+
+# -- the split itself, with a target's pieces recorded ---------------------------------
+
+
+@dataclass
+class Pieces:
+    """What ``apply_split`` asked of a target: splits loaded, switches, messages."""
+
+    applied: list[dict[str, int]] = field(default_factory=list)
+    switched: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)
+
+    def run(
+        self, cfg: LabConfig, weights: dict[str, int] | None, current: str | dict[str, int]
+    ) -> None:
+        apply_split(
+            cfg,
+            weights,
+            current,
+            apply=self.applied.append,
+            switch=self.switched.append,
+            say=self.said.append,
+        )
+
+
+def test_split_records_the_plain_mode_and_loads_the_checked_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = LabConfig(state_dir=tmp_path)
+    monkeypatch.setattr(target, "served_mode", lambda _cfg: "asgi")  # no request sent
+    pieces = Pieces()
+    pieces.run(cfg, {"wsgi": 90, "asgi": 10}, "cgi")
+    assert pieces.applied == [{"wsgi": 90, "asgi": 10}]
+    assert recorded_plain_mode(cfg) == "cgi"
+    assert pieces.said == [f"split: {cfg.url}/ is now served by wsgi=90,asgi=10"]
+
+
+def test_bad_weights_load_and_record_nothing(tmp_path: Path) -> None:
+    cfg = LabConfig(state_dir=tmp_path)
+    pieces = Pieces()
+    with pytest.raises(LabError, match="sum to 100"):
+        pieces.run(cfg, {"wsgi": 90, "asgi": 20}, "cgi")
+    assert pieces == Pieces() and recorded_plain_mode(cfg) is None
+
+
+def test_ending_a_split_switches_back_to_the_recorded_mode(tmp_path: Path) -> None:
+    cfg = LabConfig(state_dir=tmp_path)
+    record_plain_mode(cfg, "cgi")
+    pieces = Pieces()
+    pieces.run(cfg, None, {"wsgi": 90, "asgi": 10})
+    assert pieces.switched == ["cgi"] and pieces.applied == []
+
+
+def test_ending_no_split_changes_nothing(tmp_path: Path) -> None:
+    cfg = LabConfig(state_dir=tmp_path)
+    pieces = Pieces()
+    pieces.run(cfg, None, "asgi")
+    assert pieces.switched == [] and pieces.applied == []
+    assert pieces.said == [f"no split is active: {cfg.url}/ is served by asgi"]
 
 
 # -- when a reload is done -----------------------------------------------------------
