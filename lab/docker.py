@@ -143,23 +143,19 @@ def compose_args(*args: str) -> list[str]:
     ]
 
 
+def up_args(*extra: str) -> list[str]:
+    """``up`` with the images already built: no build, no pull, return once healthy."""
+    return [
+        "up", "--detach", "--wait", "--wait-timeout", str(WAIT_TIMEOUT_S),
+        "--no-build", "--pull", "never", *extra,
+    ]  # fmt: skip
+
+
 def scale_args(mode: str, replicas: int) -> list[str]:
     """``up`` arguments that set one gateway's replica count and touch nothing else."""
     check_mode(mode)
     check_replicas(replicas)
-    return [
-        "up",
-        "--detach",
-        "--wait",
-        "--wait-timeout",
-        str(WAIT_TIMEOUT_S),
-        "--no-build",
-        "--pull",
-        "never",
-        "--no-recreate",
-        "--scale",
-        f"{SERVICES[mode]}={replicas}",
-    ]
+    return up_args("--no-recreate", "--scale", f"{SERVICES[mode]}={replicas}")
 
 
 def parse_replicas_listing(text: str) -> list[tuple[int, str, str]]:
@@ -342,18 +338,7 @@ class DockerTarget:
         _run(["docker", "image", "prune", "--force", "--filter", f"label={PROJECT_LABEL}"])
         _say("starting the services and waiting for their healthchecks")
         started = self._compose(
-            cfg,
-            "up",
-            "--detach",
-            "--wait",
-            "--wait-timeout",
-            str(WAIT_TIMEOUT_S),
-            "--no-build",
-            "--pull",
-            "never",
-            "--remove-orphans",
-            base_image=base,
-            timeout=WAIT_TIMEOUT_S + 60,
+            cfg, *up_args("--remove-orphans"), base_image=base, timeout=WAIT_TIMEOUT_S + 60
         )
         if started.returncode != 0:
             report = self._report_failure(cfg)
