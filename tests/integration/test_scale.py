@@ -14,19 +14,17 @@ back to one replica whatever happens: the rest of the suite relies on it.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
 from tests.integration.conftest import Lab, _lab
-from tests.integration.test_switching import closed_before_response
+from tests.integration.steady import SteadyClient, finish, header
 
 MODE = "wsgi"
 REPLICAS = 3
@@ -87,49 +85,6 @@ def fire(lab: Lab, n: int) -> list[tuple[str, str]]:
         return list(pool.map(one, range(n)))
 
 
-@dataclass
-class SteadyLoop:
-    """Sequential GETs of one URL on a keep-alive connection until stopped (bounded)."""
-
-    url: str
-    max_seconds: float = 90.0
-    sent: int = 0
-    retried: int = 0
-    failed: list[str] = field(default_factory=list)
-    hosts: Counter[str] = field(default_factory=Counter)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def get(self, session: requests.Session) -> requests.Response:
-        try:
-            return session.get(self.url, timeout=10)
-        except requests.ConnectionError as exc:
-            # RFC 9112 §9.3.1: "When an inbound connection is closed prematurely,
-            # a client MAY open a new connection and automatically retransmit an
-            # aborted sequence of requests if all of those requests have
-            # idempotent methods". nginx's graceful reload closes idle client
-            # connections, so a GET sent on one at that instant is retried once;
-            # anything else counts as failed.
-            if isinstance(exc, requests.Timeout) or not closed_before_response(exc):
-                raise
-            self.retried += 1
-            return session.get(self.url, timeout=10)
-
-    def run(self) -> None:
-        end = time.monotonic() + self.max_seconds
-        with requests.Session() as session:
-            while not self.stop.is_set() and time.monotonic() < end:
-                self.sent += 1
-                try:
-                    r = self.get(session)
-                except requests.RequestException as exc:
-                    self.failed.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                if r.status_code != 200:
-                    self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
-                else:
-                    self.hosts[r.headers.get("X-Gateway-Host", "?")] += 1
-
-
 def test_scale_up_spreads_requests_and_scale_down_drops_none(lab: Lab, one_replica: None) -> None:
     alone = {replica_of(lab, h, w) for h, w in fire(lab, REQUESTS // 2)}
     assert len(alone) == 1, f"one replica before scaling: {alone}"
@@ -151,10 +106,11 @@ def test_scale_up_spreads_requests_and_scale_down_drops_none(lab: Lab, one_repli
     assert len(replicas) == REPLICAS, f"nginx spreads over every replica: {dict(replicas)}"
     assert len(set(answers)) >= REPLICAS
 
-    loops = [SteadyLoop(f"{lab.url}/{MODE}/") for _ in range(LOOPS)]
-    threads = [threading.Thread(target=loop.run, daemon=True) for loop in loops]
-    for thread in threads:
-        thread.start()
+    url = f"{lab.url}/{MODE}/"
+    loops = [
+        SteadyClient([url], key=header("X-Gateway-Host"), max_seconds=90.0).start()
+        for _ in range(LOOPS)
+    ]
     try:
         time.sleep(0.5)
         started = time.monotonic()
@@ -163,21 +119,16 @@ def test_scale_up_spreads_requests_and_scale_down_drops_none(lab: Lab, one_repli
         assert code == 0, out
         time.sleep(0.5)  # requests served after the scale-down
     finally:
-        for loop in loops:
-            loop.stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    sent = sum(loop.sent for loop in loops)
-    failed = [f for loop in loops for f in loop.failed]
+        done = finish(loops)
     print(
         f"scale {MODE} {REPLICAS} -> 1 took {down_s:.2f}s under {LOOPS} steady clients: "
-        f"{sent} requests, {len(failed)} failed, "
-        f"{sum(loop.retried for loop in loops)} retried after a closed idle connection; "
-        f"answered by X-Gateway-Host {dict(sum((loop.hosts for loop in loops), Counter()))}"
+        f"{done.sent} requests, {len(done.failed)} failed, "
+        f"{done.retried} retried after a closed idle connection; "
+        f"answered by X-Gateway-Host {dict(done.seen)}"
     )
-    assert not any(thread.is_alive() for thread in threads)
-    assert sent >= 20, "the loops hardly ran: the scale-down was not under load"
-    assert failed == []
+    assert done.finished
+    assert done.sent >= 20, "the loops hardly ran: the scale-down was not under load"
+    assert done.failed == []
     assert replicas_in_status()[MODE] == 1
     after = {replica_of(lab, h, w) for h, w in fire(lab, REQUESTS // 2)}
     assert len(after) == 1, f"one replica after scaling down: {after}"

@@ -9,21 +9,18 @@ the rest of the suite relies on it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import pytest
 import requests
-import urllib3
 
 from tests.integration.conftest import MODES, Lab, _lab
+from tests.integration.steady import SteadyClient, finish
 
 SPLIT = {"wsgi": 70, "asgi": 30}
 SPLIT_REQUESTS = 1000
@@ -73,71 +70,11 @@ def test_switch_to_each_mode_and_back(lab: Lab, original: str, mode: str) -> Non
 # -- three switches while requests keep coming ------------------------------------------
 
 
-def closed_before_response(exc: requests.ConnectionError) -> bool:
-    """True when the server closed a reused connection before sending any response."""
-    cause = exc.args[0] if exc.args else None
-    return isinstance(cause, urllib3.exceptions.ProtocolError) and any(
-        isinstance(arg, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError)
-        for arg in cause.args
-    )
-
-
-@dataclass
-class SteadyLoop:
-    """Sequential GETs of `/` on one keep-alive connection until stopped (bounded)."""
-
-    url: str
-    max_requests: int = 5000
-    max_seconds: float = 60.0
-    sent: int = 0
-    failed: list[str] = field(default_factory=list)
-    retried: int = 0
-    modes: Counter[str] = field(default_factory=Counter)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def get(self, session: requests.Session) -> requests.Response:
-        try:
-            return session.get(self.url, timeout=10)
-        except requests.ConnectionError as exc:
-            # A graceful reload closes idle keep-alive connections to clients; a
-            # request sent on one at that instant gets no response at all. RFC 9112
-            # §9.3.1: "When an inbound connection is closed prematurely, a client
-            # MAY open a new connection and automatically retransmit an aborted
-            # sequence of requests if all of those requests have idempotent
-            # methods" -- which browsers and HTTP libraries do. So this client
-            # does it once too, for that case only (GET, closed before any
-            # response). A refused connection, a timeout, a second failure or
-            # any HTTP error status is not retried and counts as failed.
-            if isinstance(exc, requests.Timeout) or not closed_before_response(exc):
-                raise
-            self.retried += 1
-            return session.get(self.url, timeout=10)
-
-    def run(self) -> None:
-        end = time.monotonic() + self.max_seconds
-        with requests.Session() as session:
-            while not self.stop.is_set() and self.sent < self.max_requests:
-                if time.monotonic() > end:
-                    break
-                self.sent += 1
-                try:
-                    r = self.get(session)
-                except requests.RequestException as exc:
-                    self.failed.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                if r.status_code != 200:
-                    self.failed.append(f"HTTP {r.status_code}: {r.text[:200]}")
-                else:
-                    self.modes[r.headers["X-Gateway-Mode"]] += 1
-
-
 def test_three_switches_during_a_steady_loop_drop_nothing(lab: Lab, original: str) -> None:
     start = original if original in MODES else default_of_root(lab)
     others = [m for m in MODES if m != start]
     sequence = [*others, start]  # three switches, ending where it began
-    loop = SteadyLoop(lab.url + "/")
-    worker = threading.Thread(target=loop.run, daemon=True)
-    worker.start()
+    loop = SteadyClient([lab.url + "/"], max_requests=5000).start()
     try:
         time.sleep(0.3)
         for mode in sequence:
@@ -145,17 +82,16 @@ def test_three_switches_during_a_steady_loop_drop_nothing(lab: Lab, original: st
             assert code == 0, out
             time.sleep(0.3)  # requests served by the new mode
     finally:
-        loop.stop.set()
-        worker.join(timeout=30)
+        done = finish([loop])
     print(
-        f"\nthree switches {' -> '.join([start, *sequence])}: {loop.sent} requests sent, "
-        f"{len(loop.failed)} failed, {loop.retried} retried after a closed idle "
-        f"connection; served by {dict(loop.modes)}"
+        f"\nthree switches {' -> '.join([start, *sequence])}: {done.sent} requests sent, "
+        f"{len(done.failed)} failed, {done.retried} retried after a closed idle "
+        f"connection; served by {dict(done.seen)}"
     )
-    assert not worker.is_alive()
-    assert loop.sent >= 20, "the loop hardly ran: the switches were not under load"
-    assert loop.failed == []
-    assert set(sequence) <= set(loop.modes), "every mode switched to served requests"
+    assert done.finished
+    assert done.sent >= 20, "the loop hardly ran: the switches were not under load"
+    assert done.failed == []
+    assert set(sequence) <= set(done.seen), "every mode switched to served requests"
 
 
 # -- a weighted split -------------------------------------------------------------------
