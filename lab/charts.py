@@ -25,6 +25,7 @@ PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
 DPI: Final = 120
 LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale
 TRACK_GROWTH: Final = 0.3  # extra lane height per extra track (request in flight at once)
+SMALL_LABELS_FROM: Final = 48  # lanes in a panel from which pid labels get a smaller font
 
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11})
 
@@ -84,6 +85,12 @@ def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = 
     return _save(fig, path)
 
 
+def error_share(row: Mapping[str, Any]) -> float:
+    """Errors among all answers of one bench cell (0 when nothing was answered)."""
+    requests = int(row.get("requests") or 0)
+    return int(row.get("errors") or 0) / requests if requests else 0.0
+
+
 def latency_chart(
     rows: Sequence[Mapping[str, Any]], path: Path, concurrency: int, note: str = ""
 ) -> Path:
@@ -103,6 +110,21 @@ def latency_chart(
                 max(float(by_scenario[s][key]), 0.01) if s in by_scenario else 0 for s in scenarios
             ]
             ax.bar(xs, ys, width, color=_colour(mode), alpha=alpha, label=key.removesuffix("_ms"))
+        for j, s in enumerate(scenarios):
+            # A refusal (e.g. CGI's 503 past its script limit) is fast: say how many
+            # answers were errors, so short bars are not read as fast service.
+            share = error_share(by_scenario[s]) if s in by_scenario else 0.0
+            if share > 0:
+                top = max(float(by_scenario[s]["p99_ms"]), 0.01) * 1.4
+                ax.text(
+                    j,
+                    top,
+                    f"{share:.0%}\nerrors",
+                    ha="center",
+                    va="bottom",
+                    fontsize=9,
+                    color=ERROR_COLOUR,
+                )
         clients = "1 client" if concurrency == 1 else f"{concurrency} clients"
         ax.set_title(f"{mode.upper()} at {clients}")
         ax.set_xticks(range(len(scenarios)), scenarios, rotation=20)
@@ -166,7 +188,7 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
     y = 0.0
     ticks: list[float] = []
     labels: list[str] = []
-    many = len(lanes) > 24
+    many = len(lanes) >= SMALL_LABELS_FROM
     for lane in lanes:
         height = lane_height(lane.tracks)
         track_h = height / lane.tracks
