@@ -252,3 +252,18 @@ def test_generator_check_sentence_states_the_ratio() -> None:
     assert check.ratio == pytest.approx(0.02)
     assert "ratio 0.020" in check.sentence()
     assert bench.GeneratorCheck(50, 1000.0, None).ratio is None
+
+
+@pytest.mark.parametrize(
+    ("row", "share"),
+    [
+        pytest.param({"requests": 100, "errors": 95}, 0.95, id="mostly-503s"),
+        pytest.param({"requests": 10, "errors": 0}, 0.0, id="clean"),
+        pytest.param({"requests": 0, "errors": 0}, 0.0, id="nothing-answered"),
+        pytest.param({}, 0.0, id="missing-fields"),
+    ],
+)
+def test_error_share(row: dict[str, int], share: float) -> None:
+    from lab.charts import error_share
+
+    assert error_share(row) == pytest.approx(share)
