@@ -152,6 +152,15 @@ def test_buffering_is_off_only_for_streaming_routes() -> None:
     assert unbuffered and all("stream|events" in name for name in unbuffered)
 
 
+def test_long_lived_routes_wait_longer_than_the_default() -> None:
+    # An idle WebSocket or a quiet event stream outlives proxy_read_timeout (30 s);
+    # every other route keeps the configured limit.
+    blocks = _location_blocks((TEMPLATES / "server.conf").read_text())
+    patient = {name for name, body in blocks.items() if "proxy_read_timeout 300s;" in body}
+    assert len(patient) == 2
+    assert all("stream|events|ws" in name for name in patient)
+
+
 def test_proxy_intercept_errors_stays_off() -> None:
     text = "\n".join(p.read_text() for p in TEMPLATES.iterdir())
     assert _directive_lines(text, "proxy_intercept_errors") == ["    proxy_intercept_errors off;"]
