@@ -22,6 +22,9 @@ Two ways for a gateway to fail, because nginx answers them differently:
   socket, nobody answers: nginx waits ``proxy_read_timeout`` and answers 504.
   Nothing is restarted, so no state changes.
 
+``restart_nginx`` stops nginx and starts it again (what a crash and a restart
+policy, or a host reboot, would do): the active mode of "/" must survive it.
+
 ``reload_gateway`` sends SIGHUP to the gunicorn master (gracefully replaces
 its workers); ``worker_family`` and ``kill_worker`` find and SIGKILL one worker
 by the pid a response named in X-Gateway-Worker. The same small Python
@@ -184,6 +187,23 @@ def _start_native(cfg: LabConfig, mode: str) -> None:
     native.save_state(cfg, state)
     if not wait_until(lambda: is_healthy(_gateway_url(cfg, mode), 1.0), START_DEADLINE_S):
         raise LabError(f"{service} did not become healthy; see {log}")
+
+
+def restart_nginx(cfg: LabConfig, target: str) -> None:
+    """Stop nginx and start it again; return once it answers its health check."""
+    if target == "docker":
+        _compose("restart", "--timeout", "10", NGINX)
+    else:
+        state = _native_state(cfg)
+        native.stop_groups({"nginx": state.groups["nginx"]})
+        log = cfg.state_dir / "logs" / "nginx-error.log"
+        proc = native.spawn(native.nginx_command(state.nginx, cfg), log, dict(os.environ))
+        _CHILDREN[proc.pid] = proc
+        state = _native_state(cfg)
+        state.groups["nginx"] = proc.pid
+        native.save_state(cfg, state)
+    if not wait_until(lambda: is_healthy(f"{cfg.url}/nginx-health", 1.0), START_DEADLINE_S):
+        raise LabError("nginx did not answer its health check after a restart")
 
 
 # Gateways this process started: polled now and then so none stays a zombie.

@@ -308,7 +308,7 @@ def ensure_nginx() -> str:
     return found
 
 
-def _nginx_args(nginx: str, cfg: LabConfig) -> list[str]:
+def nginx_command(nginx: str, cfg: LabConfig) -> list[str]:
     p = _paths(cfg)
     # -p: prefix for relative paths; -c: our config; -e: errors before the
     # config is read go to our log, not the distribution's /var/log/nginx.
@@ -317,7 +317,7 @@ def _nginx_args(nginx: str, cfg: LabConfig) -> list[str]:
 
 def nginx_test(nginx: str, cfg: LabConfig) -> None:
     proc = subprocess.run(
-        [*_nginx_args(nginx, cfg), "-t", "-q"], capture_output=True, text=True, check=False
+        [*nginx_command(nginx, cfg), "-t", "-q"], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise LabError(
@@ -411,7 +411,7 @@ class NativeTarget:
             state.groups[f"gateway-{mode}"] = spawn(cmd, _gateway_log(cfg, mode), env).pid
             save_state(cfg, state)
         nginx_log = _paths(cfg)["nginx_log"]
-        state.groups["nginx"] = spawn(_nginx_args(state.nginx, cfg), nginx_log, os.environ).pid
+        state.groups["nginx"] = spawn(nginx_command(state.nginx, cfg), nginx_log, os.environ).pid
         save_state(cfg, state)
 
     def _wait_healthy(self, cfg: LabConfig, state: RunState) -> None:

@@ -9,12 +9,14 @@
 #                            names, e.g. after `docker compose up --scale`)
 #   lab-nginx mode           print the active mode (or split)
 #
-# LAB_MODE sets the mode (or split) at start; the LAB_* limits are read by the
-# renderer (lab/config.py).
+# LAB_MODE sets the mode (or split) at first start; after a switch the choice is
+# recorded in $STATE_FILE and a restarted container starts in it. The LAB_*
+# limits are read by the renderer (lab/config.py).
 set -eu
 
 CONF_DIR=${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}
 CONF=$CONF_DIR/nginx.conf
+STATE_FILE=${LAB_STATE_FILE:-/var/lib/lab/active_mode}
 
 # --mode M or --split A=n,B=m, whichever the argument is.
 active_args() {
@@ -30,9 +32,13 @@ test_config() {
 
 case ${1:-start} in
     start)
+        mode=${LAB_MODE:-wsgi}
+        if [ -s "$STATE_FILE" ]; then
+            mode=$(cat "$STATE_FILE")
+        fi
         # shellcheck disable=SC2046
         python3 -m lab.nginx_conf render --target compose --out "$CONF_DIR" \
-            $(active_args "${LAB_MODE:-wsgi}")
+            $(active_args "$mode")
         # -e: errors before the config is read go to stderr too (the
         # default log path under /var/log is not writable here).
         exec nginx -e stderr -c "$CONF"
@@ -51,6 +57,10 @@ case ${1:-start} in
         fi
         rm -f "$previous"
         nginx -e stderr -c "$CONF" -s reload
+        # Remember it for a restart; a container without the volume still switches.
+        if [ -d "$(dirname "$STATE_FILE")" ] && [ -w "$(dirname "$STATE_FILE")" ]; then
+            printf '%s\n' "$2" > "$STATE_FILE"
+        fi
         ;;
     reload)
         test_config

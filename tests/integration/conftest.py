@@ -95,6 +95,10 @@ def lab() -> Iterator[Lab]:
             down = _lab("down", timeout=300)
             if down.returncode != 0:
                 print(f"`lab down` failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
+            # Services a fault test restarted are children of this process; reap
+            # them now that `lab down` stopped them.
+            if (faults := sys.modules.get("lab.faults")) is not None:
+                faults.reap_children()
 
 
 @pytest.fixture

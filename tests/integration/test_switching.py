@@ -164,3 +164,18 @@ def test_bad_input_exits_nonzero_and_changes_nothing(
     assert active_mode() == original
     if original in MODES:
         assert {default_of_root(lab) for _ in range(5)} == {served_before}
+
+
+# -- the switched mode survives nginx itself going away -----------------------------------
+
+
+def test_switched_mode_survives_an_nginx_restart(lab: Lab, original: str) -> None:
+    from lab import faults
+    from lab.config import LabConfig
+
+    chosen = next(m for m in MODES if m != default_of_root(lab))
+    code, out = lab_cli("switch", chosen)
+    assert code == 0, out
+    faults.restart_nginx(LabConfig.from_env(), lab.target)
+    assert active_mode() == chosen
+    assert {default_of_root(lab) for _ in range(5)} == {chosen}
