@@ -25,11 +25,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header_map(scope: Scope) -> dict[bytes, str]:
+    """The request's headers by lower-case name, read once per request (first one wins)."""
+    found: dict[bytes, str] = {}
     for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+        found.setdefault(bytes(key).lower(), bytes(value).decode("latin-1"))
+    return found
 
 
 class GatewayASGI:
@@ -49,12 +50,13 @@ class GatewayASGI:
         client = scope.get("client")
         trusted = self.allow.trusts(client[0] if client else None)
         scope = dict(scope)
-        request_id = trace.request_id_from(_header(scope, b"x-request-id") if trusted else None)
+        headers = header_map(scope)
+        request_id = trace.request_id_from(headers.get(b"x-request-id") if trusted else None)
         if trusted:
-            apply_forwarded(scope)
+            apply_forwarded(scope, headers)
 
-        def traced(headers: list[tuple[bytes, bytes]], end: float | None) -> list[Any]:
-            present = frozenset(bytes(k).decode("latin-1").lower() for k, _ in headers)
+        def traced(response: list[tuple[bytes, bytes]], end: float | None) -> list[Any]:
+            present = frozenset(bytes(k).decode("latin-1").lower() for k, _ in response)
             extra = trace.trace_headers(
                 mode=self.mode,
                 pid=os.getpid(),
@@ -64,31 +66,31 @@ class GatewayASGI:
                 request_id=request_id,
                 present=present,
             )
-            return list(headers) + [(k.encode(), v.encode()) for k, v in extra]
+            return list(response) + [(k.encode(), v.encode()) for k, v in extra]
 
         async def answer(status: int, data: dict[str, object]) -> None:
             if scope["type"] == "websocket":
                 # Before websocket.accept, a close is the server's "no" (a 403).
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            headers = [(b"content-type", b"application/json")]
+            content_type = [(b"content-type", b"application/json")]
             response_start = {"type": "http.response.start", "status": status}
-            await send(response_start | {"headers": traced(headers, time.time())})
+            await send(response_start | {"headers": traced(content_type, time.time())})
             await send({"type": "http.response.body", "body": json.dumps(data).encode()})
 
-        if scope.get("http_version") == "1.1" and _header(scope, b"host") is None:
+        if scope.get("http_version") == "1.1" and b"host" not in headers:
             # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
             # code to any HTTP/1.1 request message that lacks a Host header field".
             error = "HTTP/1.1 request without a Host header"
             await answer(400, {"error": error, "status": 400})
             return
 
-        declared = _header(scope, b"content-length")
+        declared = headers.get(b"content-length")
         if (too_big := over_limit(declared, self.max_body_bytes)) is not None:
             await answer(413, {"error": too_big, "status": 413})
             return
 
-        if (coding := unsupported_coding(_header(scope, b"transfer-encoding"))) is not None:
+        if (coding := unsupported_coding(headers.get(b"transfer-encoding"))) is not None:
             await answer(501, {"error": coding, "status": 501})
             return
 
@@ -125,19 +127,19 @@ class GatewayASGI:
         await self.app(scope, receive, send_traced)
 
 
-def apply_forwarded(scope: Scope) -> None:
+def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
     """What nginx says about the client and the mount point, as ASGI scope keys.
 
     ASGI HTTP scope: ``root_path`` is "the root path this application is mounted
     at"; ``path`` is the full path and so still begins with it.
     """
-    mount = split_mount(scope["path"], _header(scope, b"x-forwarded-prefix"))
+    mount = split_mount(scope["path"], headers.get(b"x-forwarded-prefix"))
     if mount is not None:
         scope["root_path"] = scope.get("root_path", "") + mount[0]
-    if (client := client_address(_header(scope, b"x-forwarded-for"))) is not None:
+    if (client := client_address(headers.get(b"x-forwarded-for"))) is not None:
         port = scope["client"][1] if scope.get("client") else 0
         scope["client"] = (client, port)
-    if (scheme := scheme_from(_header(scope, b"x-forwarded-proto"))) is not None:
+    if (scheme := scheme_from(headers.get(b"x-forwarded-proto"))) is not None:
         if scope["type"] == "websocket":
             scheme = "wss" if scheme == "https" else "ws"
         scope["scheme"] = scheme
