@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, get_args
 
+from gateway.cpus import available_cpus
+
 Mode = Literal["cgi", "wsgi", "asgi"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
 
@@ -29,8 +31,10 @@ def default_workers(mode: Mode, cores: int | None = None) -> int:
     wsgi: the ``2 x cores + 1`` rule of thumb (gunicorn's docs), a starting
     point the lab examines, not a maximum. asgi: one event loop per core.
     cgi: one front process; the concurrency lives in the scripts it spawns.
+    "cores" are the CPUs this process may use (its affinity and its cgroup's
+    CPU quota: :mod:`gateway.cpus`), not the machine's count.
     """
-    n = cores if cores is not None else (os.cpu_count() or 1)
+    n = cores if cores is not None else available_cpus()
     if mode == "wsgi":
         return 2 * n + 1
     if mode == "asgi":
