@@ -34,10 +34,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from lab import faults
-from lab.config import LabConfig
+from lab.settings import LabSettings
 from tests.integration.conftest import LAB, ROOT, Lab
-from tests.integration.rawhttp import MARKER, Case, RawResult, exchange, get, load_cases
+from tests.support import faults
+from tests.support.rawhttp import MARKER, Case, RawResult, exchange, get, load_cases
 
 CASES = load_cases()
 DEADLINE_S = 6.0
@@ -123,7 +123,7 @@ def log_start(lab: Lab) -> int:
     """How many lines nginx's access log had before this module's cases ran."""
     if lab.target not in ("native", "docker"):
         return 0
-    return len(faults.access_log(LabConfig.from_env(), lab.target))
+    return len(faults.access_log(LabSettings.from_env(), lab.target))
 
 
 # -- judging one exchange -------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_no_hidden_request_reached_nginx_as_a_request(lab: Lab, log_start: int) 
     """After the cases above: nginx never logged the marker path as a request line."""
     if lab.target not in ("native", "docker"):
         pytest.skip("LAB_URL names a lab whose access log this run cannot read")
-    entries = faults.access_log(LabConfig.from_env(), lab.target)[log_start:]
+    entries = faults.access_log(LabSettings.from_env(), lab.target)[log_start:]
     assert len(entries) >= len(CASES), "nginx logged fewer requests than the cases sent"
     smuggled = [e for e in entries if requested_path(e).startswith(MARKER)]
     assert not smuggled, smuggled

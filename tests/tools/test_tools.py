@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lab import bench, claims, timeline
-from lab.analysis import distinct_pids, overlap_per_pid
-from lab.verdicts import judge
+from lab.workshop import bench, claims, timeline
+from lab.workshop.analysis import distinct_pids, overlap_per_pid
+from lab.workshop.verdicts import judge
 from tests.integration.conftest import Lab
 
 pytestmark = pytest.mark.tools
@@ -62,7 +62,7 @@ def test_bench_python_engine_files_and_trace_columns(lab: Lab, tmp_path: Path) -
 
 def test_bench_wrk_engine_counts_pids(lab: Lab, tmp_path: Path) -> None:
     pytest.importorskip("lab.wrk")
-    from lab import wrk
+    from lab.workshop import wrk
 
     if not wrk.available():
         pytest.skip("wrk is not installed")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GATEWAYS = ("gateway-cgi", "gateway-wsgi", "gateway-asgi")
 SERVICES = ("nginx", *GATEWAYS)
 DOCKERFILES = ("gateway/Dockerfile", "nginx/Dockerfile")
@@ -196,16 +196,21 @@ def test_documented_defaults_match_compose() -> None:
     ],
 )
 def test_ca_bundle_choice(environ: dict[str, str], files: set[str], expected: str | None) -> None:
-    from lab.docker import ca_bundle
+    from lab.targets.compose import ca_bundle
 
-    assert ca_bundle(environ, lambda p: str(p) in files) == expected
+    assert (
+        ca_bundle(
+            environ.get("LAB_CA_BUNDLE", ""), environ.get("PIP_CERT"), lambda p: str(p) in files
+        )
+        == expected
+    )
 
 
 def test_compose_env_carries_the_lab_settings() -> None:
-    from lab.config import LabConfig, Limits
-    from lab.docker import compose_env
+    from lab.settings import LabSettings, Limits
+    from lab.targets.compose import compose_env
 
-    cfg = LabConfig(port=9090, limits=Limits(proxy_read_timeout_s=7, cgi_max_scripts=3))
+    cfg = LabSettings(port=9090, limits=Limits(proxy_read_timeout_s=7, cgi_max_scripts=3))
     env = compose_env(cfg, {"LAB_PORT": "1", "PATH": "/bin"}, base_image="lab-base:bookworm")
     assert env["LAB_PORT"] == "9090"
     assert env["LAB_PROXY_READ_TIMEOUT_S"] == "7"
@@ -215,7 +220,7 @@ def test_compose_env_carries_the_lab_settings() -> None:
 
 
 def test_compose_args_pin_project_and_file() -> None:
-    from lab.docker import compose_args
+    from lab.targets.compose import compose_args
 
     args = compose_args("ps")
     assert args[:2] == ["docker", "compose"]
@@ -233,15 +238,15 @@ def test_compose_args_pin_project_and_file() -> None:
     ],
 )
 def test_scale_rejects_bad_requests(mode: str, replicas: int) -> None:
-    from lab.docker import scale_args
-    from lab.target import LabError
+    from lab.errors import LabError
+    from lab.targets.compose import scale_args
 
     with pytest.raises(LabError):
         scale_args(mode, replicas)
 
 
 def test_scale_touches_only_the_one_service() -> None:
-    from lab.docker import scale_args
+    from lab.targets.compose import scale_args
 
     args = scale_args("wsgi", 3)
     assert args[args.index("--scale") + 1] == "gateway-wsgi=3"

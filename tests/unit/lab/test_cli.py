@@ -3,68 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from lab import cli, native, state
-from lab.config import LabConfig
-from lab.target import LabError, StatusDict, Target, limits_dict, target_name
+from lab import cli
+from lab.errors import LabError
+from lab.settings import LabSettings
+from lab.system import processes
+from lab.targets import ScalableTarget, Target, native, state, target_name
+from lab.targets.docker import DockerTarget
+from tests.support.fakes import FakeTarget, use_fake
 
 runner = CliRunner()
 
 
-@dataclass
-class FakeTarget:
-    name: str = "native"
-    calls: list[tuple[str, ...]] = field(default_factory=list)
-    fail_with: str | None = None
-
-    def _call(self, *what: str) -> None:
-        self.calls.append(what)
-        if self.fail_with:
-            raise LabError(self.fail_with)
-
-    def up(self, cfg: LabConfig) -> None:
-        self._call("up")
-
-    def down(self, cfg: LabConfig) -> None:
-        self._call("down")
-
-    def status(self, cfg: LabConfig) -> StatusDict:
-        return {
-            "target": self.name,
-            "url": cfg.url,
-            "running": True,
-            "active_mode": "wsgi",
-            "gateways": {"cgi": "http://127.0.0.1:8081"},
-            "limits": limits_dict(cfg),
-        }
-
-    def switch(self, cfg: LabConfig, mode: str) -> None:
-        self._call("switch", mode)
-
-    def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
-        self._call("split", str(weights))
-
-    def logs(self, cfg: LabConfig, follow: bool) -> None:
-        self._call("logs", str(follow))
-
-    def is_running(self, cfg: LabConfig) -> bool:
-        return True
-
-
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeTarget:
-    target = FakeTarget()
-    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("LAB_TARGET", "native")
-    monkeypatch.setattr(cli, "get_target", lambda name: target)
-    return target
+    return use_fake(monkeypatch, str(tmp_path), FakeTarget())
 
 
 def test_fake_target_implements_the_protocol() -> None:
@@ -93,7 +51,15 @@ def test_status_json_has_the_contract_shape(
     result = runner.invoke(cli.app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert set(info) == {"target", "url", "running", "active_mode", "gateways", "limits"}
+    assert {"target", "url", "running", "active_mode", "gateways", "limits"} <= set(info)
+    assert set(info) - {"services", "workers", "replicas"} == {
+        "target",
+        "url",
+        "running",
+        "active_mode",
+        "gateways",
+        "limits",
+    }
     assert info["url"] == "http://127.0.0.1:18080"
     assert set(info["limits"]) == {
         "proxy_read_timeout_s",
@@ -119,7 +85,7 @@ def test_lab_error_is_a_message_and_exit_1(fake: FakeTarget) -> None:
 
 def test_up_records_the_target_and_down_clears_it(fake: FakeTarget, tmp_path: Path) -> None:
     assert runner.invoke(cli.app, ["up"]).exit_code == 0
-    cfg = LabConfig.from_env()
+    cfg = LabSettings.from_env()
     assert state.recorded_target(cfg) == "native"
     assert runner.invoke(cli.app, ["down"]).exit_code == 0
     assert state.recorded_target(cfg) is None
@@ -144,19 +110,21 @@ def test_logs_follow_flag(fake: FakeTarget) -> None:
     ],
 )
 def test_lab_target_is_obeyed(env: dict[str, str], expected: str) -> None:
-    assert target_name(env) == expected
+    assert target_name(LabSettings.from_env(env).target) == expected
 
 
 def test_unknown_lab_target_is_an_error() -> None:
     with pytest.raises(LabError, match="LAB_TARGET"):
-        target_name({"LAB_TARGET": "podman"})
+        LabSettings.from_env({"LAB_TARGET": "podman"})
+    with pytest.raises(LabError, match="LAB_TARGET"):
+        target_name("podman")
 
 
 def test_recorded_target_wins_over_auto_choice(tmp_path: Path) -> None:
-    cfg = LabConfig(state_dir=tmp_path)
+    cfg = LabSettings(state_dir=tmp_path)
     state.record_target(cfg, "native")
-    assert state.current_target_name(cfg, env={}) == "native"
-    assert state.current_target_name(cfg, env={"LAB_TARGET": "docker"}) == "docker"
+    assert state.current_target_name(cfg) == "native"
+    assert state.current_target_name(LabSettings(state_dir=tmp_path, target="docker")) == "docker"
 
 
 def test_workshop_tools_are_commands() -> None:
@@ -175,50 +143,39 @@ def test_workshop_tools_are_commands() -> None:
 
 def test_native_log_tail_starts_at_the_last_start(tmp_path: Path) -> None:
     log = tmp_path / "gateway-cgi.log"
-    log.write_text(f"{native.START_MARKER}1\nold failure\n{native.START_MARKER}2\nnew failure\n")
-    assert native.tail(log) == "new failure"
+    log.write_text(
+        f"{processes.START_MARKER}1\nold failure\n{processes.START_MARKER}2\nnew failure\n"
+    )
+    assert processes.tail(log) == "new failure"
 
 
 def test_native_status_when_nothing_runs(tmp_path: Path) -> None:
-    info = native.NativeTarget().status(LabConfig(port=18080, state_dir=tmp_path))
+    info = native.NativeTarget().status(LabSettings(port=18080, state_dir=tmp_path))
     assert info["running"] is False and info["active_mode"] is None
     assert info["gateways"]["asgi"] == "http://127.0.0.1:18083"
 
 
 def test_native_switch_needs_a_running_lab(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="lab up"):
-        native.NativeTarget().switch(LabConfig(state_dir=tmp_path), "asgi")
+        native.NativeTarget().switch(LabSettings(state_dir=tmp_path), "asgi")
 
 
 # -- lab scale ---------------------------------------------------------------------------
 
 
-@dataclass
-class ScaleTarget(FakeTarget):
-    def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None:
-        self._call("scale", mode, str(replicas))
-
-
 @pytest.fixture
-def scaling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ScaleTarget:
-    target = ScaleTarget()
-    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("LAB_TARGET", "native")
-    monkeypatch.setattr(cli, "get_target", lambda name: target)
-    return target
+def scaling(fake: FakeTarget) -> FakeTarget:
+    return fake
 
 
 def test_both_targets_can_scale() -> None:
-    from lab.docker import DockerTarget
-    from lab.target import ScalableTarget
-
     assert isinstance(native.NativeTarget(), ScalableTarget)
     assert isinstance(DockerTarget(), ScalableTarget)
-    assert isinstance(ScaleTarget(), ScalableTarget)
+    assert isinstance(FakeTarget(), ScalableTarget)
 
 
 @pytest.mark.parametrize(("mode", "n"), [("wsgi", "3"), ("cgi", "1"), ("asgi", "8")])
-def test_scale_delegates_to_the_target(scaling: ScaleTarget, mode: str, n: str) -> None:
+def test_scale_delegates_to_the_target(scaling: FakeTarget, mode: str, n: str) -> None:
     result = runner.invoke(cli.app, ["scale", mode, n])
     assert result.exit_code == 0, result.output
     assert scaling.calls == [("scale", mode, n)]
@@ -234,32 +191,34 @@ def test_scale_delegates_to_the_target(scaling: ScaleTarget, mode: str, n: str) 
         pytest.param(["wsgi", "2.5"], "whole number", id="fraction"),
     ],
 )
-def test_bad_scale_exits_1_and_changes_nothing(
-    scaling: ScaleTarget, args: list[str], message: str
+def test_bad_scale_exits_2_and_changes_nothing(
+    scaling: FakeTarget, args: list[str], message: str
 ) -> None:
     result = runner.invoke(cli.app, ["scale", *args])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith("lab: ") and message in result.output
     assert scaling.calls == []
 
 
 def test_scale_needs_a_target_that_can(fake: FakeTarget) -> None:
+    fake.scale = None  # type: ignore[assignment,method-assign]  # a target without scale()
+    assert not isinstance(fake, ScalableTarget)
     result = runner.invoke(cli.app, ["scale", "wsgi", "2"])
     assert result.exit_code == 1 and "cannot run replicas" in result.output
 
 
 def test_native_scale_needs_a_running_lab(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="lab up"):
-        native.NativeTarget().scale(LabConfig(state_dir=tmp_path), "wsgi", 2)
+        native.NativeTarget().scale(LabSettings(state_dir=tmp_path), "wsgi", 2)
 
 
 def test_native_status_reports_one_replica_per_mode_when_nothing_runs(tmp_path: Path) -> None:
-    info = native.NativeTarget().status(LabConfig(port=18080, state_dir=tmp_path))
+    info = native.NativeTarget().status(LabSettings(port=18080, state_dir=tmp_path))
     assert info.get("replicas") == {"cgi": 1, "wsgi": 1, "asgi": 1}
 
 
 def test_status_table_shows_replicas(fake: FakeTarget) -> None:
-    info = fake.status(LabConfig()) | {"replicas": {"cgi": 1, "wsgi": 3, "asgi": 1}}
+    info = fake.status(LabSettings()) | {"replicas": {"cgi": 1, "wsgi": 3, "asgi": 1}}
     from rich.console import Console
 
     console = Console(record=True, width=120)
@@ -268,7 +227,7 @@ def test_status_table_shows_replicas(fake: FakeTarget) -> None:
 
 
 def test_docker_replica_listing_is_sorted_by_container_number() -> None:
-    from lab.docker import parse_replicas_listing, replica_counts
+    from lab.targets.compose import parse_replicas_listing, replica_counts
 
     listing = "3 ccc 172.28.0.9 \n1 aaa 172.28.0.4 \n\n2 bbb 172.28.0.7 \n"
     assert parse_replicas_listing(listing) == [

@@ -157,3 +157,79 @@ def summarize(samples: Sequence[Sample], wall_s: float) -> Summary:
         distinct_pids=distinct_pids(samples),
         max_overlap=max(overlaps.values()) if overlaps else None,
     )
+
+
+# -- lanes: one per process, for the timeline chart ------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    start_ms: float
+    end_ms: float
+    track: int  # which row inside the lane (overlapping requests get different tracks)
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Lane:
+    pid: int
+    worker: int | None
+    bars: tuple[Bar, ...]
+    tracks: int
+
+    @property
+    def label(self) -> str:
+        return f"pid {self.pid}"
+
+
+def assign_tracks(intervals: Sequence[tuple[float, float]]) -> tuple[list[int], int]:
+    """Greedy interval partitioning: track per interval (input order), tracks used.
+
+    Sorted by start, each interval takes the first track free by then; the
+    number of tracks equals the most intervals open at once.
+    """
+    order = sorted(range(len(intervals)), key=lambda i: intervals[i])
+    track_end: list[float] = []
+    tracks = [0] * len(intervals)
+    for i in order:
+        start, end = intervals[i]
+        for t, busy_until in enumerate(track_end):
+            if busy_until <= start:
+                track_end[t] = end
+                tracks[i] = t
+                break
+        else:
+            track_end.append(end)
+            tracks[i] = len(track_end) - 1
+    return tracks, len(track_end)
+
+
+def drawable(samples: Sequence[Sample]) -> list[Sample]:
+    return [
+        s
+        for s in samples
+        if s.trace.pid is not None and s.trace.start is not None and s.trace.end is not None
+    ]
+
+
+def build_lanes(samples: Sequence[Sample]) -> list[Lane]:
+    """Lanes in order of each process's first request; times in ms from the first start."""
+    usable = drawable(samples)
+    if not usable:
+        return []
+    t0 = min(s.trace.start for s in usable if s.trace.start is not None)
+    by_pid: dict[int, list[Sample]] = defaultdict(list)
+    for s in usable:
+        assert s.trace.pid is not None
+        by_pid[s.trace.pid].append(s)
+    lanes = []
+    for pid, group in by_pid.items():
+        spans = [((s.trace.start or 0) - t0, (s.trace.end or 0) - t0) for s in group]
+        spans_ms = [(a * 1000, b * 1000) for a, b in spans]
+        tracks, used = assign_tracks(spans_ms)
+        bars = tuple(
+            Bar(a, b, t, s.ok) for (a, b), t, s in zip(spans_ms, tracks, group, strict=True)
+        )
+        lanes.append(Lane(pid, group[0].trace.worker, bars, used))
+    lanes.sort(key=lambda lane: min(b.start_ms for b in lane.bars))
+    return lanes

@@ -3,33 +3,32 @@ check the targets wait on, and the CLI against a fake target."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from lab import cli, native, target
-from lab.config import LabConfig
-from lab.target import (
+from lab import cli
+from lab.errors import LabError
+from lab.nginx.routing import active_label
+from lab.nginx.routing import format_split as format_weights
+from lab.settings import LabSettings
+from lab.system.procfs import Proc, read_proc
+from lab.targets import Target, native, switching
+from lab.targets.switching import (
     WORKER_TITLE,
-    LabError,
-    ProcRow,
-    StatusDict,
-    Target,
-    active_label,
     apply_split,
     check_weights,
-    format_weights,
-    limits_dict,
     mode_after_split,
     parse_weights,
-    read_proc,
     record_plain_mode,
     recorded_plain_mode,
     reload_done,
 )
+from tests.support.fakes import FakeTarget, use_fake
+
+ProcRow = Proc
 
 runner = CliRunner()
 
@@ -108,7 +107,7 @@ def test_mode_after_split(split: dict[str, int], recorded: str | None, expected:
 
 
 def test_plain_mode_is_recorded_in_the_state_dir(tmp_path: Path) -> None:
-    cfg = LabConfig(state_dir=tmp_path / "state")
+    cfg = LabSettings(state_dir=tmp_path / "state")
     assert recorded_plain_mode(cfg) is None
     record_plain_mode(cfg, "asgi")
     assert recorded_plain_mode(cfg) == "asgi"
@@ -126,7 +125,7 @@ class Pieces:
     said: list[str] = field(default_factory=list)
 
     def run(
-        self, cfg: LabConfig, weights: dict[str, int] | None, current: str | dict[str, int]
+        self, cfg: LabSettings, weights: dict[str, int] | None, current: str | dict[str, int]
     ) -> None:
         apply_split(
             cfg,
@@ -141,8 +140,8 @@ class Pieces:
 def test_split_records_the_plain_mode_and_loads_the_checked_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = LabConfig(state_dir=tmp_path)
-    monkeypatch.setattr(target, "served_mode", lambda _cfg: "asgi")  # no request sent
+    cfg = LabSettings(state_dir=tmp_path)
+    monkeypatch.setattr(switching, "served_mode", lambda _cfg: "asgi")  # no request sent
     pieces = Pieces()
     pieces.run(cfg, {"wsgi": 90, "asgi": 10}, "cgi")
     assert pieces.applied == [{"wsgi": 90, "asgi": 10}]
@@ -151,7 +150,7 @@ def test_split_records_the_plain_mode_and_loads_the_checked_weights(
 
 
 def test_bad_weights_load_and_record_nothing(tmp_path: Path) -> None:
-    cfg = LabConfig(state_dir=tmp_path)
+    cfg = LabSettings(state_dir=tmp_path)
     pieces = Pieces()
     with pytest.raises(LabError, match="sum to 100"):
         pieces.run(cfg, {"wsgi": 90, "asgi": 20}, "cgi")
@@ -159,7 +158,7 @@ def test_bad_weights_load_and_record_nothing(tmp_path: Path) -> None:
 
 
 def test_ending_a_split_switches_back_to_the_recorded_mode(tmp_path: Path) -> None:
-    cfg = LabConfig(state_dir=tmp_path)
+    cfg = LabSettings(state_dir=tmp_path)
     record_plain_mode(cfg, "cgi")
     pieces = Pieces()
     pieces.run(cfg, None, {"wsgi": 90, "asgi": 10})
@@ -167,7 +166,7 @@ def test_ending_a_split_switches_back_to_the_recorded_mode(tmp_path: Path) -> No
 
 
 def test_ending_no_split_changes_nothing(tmp_path: Path) -> None:
-    cfg = LabConfig(state_dir=tmp_path)
+    cfg = LabSettings(state_dir=tmp_path)
     pieces = Pieces()
     pieces.run(cfg, None, "asgi")
     assert pieces.switched == [] and pieces.applied == []
@@ -181,9 +180,10 @@ SHUTTING_DOWN = "nginx: worker process is shutting down"
 
 
 def rows(*workers: tuple[int, str]) -> list[ProcRow]:
-    return [(MASTER, 1, "nginx: master process nginx"), (7, 1, "bash")] + [
-        (pid, MASTER, title) for pid, title in workers
-    ]
+    return [
+        Proc(MASTER, 1, MASTER, "S", "nginx: master process nginx"),
+        Proc(7, 1, 7, "S", "bash"),
+    ] + [Proc(pid, MASTER, MASTER, "S", title) for pid, title in workers]
 
 
 @pytest.mark.parametrize(
@@ -198,7 +198,7 @@ def rows(*workers: tuple[int, str]) -> list[ProcRow]:
         ),
         pytest.param(rows((103, WORKER_TITLE), (104, WORKER_TITLE)), True, id="old-ones-gone"),
         pytest.param(rows(), False, id="no-worker-at-all"),
-        pytest.param([(103, 999, WORKER_TITLE)], False, id="another-nginx-s-worker"),
+        pytest.param([Proc(103, 999, 999, "S", WORKER_TITLE)], False, id="another-nginx-s-worker"),
     ],
 )
 def test_reload_done(now: list[ProcRow], done: bool) -> None:
@@ -215,55 +215,21 @@ def test_read_proc_reads_titles_and_parents(tmp_path: Path) -> None:
         (tmp_path / str(pid) / "cmdline").write_bytes(cmdline)
     (tmp_path / "102").mkdir()  # a process that exited while we looked: skipped
     assert sorted(read_proc(tmp_path)) == [
-        (100, 1, "nginx: master process nginx"),
-        (101, 100, WORKER_TITLE),
+        Proc(100, 1, 100, "S", "nginx: master process nginx"),
+        Proc(101, 100, 100, "S", WORKER_TITLE),
     ]
 
 
 # -- the CLI --------------------------------------------------------------------------
 
 
-@dataclass
-class SplitTarget:
-    name: str = "native"
-    calls: list[object] = field(default_factory=list)
-
-    def up(self, cfg: LabConfig) -> None: ...
-
-    def down(self, cfg: LabConfig) -> None: ...
-
-    def status(self, cfg: LabConfig) -> StatusDict:
-        return {
-            "target": self.name,
-            "url": cfg.url,
-            "running": True,
-            "active_mode": "wsgi=90,asgi=10",
-            "gateways": {},
-            "limits": limits_dict(cfg),
-        }
-
-    def switch(self, cfg: LabConfig, mode: str) -> None: ...
-
-    def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
-        self.calls.append(weights)
-
-    def logs(self, cfg: LabConfig, follow: bool) -> None: ...
-
-    def is_running(self, cfg: LabConfig) -> bool:
-        return True
-
-
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SplitTarget:
-    target = SplitTarget()
-    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("LAB_TARGET", "native")
-    monkeypatch.setattr(cli, "get_target", lambda name: target)
-    return target
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeTarget:
+    return use_fake(monkeypatch, str(tmp_path), FakeTarget(active_mode="wsgi=90,asgi=10"))
 
 
 def test_targets_implement_split() -> None:
-    assert isinstance(SplitTarget(), Target)
+    assert isinstance(FakeTarget(), Target)
     assert isinstance(native.NativeTarget(), Target)
 
 
@@ -275,26 +241,26 @@ def test_targets_implement_split() -> None:
     ],
 )
 def test_split_delegates_parsed_weights(
-    fake: SplitTarget, arg: str, weights: dict[str, int] | None
+    fake: FakeTarget, arg: str, weights: dict[str, int] | None
 ) -> None:
     result = runner.invoke(cli.app, ["split", arg])
     assert result.exit_code == 0, result.output
-    assert fake.calls == [weights]
+    assert fake.calls == [("split", str(weights))]
 
 
 @pytest.mark.parametrize("arg", ["wsgi=90,asgi=20", "bogus=100", "wsgi=ninety,asgi=10"])
-def test_bad_weights_exit_1_and_change_nothing(fake: SplitTarget, arg: str) -> None:
+def test_bad_weights_exit_2_and_change_nothing(fake: FakeTarget, arg: str) -> None:
     result = runner.invoke(cli.app, ["split", arg])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith("lab: ") and "Traceback" not in result.output
     assert fake.calls == []
 
 
-def test_status_json_shows_the_split_label(fake: SplitTarget) -> None:
+def test_status_json_shows_the_split_label(fake: FakeTarget) -> None:
     result = runner.invoke(cli.app, ["status", "--json"])
     assert result.exit_code == 0 and '"active_mode": "wsgi=90,asgi=10"' in result.stdout
 
 
 def test_native_split_needs_a_running_lab(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="lab up"):
-        native.NativeTarget().split(LabConfig(state_dir=tmp_path), {"wsgi": 50, "asgi": 50})
+        native.NativeTarget().split(LabSettings(state_dir=tmp_path), {"wsgi": 50, "asgi": 50})

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from lab.analysis import Summary
+from lab.errors import LabError
+from lab.workshop.analysis import Summary
 
 RESULT_MARKER: Final = "LAB-RESULT "
 WRK_THREADS: Final = 2  # one per core on the lab machine; wrk needs threads <= connections
@@ -60,7 +61,7 @@ end
 """
 
 
-class WrkError(RuntimeError):
+class WrkError(LabError):
     """wrk is missing, failed, or printed no result line."""
 
 

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 -- after choosing the backend
 
 if TYPE_CHECKING:
-    from lab.timeline import Lane
+    from lab.workshop.analysis import Lane
 
 MODE_COLOURS: Final = {"cgi": "#d95f02", "wsgi": "#1f78b4", "asgi": "#1b9e77"}
 ERROR_COLOUR: Final = "#e31a1c"

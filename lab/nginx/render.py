@@ -1,7 +1,7 @@
 """Render nginx/templates/ into a working nginx config for one target.
 
 Standard library only: the nginx container runs this at start
-(``python3 -m lab.nginx_conf render --target compose --out /etc/nginx/lab``).
+(``python3 -m lab.nginx render --target compose --out /tmp/nginx-conf``).
 
 Templates use ``string.Template`` with the delimiter ``@@`` (``@@listen``,
 ``@@cgi_server``): nginx's own ``$variables`` pass through untouched, and a
@@ -17,37 +17,42 @@ switch rewrites that one file; its first line records the mode or split in a
 form ``read_active_mode`` parses back, so the file nginx reads is also the one
 source of truth for ``lab status``.
 
-CLI::
-
-    python3 -m lab.nginx_conf render --target {native,compose} --out DIR
-        [--mode M | --split wsgi=90,asgi=10] [--port N] [--state-dir DIR]
-        [--dashboard-dir DIR] [--templates DIR] [--set NAME=VALUE ...]
-    python3 -m lab.nginx_conf active --out DIR (--mode M | --split ...)
-    python3 -m lab.nginx_conf upstreams --target T --out DIR [--set wsgi_server="A B"]
-    python3 -m lab.nginx_conf show --out DIR     # prints the active mode or split
+Its command line is ``python3 -m lab.nginx`` (``lab/nginx/__main__.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import string
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from lab.config import MODES, ROOT, Limits, gateway_ports
+from lab.nginx.routing import (
+    DEFAULT_MODE,
+    MODES,
+    RenderError,
+    Split,
+    check_mode,
+    format_split,
+    parse_active,
+    parse_split,
+    replica_port,
+)
+
+if TYPE_CHECKING:
+    from lab.settings import Limits
+
+ROOT: Final = Path(__file__).resolve().parent.parent.parent
 
 TARGETS: Final = ("native", "compose")
-TEMPLATE_DIR: Final = Path(os.environ.get("LAB_NGINX_TEMPLATES", str(ROOT / "nginx" / "templates")))
+TEMPLATE_DIR: Final = ROOT / "nginx" / "templates"  # LabSettings.templates overrides it
 # Rendered in this order; nginx.conf includes the others by these names.
 CONF_FILES: Final = ("nginx.conf", "upstreams.conf", "proxy.conf", "server.conf")
 UPSTREAMS_FILE: Final = "upstreams.conf"
 ACTIVE_FILE: Final = "active_mode.conf"
-DEFAULT_MODE: Final = "wsgi"
 COMPOSE_PORT: Final = 8080
 COMPOSE_GATEWAY_PORT: Final = 8000
 COMPOSE_DASHBOARD_DIR: Final = "/usr/share/lab/static"
@@ -55,13 +60,6 @@ NATIVE_DASHBOARD_DIR: Final = ROOT / "nginx" / "static" / "lab"
 _MARKER_RE: Final = re.compile(r"^# lab-(mode|split): (\S+)$", re.MULTILINE)
 # host:port, IPv4, or a bracketed IPv6 address: nothing that could end the line early.
 _ADDRESS_RE: Final = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
-MAX_REPLICAS: Final = 8
-# Native replicas beyond the first listen at LAB_PORT + REPLICA_PORT_STEP * k + i.
-REPLICA_PORT_STEP: Final = 10
-
-
-class RenderError(ValueError):
-    """A bad mode, split, value or template; the message says which."""
 
 
 class LabTemplate(string.Template):
@@ -71,23 +69,6 @@ class LabTemplate(string.Template):
 
 
 # -- values per target ---------------------------------------------------------------
-
-
-def replica_port(nginx_port: int, mode: str, index: int) -> int:
-    """Native: the port of replica ``index`` (0-based) of ``mode``'s gateway.
-
-    Replica 0 is the gateway ``lab up`` starts, on LAB_PORT+1..+3
-    (``lab.config.gateway_ports``). Replica i >= 1 of the k-th mode (cgi 1,
-    wsgi 2, asgi 3) listens on LAB_PORT + 10*k + i: for 8080, cgi 8091-8097,
-    wsgi 8101-8107, asgi 8111-8117. These never meet the base ports; two native
-    labs on one machine need LAB_PORTs at least 40 apart.
-    """
-    check_mode(mode)
-    if not 0 <= index < MAX_REPLICAS:
-        raise RenderError(f"replica index must be 0..{MAX_REPLICAS - 1}, not {index}")
-    if index == 0:
-        return gateway_ports(nginx_port)[mode]
-    return nginx_port + REPLICA_PORT_STEP * (MODES.index(mode) + 1) + index
 
 
 def native_servers(nginx_port: int, mode: str, replicas: int = 1) -> list[str]:
@@ -149,32 +130,6 @@ def target_values(
 # -- the active mode ----------------------------------------------------------------
 
 
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise RenderError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
-    return mode
-
-
-def parse_split(text: str) -> dict[str, int]:
-    """``"wsgi=90,asgi=10"`` -> ``{"wsgi": 90, "asgi": 10}``; whole percents summing to 100."""
-    split: dict[str, int] = {}
-    for part in text.split(","):
-        name, sep, weight = part.strip().partition("=")
-        if not sep or not weight.strip().isdigit():
-            raise RenderError(f"bad split part {part.strip()!r}: write mode=percent, e.g. wsgi=90")
-        mode = check_mode(name.strip())
-        if mode in split:
-            raise RenderError(f"mode {mode} appears twice in the split")
-        split[mode] = int(weight)
-    if sum(split.values()) != 100 or any(w <= 0 for w in split.values()):
-        raise RenderError(f"split weights must be positive and sum to 100, not {text!r}")
-    return split
-
-
-def format_split(split: Mapping[str, int]) -> str:
-    return ",".join(f"{m}={w}" for m, w in split.items())
-
-
 def render_active_mode(
     mode: str | None = None,
     split: Mapping[str, int] | None = None,
@@ -195,7 +150,7 @@ def render_active_mode(
         block = f'map "" $lab_default_mode {{\n    default {mode};\n}}'
     else:
         assert split is not None
-        split = parse_split(format_split(split))
+        split = parse_split(format_split(split))  # the one grammar checks it
         marker = f"# lab-split: {format_split(split)}"
         description = "Weighted split per request (keyed on $request_id): " + ", ".join(
             f"{m} {w}%" for m, w in split.items()
@@ -209,16 +164,18 @@ def render_active_mode(
     return f"{marker}\n{body}"
 
 
-def read_active_mode(text: str) -> str | dict[str, int] | None:
-    """The mode (str) or split (dict) recorded in an active_mode.conf text, None if none."""
+def read_active_mode(text: str) -> str | Split | None:
+    """The mode (str) or split (dict) recorded in an active_mode.conf text, None if none
+    (or if the recorded value does not parse)."""
     match = _MARKER_RE.search(text)
     if match is None:
         return None
     kind, value = match.groups()
     try:
-        return check_mode(value) if kind == "mode" else parse_split(value)
+        active = parse_active(value)
     except RenderError:
         return None
+    return active if isinstance(active, dict) == (kind == "split") else None
 
 
 # -- rendering ----------------------------------------------------------------------
@@ -304,106 +261,3 @@ def _substitute(template: LabTemplate, name: str, values: Mapping[str, str]) -> 
         raise RenderError(f"{name}: no value for placeholder @@{exc.args[0]}") from None
     except ValueError as exc:
         raise RenderError(f"{name}: {exc}") from None
-
-
-# -- command line -------------------------------------------------------------------
-
-
-def _parse_sets(pairs: list[str], values: dict[str, str]) -> dict[str, str]:
-    out = dict(values)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or key not in values:
-            raise RenderError(f"--set {pair!r}: use NAME=VALUE with NAME one of {sorted(values)}")
-        out[key] = value
-    return out
-
-
-def _active_args(p: argparse.ArgumentParser) -> None:
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--mode", help=f"default mode for '/' ({', '.join(MODES)})")
-    group.add_argument("--split", help="weighted split for '/', e.g. wsgi=90,asgi=10")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python3 -m lab.nginx_conf", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("render", help="render every config file into --out")
-    r.add_argument("--target", choices=TARGETS, required=True)
-    r.add_argument("--out", type=Path, required=True, help="directory for the rendered files")
-    r.add_argument("--port", type=int, help="listen port (native: LAB_PORT, compose: 8080)")
-    r.add_argument("--state-dir", type=Path, help="native: LAB_STATE_DIR (pid, logs, temp)")
-    r.add_argument("--dashboard-dir", help="directory served at /lab/")
-    r.add_argument("--templates", type=Path, default=TEMPLATE_DIR, help="template directory")
-    r.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override one placeholder, e.g. cgi_server=127.0.0.1:9000 (several: space-separated)",
-    )
-    r.add_argument("--no-dirs", action="store_true", help="do not create temp/log directories")
-    _active_args(r)
-    u = sub.add_parser("upstreams", help=f"rewrite only {UPSTREAMS_FILE} in --out")
-    u.add_argument("--target", choices=TARGETS, required=True)
-    u.add_argument("--out", type=Path, required=True)
-    u.add_argument("--port", type=int, help="native: LAB_PORT")
-    u.add_argument("--templates", type=Path, default=TEMPLATE_DIR, help="template directory")
-    u.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="MODE_server=ADDRESSES",
-        help='the servers of one upstream, e.g. wsgi_server="10.0.0.5:8000 10.0.0.6:8000"',
-    )
-    a = sub.add_parser("active", help=f"rewrite only {ACTIVE_FILE} in --out")
-    a.add_argument("--out", type=Path, required=True)
-    a.add_argument("--templates", type=Path, default=TEMPLATE_DIR, help="template directory")
-    _active_args(a)
-    s = sub.add_parser("show", help=f"print the mode or split recorded in --out/{ACTIVE_FILE}")
-    s.add_argument("--out", type=Path, required=True)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "show":
-            active = read_active_mode((args.out / ACTIVE_FILE).read_text(encoding="utf-8"))
-            print(format_split(active) if isinstance(active, dict) else active or "unknown")
-            return 0
-        split = parse_split(args.split) if getattr(args, "split", None) else None
-        mode = None if split else (getattr(args, "mode", None) or DEFAULT_MODE)
-        if args.command == "active":
-            text = render_active_mode(mode, split, args.templates)
-            write_files(args.out, {ACTIVE_FILE: text})
-            return 0
-        from lab.config import LabConfig
-
-        env_cfg = LabConfig.from_env()
-        values = target_values(
-            args.target,
-            limits=env_cfg.limits,
-            port=args.port
-            if args.port is not None
-            else (env_cfg.port if args.target == "native" else None),
-            state_dir=getattr(args, "state_dir", None) or env_cfg.state_dir,
-            dashboard_dir=getattr(args, "dashboard_dir", None),
-        )
-        values = _parse_sets(args.set, values)
-        if args.command == "upstreams":
-            # Checked before writing: a bad address leaves the file as it was.
-            write_files(args.out, {UPSTREAMS_FILE: render_upstreams(values, args.templates)})
-            return 0
-        files = render(values, mode, split, args.templates)
-        if not args.no_dirs:
-            make_runtime_dirs(values)
-        write_files(args.out, files)
-    except (RenderError, OSError) as exc:
-        print(f"lab.nginx_conf: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,9 +26,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from lab.bench import default_out_dir, lab_url, machine_info, mode_url
-from lab.config import ROOT
-from lab.verdicts import RULES, Verdict, judge
+from lab.errors import LabError, UsageError
+from lab.settings import ROOT
+from lab.workshop.common import (
+    Guard,
+    default_out_dir,
+    lab_info,
+    lab_url,
+    machine_info,
+    mode_url,
+    require_lab,
+)
+from lab.workshop.verdicts import RULES, Verdict, judge
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -176,8 +185,8 @@ def report_markdown(results: list[ClaimResult], meta: dict[str, Any]) -> str:
 
 def _wrk_rps(url: str, clients: int, duration_s: float) -> tuple[float, float, int]:
     """(req/s, p50 ms, errors) from wrk."""
-    from lab.loadgen import wait_idle
-    from lab.wrk import run_wrk
+    from lab.workshop.loadgen import wait_idle
+    from lab.workshop.wrk import run_wrk
 
     s = run_wrk(url, clients, duration_s).summary()
     wait_idle(health_url(url))
@@ -213,7 +222,7 @@ def interpreter_start_ms(rounds: int = 7) -> float:
 
 
 def exp_process_per_request(base: str, requests_total: int, _d: float) -> dict[str, float]:
-    from lab.loadgen import run_load
+    from lab.workshop.loadgen import run_load
 
     cgi = run_load(mode_url(base, "cgi", "/"), 1, requests_total=requests_total).summary()
     wsgi = run_load(mode_url(base, "wsgi", "/"), 1, requests_total=requests_total).summary()
@@ -228,7 +237,7 @@ def exp_process_per_request(base: str, requests_total: int, _d: float) -> dict[s
 
 
 def exp_one_at_a_time(base: str, requests_total: int, _d: float) -> dict[str, float]:
-    from lab.loadgen import run_load
+    from lab.workshop.loadgen import run_load
 
     url = mode_url(base, "wsgi", IO_PATH)
     # Learn the worker count from the pids first, then load with 4 x that many clients.
@@ -255,7 +264,7 @@ def free_port(candidates: range = SPARE_PORTS) -> int:
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port in {candidates.start}..{candidates.stop - 1}")
+    raise LabError(f"no free port in {candidates.start}..{candidates.stop - 1}")
 
 
 @contextlib.contextmanager
@@ -281,7 +290,7 @@ def wsgi_gateway(workers: int) -> Iterator[str]:
                 if requests.get(url + "/healthz", timeout=1).ok:
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"a WSGI gateway with {workers} workers did not start on {url}")
+                raise LabError(f"a WSGI gateway with {workers} workers did not start on {url}")
             time.sleep(0.2)
         # Touch every worker once so none is measured on its first request.
         for _ in range(2 * workers):
@@ -401,12 +410,14 @@ def run_claims(
 
     console = console or Console()
     base = (url or lab_url()).rstrip("/")
+    require_lab(base)
     out = out_dir or default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "url": base,
         "machine": machine_info(),
+        "lab": lab_info(),
         "command": command,
         "duration_s": duration_s,
         "requests": requests_total,
@@ -429,8 +440,11 @@ def run_claims(
     return results, out
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, guard: Guard) -> None:
+    """Add ``lab claims`` to ``app``; ``guard`` is the CLI's error policy (lab.cli)."""
+
     @app.command()
+    @guard
     def claims(
         only: Annotated[
             str, typer.Option(help=f"comma-separated claim ids ({', '.join(CLAIM_IDS)}), or all")
@@ -446,6 +460,6 @@ def register(app: typer.Typer) -> None:
         chosen = None if only.strip() in ("", "all") else [x.strip() for x in only.split(",")]
         unknown = [x for x in chosen or [] if x not in CLAIM_IDS]
         if unknown:
-            raise typer.BadParameter(f"unknown claims: {', '.join(unknown)}")
+            raise UsageError(f"unknown claims: {', '.join(unknown)} (use {', '.join(CLAIM_IDS)})")
         command = f"lab claims --only {only} --duration {duration:g} --requests {requests}"
         run_claims(url, chosen, duration, requests, out, command=command)

@@ -9,7 +9,6 @@ on top of each other (one event loop with many requests in flight).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
-from lab.analysis import Sample, overlap_per_pid
-from lab.bench import default_out_dir, lab_url, mode_url
-from lab.config import MODES
+from lab.errors import UsageError
+from lab.nginx.routing import MODES
+from lab.workshop.analysis import Sample, build_lanes, drawable, overlap_per_pid
+from lab.workshop.common import Guard, default_out_dir, lab_url, mode_url, require_lab
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,26 +27,6 @@ if TYPE_CHECKING:
 DEFAULT_ENDPOINT: Final = "/coffee?ms=100"
 DEFAULT_REQUESTS: Final = 30
 DEFAULT_CONCURRENCY: Final = 10
-
-
-@dataclass(frozen=True)
-class Bar:
-    start_ms: float
-    end_ms: float
-    track: int  # which row inside the lane (overlapping requests get different tracks)
-    ok: bool
-
-
-@dataclass(frozen=True)
-class Lane:
-    pid: int
-    worker: int | None
-    bars: tuple[Bar, ...]
-    tracks: int
-
-    @property
-    def label(self) -> str:
-        return f"pid {self.pid}"
 
 
 @dataclass(frozen=True)
@@ -64,59 +44,6 @@ class TimelineSummary:
             f"at most {self.max_overlap} at once in one process, "
             f"{self.wall_ms:,.0f} ms from first start to last end"
         )
-
-
-def assign_tracks(intervals: Sequence[tuple[float, float]]) -> tuple[list[int], int]:
-    """Greedy interval partitioning: track per interval (input order), tracks used.
-
-    Sorted by start, each interval takes the first track free by then; the
-    number of tracks equals the most intervals open at once.
-    """
-    order = sorted(range(len(intervals)), key=lambda i: intervals[i])
-    track_end: list[float] = []
-    tracks = [0] * len(intervals)
-    for i in order:
-        start, end = intervals[i]
-        for t, busy_until in enumerate(track_end):
-            if busy_until <= start:
-                track_end[t] = end
-                tracks[i] = t
-                break
-        else:
-            track_end.append(end)
-            tracks[i] = len(track_end) - 1
-    return tracks, len(track_end)
-
-
-def drawable(samples: Sequence[Sample]) -> list[Sample]:
-    return [
-        s
-        for s in samples
-        if s.trace.pid is not None and s.trace.start is not None and s.trace.end is not None
-    ]
-
-
-def build_lanes(samples: Sequence[Sample]) -> list[Lane]:
-    """Lanes in order of each process's first request; times in ms from the first start."""
-    usable = drawable(samples)
-    if not usable:
-        return []
-    t0 = min(s.trace.start for s in usable if s.trace.start is not None)
-    by_pid: dict[int, list[Sample]] = defaultdict(list)
-    for s in usable:
-        assert s.trace.pid is not None
-        by_pid[s.trace.pid].append(s)
-    lanes = []
-    for pid, group in by_pid.items():
-        spans = [((s.trace.start or 0) - t0, (s.trace.end or 0) - t0) for s in group]
-        spans_ms = [(a * 1000, b * 1000) for a, b in spans]
-        tracks, used = assign_tracks(spans_ms)
-        bars = tuple(
-            Bar(a, b, t, s.ok) for (a, b), t, s in zip(spans_ms, tracks, group, strict=True)
-        )
-        lanes.append(Lane(pid, group[0].trace.worker, bars, used))
-    lanes.sort(key=lambda lane: min(b.start_ms for b in lane.bars))
-    return lanes
 
 
 def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
@@ -166,16 +93,17 @@ def run_timeline(
     """
     from rich.console import Console
 
-    from lab.charts import timeline_chart
-    from lab.loadgen import run_load
+    from lab.workshop.charts import timeline_chart
+    from lab.workshop.loadgen import run_load
 
     console = console or Console()
     modes = list(MODES) if mode == "all" else [mode]
     if any(m not in MODES for m in modes):
-        raise ValueError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
+        raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
     if not endpoint.startswith("/"):
         endpoint = "/" + endpoint
     base = (url or lab_url()).rstrip("/")
+    require_lab(base)
     samples: dict[str, list[Sample]] = {}
     summaries: dict[str, TimelineSummary] = {}
     for m in modes:
@@ -206,8 +134,11 @@ def _png_path(out: Path | None, mode: str) -> Path:
     return out / name
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, guard: Guard) -> None:
+    """Add ``lab timeline`` to ``app``; ``guard`` is the CLI's error policy (lab.cli)."""
+
     @app.command()
+    @guard
     def timeline(
         mode: Annotated[str, typer.Option(help=f"{', '.join(MODES)} or all")] = "wsgi",
         endpoint: Annotated[str, typer.Option(help="path and query")] = DEFAULT_ENDPOINT,
@@ -222,5 +153,5 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Draw one lane per process that ran app code, one bar per request."""
         if mode != "all" and mode not in MODES:
-            raise typer.BadParameter(f"mode must be one of {', '.join(MODES)} or all")
+            raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
         run_timeline(mode, endpoint, requests, concurrency, url, out)

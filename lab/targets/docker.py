@@ -13,165 +13,65 @@ the ``lab-nginx`` helper baked into its image (nginx/entrypoint.sh).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
-from lab.config import MODES, ROOT, LabConfig
-from lab.nginx_conf import COMPOSE_GATEWAY_PORT
-from lab.target import (
-    LabError,
-    ProcRow,
-    StatusDict,
+from lab.errors import LabError
+from lab.nginx.render import COMPOSE_GATEWAY_PORT
+from lab.nginx.routing import MODES, RenderError, active_label, format_split, parse_active
+from lab.settings import ROOT, LabSettings
+from lab.system import procfs
+from lab.system.http import is_healthy, wait_until
+from lab.system.ports import port_free
+from lab.targets import StatusDict, docker_answers
+from lab.targets.compose import (
+    NGINX,
+    PROJECT_LABEL,
+    SERVICES,
+    compose_args,
+    compose_env,
+    parse_replicas_listing,
+    replica_counts,
+    scale_args,
+    service_health,
+    up_args,
+    workers_from_top,
+)
+from lab.targets.docker_services import DockerServices
+from lab.targets.switching import (
+    MASTER_TITLE,
     accepting_workers,
-    active_label,
     apply_split,
     check_mode,
-    check_replicas,
-    docker_answers,
-    format_weights,
-    is_healthy,
     limits_dict,
-    parse_weights,
     wait_for_mode,
     wait_for_reload,
-    wait_until,
 )
 
-PROJECT: Final = "gateway-lab"
-PROJECT_LABEL: Final = f"com.docker.compose.project={PROJECT}"
-COMPOSE_FILE: Final = ROOT / "compose.yaml"
 SLIM_IMAGE: Final = "debian:bookworm-slim"
 LOCAL_BASE_IMAGE: Final = "lab-base:bookworm"
 BASE_IMAGE_SCRIPT: Final = ROOT / "scripts" / "base-image.sh"
-ENGINE_SCRIPT: Final = ROOT / "scripts" / "docker-engine.sh"
-# The host's system CA bundle: passed to the gateway build as pip's CA (compose
-# secret "ca"), which a TLS-inspecting proxy needs and is harmless elsewhere.
-SYSTEM_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
-SERVICES: Final = {mode: f"gateway-{mode}" for mode in MODES}
-NGINX: Final = "nginx"
 # The three gateway services share one image (gateway-lab/gateway); compose
 # without buildx builds it once per service, so build it through one of them.
 BUILD_SERVICES: Final = (SERVICES["wsgi"], NGINX)
-
-BUILD_TIMEOUT_S: Final = float(os.environ.get("LAB_BUILD_TIMEOUT_S", "1200"))
-WAIT_TIMEOUT_S: Final = int(os.environ.get("LAB_WAIT_TIMEOUT_S", "120"))
 PULL_TIMEOUT_S: Final = 60.0
 Output = Literal["capture", "stderr", "pass"]
 COMMAND_TIMEOUT_S: Final = 120.0
-# lab.target.read_proc, run inside the nginx container (python3 is there for the
-# renderer): every process's [pid, ppid, title] as JSON, to see a reload finish.
-PROC_SCRIPT: Final = """
-import json, pathlib
-rows = []
-for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-        title = (stat.parent / "cmdline").read_bytes().replace(b"\\0", b" ").decode().strip()
-    except (OSError, IndexError, UnicodeDecodeError):
-        continue
-    rows.append([int(stat.parent.name), int(fields[1]), title])
-print(json.dumps(rows))
-"""
-MASTER_TITLE: Final = "nginx: master process"
 NUMBER_LABEL: Final = "com.docker.compose.container-number"
 # How long a scale-down waits for nginx's old workers to finish their requests.
 DRAIN_DEADLINE_S: Final = 15.0
-# Rewrites only upstreams.conf in the nginx container (lab.nginx_conf upstreams);
+# Rewrites only upstreams.conf in the nginx container (lab.nginx upstreams);
 # extra arguments (--set wsgi_server="IP:8000 ...") pin an upstream to addresses.
 UPSTREAMS_SCRIPT: Final = (
-    "python3 -m lab.nginx_conf upstreams --target compose "
+    "python3 -m lab.nginx upstreams --target compose "
     '--out "${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}" "$@"'
 )
 # The same, then `lab-nginx reload` (nginx -t, graceful reload).
 UPSTREAMS_RELOAD_SCRIPT: Final = UPSTREAMS_SCRIPT + " && exec lab-nginx reload"
-
-
-# -- pure parts -------------------------------------------------------------------
-
-
-def ca_bundle(
-    environ: Mapping[str, str], is_file: Callable[[Path], bool] = Path.is_file
-) -> str | None:
-    """The CA file for pip inside the build: LAB_CA_BUNDLE, else PIP_CERT, else the system bundle.
-
-    None when there is none, and compose's default (/dev/null: pip's own CAs) applies.
-    """
-    for candidate in (environ.get("LAB_CA_BUNDLE"), environ.get("PIP_CERT")):
-        if candidate and is_file(Path(candidate)):
-            return candidate
-    return str(SYSTEM_CA_BUNDLE) if is_file(SYSTEM_CA_BUNDLE) else None
-
-
-def compose_env(
-    cfg: LabConfig, environ: Mapping[str, str], base_image: str | None = None
-) -> dict[str, str]:
-    """The environment for ``docker compose``: the caller's, plus the lab's settings.
-
-    compose.yaml reads these (each has a default there); values given here win
-    over a .env file, so the CLI's LabConfig is what runs.
-    """
-    env = dict(environ)
-    env["LAB_PORT"] = str(cfg.port)
-    env["LAB_PROXY_READ_TIMEOUT_S"] = str(cfg.limits.proxy_read_timeout_s)
-    env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
-    env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)
-    if base_image:
-        env["LAB_BASE_IMAGE"] = base_image
-    if bundle := ca_bundle(environ):
-        env["LAB_CA_BUNDLE"] = bundle
-    return env
-
-
-def compose_args(*args: str) -> list[str]:
-    return [
-        "docker",
-        "compose",
-        "--project-name",
-        PROJECT,
-        "--project-directory",
-        str(ROOT),
-        "--file",
-        str(COMPOSE_FILE),
-        *args,
-    ]
-
-
-def up_args(*extra: str) -> list[str]:
-    """``up`` with the images already built: no build, no pull, return once healthy."""
-    return [
-        "up", "--detach", "--wait", "--wait-timeout", str(WAIT_TIMEOUT_S),
-        "--no-build", "--pull", "never", *extra,
-    ]  # fmt: skip
-
-
-def scale_args(mode: str, replicas: int) -> list[str]:
-    """``up`` arguments that set one gateway's replica count and touch nothing else."""
-    check_mode(mode)
-    check_replicas(replicas)
-    return up_args("--no-recreate", "--scale", f"{SERVICES[mode]}={replicas}")
-
-
-def parse_replicas_listing(text: str) -> list[tuple[int, str, str]]:
-    """``docker inspect`` lines "NUMBER ID IP" -> (number, id, ip), lowest number first."""
-    rows = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0].isdigit():
-            rows.append((int(parts[0]), parts[1], parts[2]))
-    return sorted(rows)
-
-
-def replica_counts(ps_services: str) -> dict[str, int]:
-    """``docker compose ps --format {{.Service}}`` output -> running containers per mode."""
-    names = ps_services.split()
-    return {mode: names.count(service) for mode, service in SERVICES.items()}
 
 
 def port_in_use_message(port: int) -> str:
@@ -186,18 +86,6 @@ def port_in_use_message(port: int) -> str:
 
 def _say(message: str) -> None:
     print(f"lab: {message}", file=sys.stderr, flush=True)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR: connections of a lab just stopped, still in TIME_WAIT,
-        # do not make the port look taken; a listening program still does.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _run(
@@ -243,12 +131,13 @@ class DockerTarget:
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = dict(os.environ if environ is None else environ)
+        self._base_image = ""  # LabSettings.base_image, set by each command
 
     # -- helpers ---------------------------------------------------------------
 
     def _compose(
         self,
-        cfg: LabConfig,
+        cfg: LabSettings,
         *args: str,
         base_image: str | None = None,
         timeout: float = COMMAND_TIMEOUT_S,
@@ -274,13 +163,13 @@ class DockerTarget:
                 "installs it, or run with LAB_TARGET=native"
             )
 
-    def _nginx_ctl(self, cfg: LabConfig, *args: str) -> subprocess.CompletedProcess[str]:
+    def _nginx_ctl(self, cfg: LabSettings, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``lab-nginx ARGS`` (nginx/entrypoint.sh) in the running nginx container."""
         return self._compose(cfg, "exec", "-T", NGINX, "lab-nginx", *args)
 
     def base_image(self) -> str:
         """The image both Dockerfiles build FROM, built locally when no registry has it."""
-        if chosen := self._environ.get("LAB_BASE_IMAGE"):
+        if chosen := self._base_image:
             return chosen
         for image in (SLIM_IMAGE, LOCAL_BASE_IMAGE):
             if _image_exists(image):
@@ -304,33 +193,40 @@ class DockerTarget:
             )
         return LOCAL_BASE_IMAGE
 
-    def _healthy(self, cfg: LabConfig) -> bool:
-        """Every service of the project runs and reports healthy, and nginx answers."""
+    def service_health(self, cfg: LabSettings) -> dict[str, bool]:
+        """Each service: every container of it runs and reports healthy (nginx: and answers)."""
         ps = self._compose(cfg, "ps", "--format", "{{.Service}} {{.State}} {{.Health}}")
-        rows = [line.split() for line in ps.stdout.splitlines() if line.strip()]
-        services = {row[0] for row in rows}
-        all_healthy = all(row[1:] == ["running", "healthy"] for row in rows)
-        wanted = {NGINX, *SERVICES.values()}
-        return wanted <= services and all_healthy and is_healthy(cfg.url + "/nginx-health")
+        health = service_health(ps.stdout if ps.returncode == 0 else "")
+        health[NGINX] = health[NGINX] and is_healthy(cfg.url + "/nginx-health")
+        return health
 
-    def _report_failure(self, cfg: LabConfig) -> str:
+    def _healthy(self, cfg: LabSettings) -> bool:
+        return all(self.service_health(cfg).values())
+
+    def _report_failure(self, cfg: LabSettings) -> str:
         ps = self._compose(cfg, "ps", "--all")
         logs = self._compose(cfg, "logs", "--no-color", "--tail", "30")
         return f"{ps.stdout}{ps.stderr}\n--- last log lines ---\n{logs.stdout}{logs.stderr}"
 
     # -- the Target interface -----------------------------------------------------
 
-    def up(self, cfg: LabConfig) -> None:
+    def up(self, cfg: LabSettings) -> None:
         self._require_engine()
+        self._base_image = cfg.base_image
         if self.is_running(cfg) and self._healthy(cfg):
             _say(f"already up at {cfg.url}")
             return
-        if not self.is_running(cfg) and not _port_free(cfg.port):
+        if not self.is_running(cfg) and not port_free(cfg.port):
             raise LabError(port_in_use_message(cfg.port))
         base = self.base_image()
         _say(f"building gateway-lab/gateway and gateway-lab/nginx on {base}")
         build = self._compose(
-            cfg, "build", *BUILD_SERVICES, base_image=base, timeout=BUILD_TIMEOUT_S, output="stderr"
+            cfg,
+            "build",
+            *BUILD_SERVICES,
+            base_image=base,
+            timeout=cfg.build_timeout_s,
+            output="stderr",
         )
         if build.returncode != 0:
             raise LabError(f"`docker compose build` failed (exit {build.returncode}); see above")
@@ -338,7 +234,10 @@ class DockerTarget:
         _run(["docker", "image", "prune", "--force", "--filter", f"label={PROJECT_LABEL}"])
         _say("starting the services and waiting for their healthchecks")
         started = self._compose(
-            cfg, *up_args("--remove-orphans"), base_image=base, timeout=WAIT_TIMEOUT_S + 60
+            cfg,
+            *up_args("--remove-orphans", wait_timeout_s=cfg.wait_timeout_s),
+            base_image=base,
+            timeout=cfg.wait_timeout_s + 60,
         )
         if started.returncode != 0:
             report = self._report_failure(cfg)
@@ -347,7 +246,7 @@ class DockerTarget:
             if "address already in use" in output or "port is already allocated" in output:
                 raise LabError(port_in_use_message(cfg.port))
             raise LabError(
-                f"the compose project did not become healthy within {WAIT_TIMEOUT_S}s "
+                f"the compose project did not become healthy within {cfg.wait_timeout_s}s "
                 f"and was taken down again.\n{output}\n{report}"
             )
         if not wait_until(lambda: is_healthy(cfg.url + "/nginx-health"), 15):
@@ -356,56 +255,54 @@ class DockerTarget:
             raise LabError(f"nginx is healthy inside but {cfg.url} does not answer.\n{report}")
         _say(f"up at {cfg.url}")
 
-    def down(self, cfg: LabConfig) -> None:
+    def down(self, cfg: LabSettings) -> None:
         done = self._compose(
             cfg, "down", "--remove-orphans", "--volumes", "--timeout", "10", timeout=180
         )
         if done.returncode != 0:
             raise LabError(f"`docker compose down` failed:\n{done.stdout}{done.stderr}")
 
-    def is_running(self, cfg: LabConfig) -> bool:
+    def is_running(self, cfg: LabSettings) -> bool:
         if not docker_answers():
             return False
         ps = self._compose(cfg, "ps", "--all", "--quiet")
         return ps.returncode == 0 and bool(ps.stdout.strip())
 
-    def _active(self, cfg: LabConfig) -> str | dict[str, int] | None:
+    def _active(self, cfg: LabSettings) -> str | dict[str, int] | None:
         """The mode or split of ``/``, as the running nginx container has it rendered."""
         got = self._nginx_ctl(cfg, "mode")
-        label = got.stdout.strip()
         if got.returncode != 0:
             return None
-        if label in MODES:
-            return label
         try:
-            return parse_weights(label) if "=" in label else None
-        except LabError:
+            return parse_active(got.stdout.strip())
+        except RenderError:
             return None
 
-    def active_mode(self, cfg: LabConfig) -> str | None:
+    def active_mode(self, cfg: LabSettings) -> str | None:
         """The default mode of ``/``, or the label of the active split (wsgi=90,asgi=10)."""
         return active_label(self._active(cfg))
 
-    def _nginx_procs(self, cfg: LabConfig) -> list[ProcRow]:
-        got = self._nginx_ctl(cfg, "python3", "-c", PROC_SCRIPT)
+    def _nginx_procs(self, cfg: LabSettings) -> list[procfs.Proc]:
+        """lab.system.procfs, its own source run inside the nginx container."""
+        got = self._nginx_ctl(cfg, "python3", "-c", procfs.source(), "rows")
         if got.returncode != 0:
             raise LabError(f"cannot list the processes in the nginx container:\n{got.stderr}")
-        return [(int(pid), int(ppid), str(title)) for pid, ppid, title in json.loads(got.stdout)]
+        return procfs.rows_from_json(got.stdout)
 
-    def _apply(self, cfg: LabConfig, active: str) -> None:
+    def _apply(self, cfg: LabSettings, active: str) -> None:
         """``lab-nginx switch`` (render, nginx -t, reload); returns once the reload is done."""
         if not self.is_running(cfg):
             raise LabError("the docker lab is not running: `make up` first")
         self._reload(cfg, "switch", active, what=f"switching nginx to {active}")
 
-    def _reload(self, cfg: LabConfig, *command: str, what: str) -> set[int]:
+    def _reload(self, cfg: LabSettings, *command: str, what: str) -> set[int]:
         """Run ``lab-nginx COMMAND`` (it tests the config and reloads nginx).
 
         Returns the workers that accepted connections before, once none does any
         more (``wait_for_reload``).
         """
         rows = self._nginx_procs(cfg)
-        master = next((pid for pid, _, title in rows if title.startswith(MASTER_TITLE)), None)
+        master = next((p.pid for p in rows if p.title.startswith(MASTER_TITLE)), None)
         if master is None:
             raise LabError("no nginx master process in the nginx container: see `lab logs`")
         before = accepting_workers(rows, master)
@@ -415,45 +312,64 @@ class DockerTarget:
         wait_for_reload(lambda: self._nginx_procs(cfg), master, before)
         return before
 
-    def status(self, cfg: LabConfig) -> StatusDict:
-        running = self.is_running(cfg)
+    def status(self, cfg: LabSettings) -> StatusDict:
+        exists = self.is_running(cfg)
+        services = (
+            self.service_health(cfg)
+            if exists
+            else {NGINX: False} | {s: False for s in SERVICES.values()}
+        )
+        running = all(services.values())
         return {
             "target": self.name,
             "url": cfg.url,
             "running": running,
-            "active_mode": self.active_mode(cfg) if running else None,
+            "active_mode": self.active_mode(cfg) if exists else None,
             # The gateways publish no port: only nginx reaches them.
             "gateways": {},
             "limits": limits_dict(cfg),
+            "services": services,
+            "workers": self.workers(cfg) if exists else {m: 0 for m in MODES},
             "replicas": self._replica_counts(cfg) if running else {m: 1 for m in MODES},
         }
 
-    def _replica_counts(self, cfg: LabConfig) -> dict[str, int]:
+    def workers(self, cfg: LabSettings) -> dict[str, int]:
+        """Worker processes per mode, from ``docker compose top`` (every replica)."""
+        counts = {}
+        for mode, service in SERVICES.items():
+            top = self._compose(cfg, "top", service)
+            counts[mode] = workers_from_top(top.stdout) if top.returncode == 0 else 0
+        return counts
+
+    def services(self, cfg: LabSettings) -> DockerServices:
+        return DockerServices(cfg, self)
+
+    def _replica_counts(self, cfg: LabSettings) -> dict[str, int]:
         ps = self._compose(cfg, "ps", "--format", "{{.Service}}")
         return replica_counts(ps.stdout) if ps.returncode == 0 else {}
 
-    def switch(self, cfg: LabConfig, mode: str) -> None:
+    def switch(self, cfg: LabSettings, mode: str) -> None:
         check_mode(mode)
         self._apply(cfg, mode)
         wait_for_mode(cfg, mode)
 
-    def split(self, cfg: LabConfig, weights: Mapping[str, int] | None) -> None:
+    def split(self, cfg: LabSettings, weights: Mapping[str, int] | None) -> None:
         if not self.is_running(cfg):
             raise LabError("the docker lab is not running: `make up` first")
         apply_split(
             cfg,
             weights,
             self._active(cfg),
-            apply=lambda checked: self._apply(cfg, format_weights(checked)),
+            apply=lambda checked: self._apply(cfg, format_split(checked)),
             switch=lambda mode: self.switch(cfg, mode),
             say=_say,
         )
 
-    def logs(self, cfg: LabConfig, follow: bool) -> None:
+    def logs(self, cfg: LabSettings, follow: bool) -> None:
         args = ["logs", "--no-color", *(["--follow"] if follow else [])]
         self._compose(cfg, *args, timeout=10**9 if follow else COMMAND_TIMEOUT_S, output="pass")
 
-    def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None:
+    def scale(self, cfg: LabSettings, mode: str, replicas: int) -> None:
         """Run ``replicas`` containers of one gateway and spread nginx's traffic over them.
 
         nginx resolves an upstream's host name when it loads its config; the
@@ -467,13 +383,13 @@ class DockerTarget:
         back to the service name (which now resolves to the survivors only).
         Either way ``scale`` ends with upstreams.conf as ``lab up`` renders it.
         """
-        args = scale_args(mode, replicas)
+        args = scale_args(mode, replicas, cfg.wait_timeout_s)
         if not self.is_running(cfg):
             raise LabError("the docker lab is not running: `make up` first")
         current = self._replicas(cfg, mode)
         if replicas < len(current):
             self._scale_down(cfg, mode, current[:replicas], current[replicas:])
-        done = self._compose(cfg, *args, timeout=WAIT_TIMEOUT_S + 60)
+        done = self._compose(cfg, *args, timeout=cfg.wait_timeout_s + 60)
         if done.returncode != 0:
             raise LabError(
                 f"scaling {SERVICES[mode]} to {replicas} failed:\n{done.stdout}{done.stderr}"
@@ -482,7 +398,7 @@ class DockerTarget:
         self._reload(cfg, "sh", "-c", UPSTREAMS_RELOAD_SCRIPT, what="reloading nginx")
         _say(f"{SERVICES[mode]}: {replicas} replica(s) behind nginx")
 
-    def _replicas(self, cfg: LabConfig, mode: str) -> list[tuple[int, str, str]]:
+    def _replicas(self, cfg: LabSettings, mode: str) -> list[tuple[int, str, str]]:
         """(container number, id, address on the lab network) of each replica of ``mode``."""
         ids = self._compose(cfg, "ps", "--quiet", SERVICES[mode]).stdout.split()
         if not ids:
@@ -498,7 +414,7 @@ class DockerTarget:
 
     def _scale_down(
         self,
-        cfg: LabConfig,
+        cfg: LabSettings,
         mode: str,
         keep: Sequence[tuple[int, str, str]],
         surplus: Sequence[tuple[int, str, str]],
@@ -514,7 +430,7 @@ class DockerTarget:
         # surplus replicas: let them (a stop is graceful too: SIGTERM, then gunicorn
         # lets its workers finish), then stop and remove the surplus.
         if not wait_until(
-            lambda: not before & {pid for pid, _, _ in self._nginx_procs(cfg)},
+            lambda: not before & {p.pid for p in self._nginx_procs(cfg)},
             DRAIN_DEADLINE_S,
             interval_s=0.2,
         ):
@@ -524,26 +440,3 @@ class DockerTarget:
         removed = _run(["docker", "rm", "--force", "--volumes", *ids], timeout=60)
         if removed.returncode != 0:
             raise LabError(f"cannot remove the surplus replicas:\n{removed.stderr}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lab.docker scale MODE N``: the docker target's scale alone (`lab scale`
-    does the same on whichever target runs)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m lab.docker", description=main.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    scale = sub.add_parser("scale", help="run N containers of one gateway behind nginx")
-    scale.add_argument("mode", choices=MODES)
-    scale.add_argument("replicas", type=int)
-    args = parser.parse_args(argv)
-    try:
-        DockerTarget().scale(LabConfig.from_env(), args.mode, args.replicas)
-    except LabError as exc:
-        print(f"lab: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import nginx_conf
-from lab.config import MODES, Limits
-from lab.nginx_conf import RenderError
+from lab.nginx import render as nginx_conf
+from lab.nginx.__main__ import main as nginx_main
+from lab.nginx.routing import MAX_REPLICAS, MODES, RenderError, parse_split, replica_port
+from lab.settings import Limits
 
 TEMPLATES = nginx_conf.TEMPLATE_DIR
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
@@ -206,13 +207,13 @@ def test_bad_mode_is_rejected(mode: str) -> None:
 )
 def test_bad_split_is_rejected(split: str) -> None:
     with pytest.raises(RenderError):
-        nginx_conf.parse_split(split)
+        parse_split(split)
 
 
 def test_cli_active_rejects_bad_mode_and_changes_nothing(tmp_path: Path) -> None:
-    assert nginx_conf.main(["active", "--out", str(tmp_path), "--mode", "asgi"]) == 0
+    assert nginx_main(["active", "--out", str(tmp_path), "--mode", "asgi"]) == 0
     before = (tmp_path / "active_mode.conf").read_text()
-    assert nginx_conf.main(["active", "--out", str(tmp_path), "--mode", "fastcgi"]) == 2
+    assert nginx_main(["active", "--out", str(tmp_path), "--mode", "fastcgi"]) == 2
     assert (tmp_path / "active_mode.conf").read_text() == before
 
 
@@ -221,7 +222,7 @@ def test_cli_renders_compose_with_overrides(tmp_path: Path, nginx_bin: str) -> N
     args = ["render", "--target", "compose", "--out", str(out), "--split", "cgi=50,asgi=50"]
     args += ["--set", f"temp_dir={tmp_path / 'tmp'}", "--set", f"pid_path={tmp_path / 'pid'}"]
     args += [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
-    assert nginx_conf.main(args) == 0
+    assert nginx_main(args) == 0
     assert nginx_t(nginx_bin, out / "nginx.conf").returncode == 0
     assert nginx_conf.read_active_mode((out / "active_mode.conf").read_text()) == {
         "cgi": 50,
@@ -231,7 +232,7 @@ def test_cli_renders_compose_with_overrides(tmp_path: Path, nginx_bin: str) -> N
 
 def test_cli_rejects_unknown_override(tmp_path: Path) -> None:
     args = ["render", "--target", "compose", "--out", str(tmp_path), "--set", "nope=1"]
-    assert nginx_conf.main(args) == 2
+    assert nginx_main(args) == 2
 
 
 def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
@@ -305,21 +306,17 @@ def test_bad_server_addresses_are_rejected(addresses: str) -> None:
 
 
 def test_replica_ports_never_meet_the_base_ports() -> None:
-    from lab.config import gateway_ports
+    from lab.nginx.routing import gateway_ports
 
     port = 8080
     base = set(gateway_ports(port).values()) | {port}
-    extra = [
-        nginx_conf.replica_port(port, m, i)
-        for m in MODES
-        for i in range(1, nginx_conf.MAX_REPLICAS)
-    ]
+    extra = [replica_port(port, m, i) for m in MODES for i in range(1, MAX_REPLICAS)]
     assert len(set(extra)) == len(extra)
     assert not base & set(extra)
     assert max(extra) - port < 40  # two native labs 40 ports apart never collide
-    assert [nginx_conf.replica_port(port, m, 0) for m in MODES] == [8081, 8082, 8083]
+    assert [replica_port(port, m, 0) for m in MODES] == [8081, 8082, 8083]
     with pytest.raises(RenderError):
-        nginx_conf.replica_port(port, "wsgi", nginx_conf.MAX_REPLICAS)
+        replica_port(port, "wsgi", MAX_REPLICAS)
 
 
 def test_cli_upstreams_rewrites_only_that_file(tmp_path: Path, nginx_bin: str) -> None:
@@ -327,15 +324,15 @@ def test_cli_upstreams_rewrites_only_that_file(tmp_path: Path, nginx_bin: str) -
     args = ["render", "--target", "compose", "--out", str(out), "--mode", "asgi"]
     args += ["--set", f"temp_dir={tmp_path / 'tmp'}", "--set", f"pid_path={tmp_path / 'pid'}"]
     args += [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
-    assert nginx_conf.main(args) == 0
+    assert nginx_main(args) == 0
     others = {p.name: p.read_text() for p in out.iterdir() if p.name != "upstreams.conf"}
     pinned = [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
     pinned[1] = "--set=wsgi_server=127.0.0.1:9101 127.0.0.1:9102"
-    assert nginx_conf.main(["upstreams", "--target", "compose", "--out", str(out), *pinned]) == 0
+    assert nginx_main(["upstreams", "--target", "compose", "--out", str(out), *pinned]) == 0
     upstreams = (out / "upstreams.conf").read_text()
     assert upstream_servers(upstreams, "wsgi") == ["127.0.0.1:9101", "127.0.0.1:9102"]
     assert {p.name: p.read_text() for p in out.iterdir() if p.name != "upstreams.conf"} == others
     assert nginx_t(nginx_bin, out / "nginx.conf").returncode == 0
     bad = ["upstreams", "--target", "compose", "--out", str(out), "--set=wsgi_server=x;y"]
-    assert nginx_conf.main(bad) == 2
+    assert nginx_main(bad) == 2
     assert (out / "upstreams.conf").read_text() == upstreams

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from lab import verdicts as v
-from lab.claims import CLAIM_IDS, CLAIMS, ClaimResult, report_markdown
-from lab.verdicts import CAVEAT, FAILS, HOLDS, judge
+from lab.workshop import verdicts as v
+from lab.workshop.claims import CLAIM_IDS, CLAIMS, ClaimResult, report_markdown
+from lab.workshop.verdicts import CAVEAT, FAILS, HOLDS, judge
 
-RECORDED = Path(__file__).resolve().parents[2] / "docs" / "results" / "claims.json"
+RECORDED = Path(__file__).resolve().parents[3] / "docs" / "results" / "claims.json"
 
 
 def recorded_claims() -> list[Any]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import platform
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -23,8 +21,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from lab.analysis import Summary
-from lab.config import MODES, ROOT, LabConfig
+from lab.errors import UsageError
+from lab.nginx.routing import MODES, whole_number
+from lab.workshop.analysis import Summary
+from lab.workshop.common import (
+    Guard,
+    default_out_dir,
+    lab_info,
+    lab_url,
+    machine_info,
+    mode_url,
+    require_lab,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -130,29 +138,20 @@ class BenchRun:
 # -- pure helpers ---------------------------------------------------------------------
 
 
-def mode_url(base: str, mode: str, path: str) -> str:
-    """The fixed route of one mode: ``http://host:8080/wsgi/coffee?ms=100``."""
-    return f"{base.rstrip('/')}/{mode}{path}"
-
-
-def lab_url() -> str:
-    """``LAB_URL`` if set, else nginx on ``127.0.0.1:$LAB_PORT``."""
-    return os.environ.get("LAB_URL", "").rstrip("/") or LabConfig.from_env().url
-
-
 def pick_engine(engine: str, wrk_available: bool) -> str:
     """``auto``: wrk when installed (throughput), else our generator."""
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        raise UsageError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "auto":
         return "wrk" if wrk_available else "python"
     return engine
 
 
 def parse_levels(text: str) -> list[int]:
-    levels = [int(x) for x in text.replace(" ", "").split(",") if x]
-    if not levels or min(levels) < 1:
-        raise ValueError(f"levels must be positive whole numbers, e.g. 1,10,50, not {text!r}")
+    parsed = [whole_number(x) for x in text.replace(" ", "").split(",") if x]
+    levels = [n for n in parsed if n is not None]
+    if not levels or len(levels) != len(parsed) or min(levels) < 1:
+        raise UsageError(f"levels must be positive whole numbers, e.g. 1,10,50, not {text!r}")
     return sorted(set(levels))
 
 
@@ -163,36 +162,8 @@ def parse_names(text: str, known: Iterable[str], what: str) -> list[str]:
     names = [x.strip() for x in text.split(",") if x.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown {what}: {', '.join(unknown)} (use {', '.join(known)} or all)")
+        raise UsageError(f"unknown {what}: {', '.join(unknown)} (use {', '.join(known)} or all)")
     return names
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": platform.node(),
-        "cores": os.cpu_count(),
-        "cpu": model,
-        "system": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        # Other programs on the machine share its cores: the 1-minute load at the start.
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
-
-
-def timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-
-
-def default_out_dir() -> Path:
-    return ROOT / "results" / timestamp()
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -290,18 +261,18 @@ def measure(
 ) -> Summary:
     """One cell: ``concurrency`` clients on ``url`` for ``duration_s``, with one engine."""
     if engine == "wrk":
-        from lab.wrk import run_wrk
+        from lab.workshop.wrk import run_wrk
 
         return run_wrk(url, concurrency, duration_s).summary()
-    from lab.loadgen import run_load
+    from lab.workshop.loadgen import run_load
 
     callback = (lambda _s: on_sample()) if on_sample else None
     return run_load(url, concurrency, duration_s=duration_s, on_sample=callback).summary()
 
 
 def check_generator(base: str, concurrency: int) -> GeneratorCheck:
-    from lab import wrk
-    from lab.loadgen import run_load
+    from lab.workshop import wrk
+    from lab.workshop.loadgen import run_load
 
     url = base.rstrip("/") + CHECK_PATH
     ours = run_load(url, concurrency, duration_s=CHECK_DURATION_S).summary().rps
@@ -313,7 +284,7 @@ def check_generator(base: str, concurrency: int) -> GeneratorCheck:
 
 def warm_up(base: str, modes: Iterable[str]) -> None:
     """A few requests per mode, so no cell measures a worker's first import."""
-    from lab.loadgen import run_load
+    from lab.workshop.loadgen import run_load
 
     for mode in modes:
         run_load(mode_url(base, mode, "/"), 2, requests_total=6, timeout_s=10)
@@ -335,12 +306,13 @@ def run_bench(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from lab import wrk
-    from lab.loadgen import wait_idle
+    from lab.workshop import wrk
+    from lab.workshop.loadgen import wait_idle
 
     console = console or Console()
     base = (url or lab_url()).rstrip("/")
     chosen = pick_engine(engine, wrk.available())
+    require_lab(base)
     out = out_dir or default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -357,6 +329,7 @@ def run_bench(
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "url": base,
             "machine": machine_info(),
+            "lab": lab_info(),
             "command": command,
             "modes": list(modes),
             "scenarios": list(scenarios),
@@ -391,7 +364,7 @@ def run_bench(
     console.print(results_table(run.rows()))
     chart_paths: list[Path] = []
     if charts:
-        from lab.charts import bench_charts
+        from lab.workshop.charts import bench_charts
 
         chart_paths = bench_charts(run.rows(), out, title_note=machine_note(run.meta))
     (out / "bench.json").write_text(to_json(run), encoding="utf-8")
@@ -409,8 +382,11 @@ def machine_note(meta: dict[str, Any]) -> str:
     return f"{m.get('cores', '?')} cores, {meta.get('duration_s', '?')} s per point"
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, guard: Guard) -> None:
+    """Add ``lab bench`` to ``app``; ``guard`` is the CLI's error policy (lab.cli)."""
+
     @app.command()
+    @guard
     def bench(
         modes: Annotated[str, typer.Option(help="comma-separated modes, or all")] = "all",
         scenarios: Annotated[
@@ -425,13 +401,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path | None, typer.Option(help="results directory")] = None,
     ) -> None:
         """Measure modes x scenarios x concurrency through nginx; table, JSON, CSV, charts."""
-        try:
-            chosen_modes = parse_names(modes, MODES, "mode")
-            chosen_scenarios = parse_names(scenarios, SCENARIOS, "scenario")
-            chosen_levels = parse_levels(levels)
-            pick_engine(engine, True)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
+        chosen_modes = parse_names(modes, MODES, "mode")
+        chosen_scenarios = parse_names(scenarios, SCENARIOS, "scenario")
+        chosen_levels = parse_levels(levels)
+        pick_engine(engine, True)
         command = (
             f"lab bench --modes {modes} --scenarios {scenarios} --levels {levels} "
             f"--duration {duration:g} --engine {engine}"

@@ -10,10 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from lab import bench
-from lab.analysis import Sample, Trace, max_overlap, parse_trace, percentile, summarize
-from lab.timeline import assign_tracks, build_lanes, summarize_timeline
-from lab.wrk import WrkError, build_command, parse_output
+from lab.errors import LabError
+from lab.workshop import bench
+from lab.workshop.analysis import (
+    Sample,
+    Trace,
+    assign_tracks,
+    build_lanes,
+    max_overlap,
+    parse_trace,
+    percentile,
+    summarize,
+)
+from lab.workshop.timeline import summarize_timeline
+from lab.workshop.wrk import WrkError, build_command, parse_output
 
 
 def sample(pid: int | None, start: float | None, end: float | None, status: int = 200) -> Sample:
@@ -191,14 +201,14 @@ def test_parse_levels(text: str, expected: list[int]) -> None:
 
 @pytest.mark.parametrize("text", ["", "0,1", "a"])
 def test_parse_levels_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(LabError):
         bench.parse_levels(text)
 
 
 def test_parse_names() -> None:
     assert bench.parse_names("all", ("cgi", "wsgi"), "mode") == ["cgi", "wsgi"]
     assert bench.parse_names("wsgi", ("cgi", "wsgi"), "mode") == ["wsgi"]
-    with pytest.raises(ValueError, match="unknown mode: fcgi"):
+    with pytest.raises(LabError, match="unknown mode: fcgi"):
         bench.parse_names("fcgi", ("cgi", "wsgi"), "mode")
 
 
@@ -264,6 +274,6 @@ def test_generator_check_sentence_states_the_ratio() -> None:
     ],
 )
 def test_error_share(row: dict[str, int], share: float) -> None:
-    from lab.charts import error_share
+    from lab.workshop.charts import error_share
 
     assert error_share(row) == pytest.approx(share)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 
-from lab.analysis import Sample, Summary, parse_trace, summarize
+from lab.workshop.analysis import Sample, Summary, parse_trace, summarize
 
 DEFAULT_TIMEOUT_S = 30.0  # nginx's proxy_read_timeout: past it nginx answers 504 anyway
 
@@ -135,16 +135,19 @@ SETTLE_DEADLINE_S = 60.0
 def wait_idle(
     health_url: str, fast_ms: float = SETTLE_FAST_MS, deadline_s: float = SETTLE_DEADLINE_S
 ) -> bool:
-    """Wait until ``health_url`` answers quickly twice in a row (requests left queued
-    by the last run have drained), so one measurement does not pay for the previous.
-    False if it never did within ``deadline_s``.
+    """Wait until ``health_url`` answers 2xx quickly twice in a row (requests left
+    queued by the last run have drained), so one measurement does not pay for the
+    previous. A failure (refused, 5xx) is not idle, however fast it came: a gateway
+    knocked over by the last cell must not look ready. False if it never was
+    within ``deadline_s``.
     """
     end = time.monotonic() + deadline_s
     fast_in_a_row = 0
     with _session() as session:
         while time.monotonic() < end:
             sample = one_request(session, health_url, {}, timeout_s=deadline_s)
-            fast_in_a_row = fast_in_a_row + 1 if sample.latency_s * 1000 < fast_ms else 0
+            idle = sample.ok and sample.latency_s * 1000 < fast_ms
+            fast_in_a_row = fast_in_a_row + 1 if idle else 0
             if fast_in_a_row >= 2:
                 return True
             time.sleep(0.05)
