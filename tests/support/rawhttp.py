@@ -31,7 +31,7 @@ from typing import Any, Final
 import h11
 
 MARKER: Final = "/__smuggled__"
-CASES_DIR: Final = Path(__file__).parent / "raw"
+CASES_DIR: Final = Path(__file__).resolve().parents[1] / "integration" / "raw"
 # After the expected answers, how long to keep listening for one more: a hidden
 # request that was parsed as a request of its own is answered at once.
 GRACE_S: Final = 0.4
@@ -141,7 +141,11 @@ def load_case(path: Path) -> Case:
 
 
 def load_cases(directory: Path = CASES_DIR) -> list[Case]:
-    return [load_case(p) for p in sorted(directory.glob("*.http"))]
+    cases = [load_case(p) for p in sorted(directory.glob("*.http"))]
+    # An empty glob would turn the whole corpus into one silent skip.
+    if len(cases) < 50:
+        raise RuntimeError(f"only {len(cases)} raw cases in {directory}: expected at least 50")
+    return cases
 
 
 class _ResponseReader:
