@@ -22,6 +22,9 @@ from lab.system.http import is_healthy, wait_until
 from lab.system.procfs import group_states, has_proc, read_proc
 
 START_MARKER: Final = "--- lab up: "
+# Every process this one started, kept so Python does not warn that a Popen was
+# dropped while its process ran; ``reap`` and ``reap_all`` collect the exited ones.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 STOP_DEADLINE_S: Final = 10.0
 LOG_TAIL_LINES: Final = 30
 
@@ -48,7 +51,7 @@ def spawn(
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         out.write(f"{START_MARKER}{stamp} {' '.join(cmd)}\n".encode())
         out.flush()
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -57,6 +60,8 @@ def spawn(
             env=dict(env),
             start_new_session=True,
         )
+    _CHILDREN[proc.pid] = proc
+    return proc
 
 
 def group_alive(pgid: int) -> bool:
@@ -83,8 +88,18 @@ def leader_matches(pgid: int, marker: str) -> bool:
 
 def reap(pid: int) -> None:
     """Collect our own exited child, if it is one, so it does not linger as a zombie."""
+    if (proc := _CHILDREN.get(pid)) is not None:
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def reap_all() -> None:
+    """Collect every child this process started that has exited since."""
+    for pid in list(_CHILDREN):
+        reap(pid)
 
 
 def wait_gone(pgids: Iterable[int], deadline_s: float) -> bool:

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from lab.settings import LabSettings
+from lab.system import processes
 from lab.targets.state import recorded_target
 
 MODES = ("cgi", "wsgi", "asgi")
@@ -99,6 +100,20 @@ def lab() -> Iterator[Lab]:
             down = _lab("down", timeout=300)
             if down.returncode != 0:
                 print(f"`lab down` failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
+        # Services a fault test restarted are children of this process; reap them
+        # now that they have stopped.
+        processes.reap_all()
+
+
+def workers_in_force(lab: Lab) -> dict[str, int]:
+    """Worker processes per mode as ``lab status --json`` reads them from the running
+    processes; for an external lab (LAB_URL), the gateway's defaults for this machine."""
+    if lab.target != "external":
+        status = _lab("status", "--json", timeout=60)
+        if status.returncode == 0 and (workers := json.loads(status.stdout).get("workers")):
+            return {m: int(n) for m, n in workers.items()}
+    cores = os.cpu_count() or 1
+    return {"cgi": 1, "wsgi": 2 * cores + 1, "asgi": cores}
 
 
 def _refuse_another_target(url: str, status: subprocess.CompletedProcess[str]) -> None:
