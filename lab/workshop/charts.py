@@ -1,7 +1,10 @@
 """PNG charts for the bench and the timeline (matplotlib, Agg backend: no display needed).
 
-Colours stay the same everywhere: one per mode, so a learner who has seen the
-timeline recognises the bench chart's lines.
+Colours stay the same everywhere: one per mode, the dashboard's Okabe-Ito
+palette (safe for colour-blind viewers; nginx/static/lab/dashboard.css
+``--cgi``, ``--wsgi``, ``--asgi``, ``--error``; tests/unit/lab/test_workshop.py
+checks they match), so a learner who has seen the dashboard recognises the
+bench chart's bars and the timeline's lanes.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402 -- after choosing the backend
 if TYPE_CHECKING:
     from lab.workshop.analysis import Lane
 
-MODE_COLOURS: Final = {"cgi": "#d95f02", "wsgi": "#1f78b4", "asgi": "#1b9e77"}
-ERROR_COLOUR: Final = "#e31a1c"
+MODE_COLOURS: Final = {"cgi": "#e69f00", "wsgi": "#56b4e9", "asgi": "#009e73"}
+ERROR_COLOUR: Final = "#d55e00"
 PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
 DPI: Final = 120
 LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale

@@ -109,6 +109,7 @@ def parse_output(stdout: str) -> WrkResult:
 
 
 def build_command(
+    wrk: str,
     url: str,
     concurrency: int,
     duration_s: float,
@@ -116,9 +117,7 @@ def build_command(
     headers: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> list[str]:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise WrkError("wrk is not installed (Debian: apt-get install wrk)")
+    """The wrk command line (pure: ``wrk`` is the binary's path)."""
     cmd = [
         wrk,
         f"--threads={min(WRK_THREADS, concurrency)}",
@@ -144,10 +143,13 @@ def run_wrk(
     timeout_s: float = 30.0,
 ) -> WrkResult:
     """Run wrk for ``duration_s`` (whole seconds, at least 1) with ``concurrency`` connections."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise WrkError("wrk is not installed (Debian: apt-get install wrk)")
     with tempfile.TemporaryDirectory(prefix="lab-wrk-") as tmp:
         script = Path(tmp) / "trace.lua"
         script.write_text(LUA_SCRIPT, encoding="utf-8")
-        cmd = build_command(url, concurrency, duration_s, script, headers, timeout_s)
+        cmd = build_command(wrk, url, concurrency, duration_s, script, headers, timeout_s)
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, check=False
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -177,10 +176,10 @@ def test_wrk_output_without_result_line_is_an_error() -> None:
         parse_output("unable to connect to 127.0.0.1:8080 Connection refused\n")
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_wrk_command_never_has_more_threads_than_connections() -> None:
     headers = {"X-Lab-Mode": "asgi"}
-    cmd = build_command("http://127.0.0.1:8080/", 1, 2.4, Path("/tmp/x.lua"), headers)
+    cmd = build_command("/bin/wrk", "http://127.0.0.1:8080/", 1, 2.4, Path("/tmp/x.lua"), headers)
+    assert cmd[0] == "/bin/wrk"
     assert "--threads=1" in cmd and "--connections=1" in cmd and "--duration=2s" in cmd
     assert cmd[-3:] == ["--header", "X-Lab-Mode: asgi", "http://127.0.0.1:8080/"]
 
@@ -277,3 +276,104 @@ def test_error_share(row: dict[str, int], share: float) -> None:
     from lab.workshop.charts import error_share
 
     assert error_share(row) == pytest.approx(share)
+
+
+# -- colours, idleness, the lab-is-up check, the tools' error policy -------------------
+
+
+def test_chart_colours_are_the_dashboard_s() -> None:
+    import re
+
+    from lab.settings import ROOT
+    from lab.workshop.charts import ERROR_COLOUR, MODE_COLOURS
+
+    css = (ROOT / "nginx" / "static" / "lab" / "dashboard.css").read_text(encoding="utf-8")
+    declared = dict(re.findall(r"--(cgi|wsgi|asgi|error):\s*(#[0-9a-fA-F]{6})", css))
+    assert declared == MODE_COLOURS | {"error": ERROR_COLOUR}
+
+
+class _Server:
+    """A local HTTP server answering every GET with one fixed status, at once."""
+
+    def __init__(self, status: int) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/healthz"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize(("status", "idle"), [(200, True), (502, False), (503, False)])
+def test_wait_idle_does_not_count_fast_failures_as_idle(status: int, idle: bool) -> None:
+    from lab.workshop.loadgen import wait_idle
+
+    server = _Server(status)
+    try:
+        assert wait_idle(server.url, deadline_s=1.0) is idle
+    finally:
+        server.close()
+
+
+def test_wait_idle_does_not_count_a_refused_connection_as_idle() -> None:
+    from lab.workshop.loadgen import wait_idle
+
+    assert wait_idle("http://127.0.0.1:1/healthz", deadline_s=0.5) is False
+
+
+def test_require_lab_says_no_lab_answers() -> None:
+    from lab.workshop.common import require_lab
+
+    with pytest.raises(LabError, match="no lab answers at http://127.0.0.1:1"):
+        require_lab("http://127.0.0.1:1")
+
+
+NO_LAB = "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        pytest.param(["bench", "--url", NO_LAB], 1, "no lab answers", id="bench-no-lab"),
+        pytest.param(["timeline", "--url", NO_LAB], 1, "no lab answers", id="timeline-no-lab"),
+        pytest.param(["claims", "--url", NO_LAB], 1, "no lab answers", id="claims-no-lab"),
+        pytest.param(["bench", "--levels", "a"], 2, "levels", id="bench-bad-levels"),
+        pytest.param(["bench", "--engine", "go"], 2, "engine", id="bench-bad-engine"),
+        pytest.param(["timeline", "--mode", "php"], 2, "mode", id="timeline-bad-mode"),
+        pytest.param(["claims", "--only", "nope"], 2, "unknown claims", id="claims-bad-id"),
+    ],
+)  # fmt: skip
+def test_workshop_tools_fail_with_a_lab_line(args: list[str], code: int, message: str) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from lab import cli
+
+    app = typer.Typer()
+    cli.register_tools(app)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert result.output.startswith("lab: ") and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_wrk_missing_is_a_lab_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.workshop import wrk
+
+    monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match="wrk"):
+        wrk.run_wrk("http://127.0.0.1:1/", 1, 1.0)
