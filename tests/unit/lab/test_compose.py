@@ -251,3 +251,44 @@ def test_scale_touches_only_the_one_service() -> None:
     args = scale_args("wsgi", 3)
     assert args[args.index("--scale") + 1] == "gateway-wsgi=3"
     assert "--no-recreate" in args and "--wait" in args
+
+
+TOP = """\
+gateway-lab-gateway-wsgi-1
+UID PID PPID C STIME TTY TIME CMD
+root 4100 4080 0 18:00 ? 00:00:00 /sbin/docker-init -- python -m gateway serve --mode wsgi
+lab 4120 4100 0 18:00 ? 00:00:01 /opt/venv/bin/python -m gateway serve --mode wsgi
+lab 4130 4120 0 18:00 ? 00:00:02 /opt/venv/bin/python -m gateway serve --mode wsgi
+lab 4131 4120 0 18:00 ? 00:00:02 /opt/venv/bin/python -m gateway serve --mode wsgi
+lab 4132 4120 0 18:00 ? 00:00:02 /opt/venv/bin/python -m gateway serve --mode wsgi
+
+gateway-lab-gateway-wsgi-2
+UID PID PPID C STIME TTY TIME CMD
+root 5100 5080 0 18:01 ? 00:00:00 /sbin/docker-init -- python -m gateway serve --mode wsgi
+lab 5120 5100 0 18:01 ? 00:00:01 /opt/venv/bin/python -m gateway serve --mode wsgi
+lab 5130 5120 0 18:01 ? 00:00:02 /opt/venv/bin/python -m gateway serve --mode wsgi
+lab 5140 5130 0 18:01 ? 00:00:00 /usr/bin/python3 /app/apps/breakfast/cgi_app.py
+"""
+
+
+def test_workers_are_counted_from_compose_top() -> None:
+    """tini is not the master, a CGI script under a worker is not a worker."""
+    from lab.targets.compose import workers_from_top
+
+    assert workers_from_top(TOP) == 4
+    assert workers_from_top("") == 0
+
+
+def test_service_health_needs_every_replica_healthy() -> None:
+    from lab.targets.compose import service_health
+
+    ps = (
+        "nginx running healthy\ngateway-cgi running healthy\n"
+        "gateway-wsgi running healthy\ngateway-wsgi running unhealthy\n"
+    )
+    assert service_health(ps) == {
+        "nginx": True,
+        "gateway-cgi": True,
+        "gateway-wsgi": False,
+        "gateway-asgi": False,  # not listed: not running
+    }
