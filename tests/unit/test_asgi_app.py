@@ -11,7 +11,7 @@ import pytest
 from asgiref import testing
 
 from apps.breakfast import asgi_app
-from tests.unit.test_kitchen import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
+from tests.support.contract import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
 
 TIMEOUT = 5  # seconds any single step may take before the test fails
 ApplicationCommunicator: Any = testing.ApplicationCommunicator  # asgiref's helper has no hints

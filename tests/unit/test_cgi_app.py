@@ -11,13 +11,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.unit.test_kitchen import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
+from tests.support import ROOT
+from tests.support.contract import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
 
-SCRIPT = Path(__file__).resolve().parents[2] / "apps" / "breakfast" / "cgi_app.py"
+SCRIPT = ROOT / "apps" / "breakfast" / "cgi_app.py"
 TIMEOUT = 20  # seconds; a run is a Python start-up plus at most a few hundred ms
 
 

@@ -13,7 +13,7 @@ from wsgiref.validate import validator
 import pytest
 
 from apps.breakfast import wsgi_app
-from tests.unit.test_kitchen import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
+from tests.support.contract import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
 
 
 def make_environ(
