@@ -355,7 +355,7 @@ class TestCGIHazards:
 
 # -- a cgi gateway of our own, running the fixture script with small limits -------------
 
-FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "cgi_scripts" / "fixture_app.py"
+FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "gateway" / "cgi_scripts" / "fixture_app.py"
 
 
 def free_port() -> int:
