@@ -131,6 +131,8 @@ def jsonable(value: object) -> object:
 
 
 def query_string(scope: Scope) -> str:
+    if "#" in str(scope["path"]):
+        return ""  # "/coffee#top?ms=5": the "?ms=5" is part of the fragment too
     return without_fragment(bytes(scope.get("query_string", b"")).decode("latin-1"))
 
 

@@ -25,6 +25,7 @@ from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList
 from gateway.servers.error_pages import install_json_error_pages
+from gateway.servers.websocket_denial import install_websocket_denial_response
 
 
 def build_app(settings: Settings) -> Callable[..., Any]:
@@ -110,6 +111,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         self.settings = settings
         install_json_error_pages()
         use_standard_reason_phrases()
+        install_websocket_denial_response()  # the app's JSON answer to a refused handshake
         super().__init__()
 
     def load_config(self) -> None:

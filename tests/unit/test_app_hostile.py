@@ -265,9 +265,10 @@ def test_asgi_streams_are_not_limited() -> None:
 @pytest.mark.parametrize(
     "path, query, expected",
     [
-        pytest.param("/coffee#top", "ms=1", 1, id="fragment-in-path"),
+        pytest.param("/coffee#top", "", 100, id="fragment-in-path"),
         pytest.param("/coffee", "ms=2#frag?ms=3", 2, id="fragment-in-query"),
-        pytest.param("http://h.test:81/coffee", "ms=3", 3, id="absolute-form"),
+        pytest.param("/coffee#top", "ms=3", 100, id="query-inside-the-fragment"),
+        pytest.param("http://h.test:81/coffee", "ms=1", 1, id="absolute-form"),
         pytest.param("HTTPS://h.test/coffee", "ms=4", 4, id="absolute-form-upper-case"),
     ],
 )
@@ -319,3 +320,30 @@ def test_a_handshake_elsewhere_gets_a_json_404_where_the_server_allows(
 
 def test_a_handshake_elsewhere_is_closed_where_the_server_has_no_denial_response() -> None:
     assert asyncio.run(handshake("/chat", {})) == [{"type": "websocket.close", "code": 1008}]
+
+
+def test_a_denial_response_is_one_framed_http_response() -> None:
+    import h11
+
+    from gateway.servers.websocket_denial import _response_bytes
+
+    start = {"status": 404, "headers": [(b"content-type", b"application/json")]}
+    wire = _response_bytes(start, b'{"error": "x", "status": 404}')
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/x", headers=[("Host", "t")]))
+    client.receive_data(wire)
+    response, data = client.next_event(), client.next_event()
+    assert isinstance(response, h11.Response) and response.status_code == 404
+    assert response.reason == b"Not Found"
+    assert (b"connection", b"close") in list(response.headers)
+    assert isinstance(data, h11.Data) and json.loads(data.data)["status"] == 404
+    assert isinstance(client.next_event(), h11.EndOfMessage)
+
+
+def test_a_denial_response_header_with_a_line_break_is_refused() -> None:
+    from gunicorn.http.errors import InvalidResponseHeader
+
+    from gateway.servers.websocket_denial import _response_bytes
+
+    with pytest.raises(InvalidResponseHeader):
+        _response_bytes({"status": 404, "headers": [(b"x-a", b"1\r\nx-b: 2")]}, b"")
