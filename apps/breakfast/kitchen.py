@@ -38,7 +38,8 @@ Limits the app keeps so that what it accepts, its server can finish:
   one closes the connection with 1009 (message too big, RFC 6455 §7.4.1). The
   ASGI server enforces it (gateway/servers/gunicorn.py), before it reads the
   message. The server also stops reading while 32 messages wait for the app,
-  so a peer that sends and never reads pins about 2 MiB, not gigabytes.
+  so a peer that sends and never reads pins a few MiB (2.6 MiB measured), not
+  hundreds (tests/integration/test_hostile_app.py reads the worker's RSS).
 """
 
 from __future__ import annotations
