@@ -36,9 +36,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from apps.breakfast import kitchen
-from lab.docker import SERVICES, compose_args
+from lab.targets.compose import SERVICES, compose_args
 from tests.integration.conftest import LAB, ROOT, Lab
-from tests.integration.rawhttp import RawResponse, RawResult, exchange
+from tests.support.rawhttp import RawResponse, RawResult, exchange
 
 MIB: Final = 1024 * 1024
 

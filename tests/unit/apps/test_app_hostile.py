@@ -27,7 +27,7 @@ from apps.breakfast import asgi_app, kitchen, wsgi_app
 from gateway.config import Settings
 from gateway.servers import gunicorn as gunicorn_server
 
-SCRIPT = Path(__file__).resolve().parents[2] / "apps" / "breakfast" / "cgi_app.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "apps" / "breakfast" / "cgi_app.py"
 TIMEOUT = 20  # seconds for one step; a CGI run is a Python start-up and a few ms
 ApplicationCommunicator: Any = testing.ApplicationCommunicator
 MODES = ("cgi", "wsgi", "asgi")
