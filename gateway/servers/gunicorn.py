@@ -14,12 +14,14 @@ gracefully on HUP. What each mode asks of it:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from gateway.config import Mode, Settings
+from gateway.cgi import orphans
+from gateway.config import MODE_SPECS, Settings
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList
@@ -28,29 +30,38 @@ from gateway.servers.error_pages import install_json_error_pages
 
 def build_app(settings: Settings) -> Callable[..., Any]:
     """The app a worker serves: the demo app (or the CGI bridge) inside the gateway layer."""
+    spec = MODE_SPECS[settings.mode]
+    module, _, name = spec.app.partition(":")
+    target = getattr(importlib.import_module(module), name)
+    app = target(settings) if spec.app_factory else target
+    layer = GatewayWSGI if spec.layer == "wsgi" else GatewayASGI
     allow = AllowList.parse(settings.forwarded_allow_ips)
-    limit = settings.max_body_bytes
+    return layer(app, mode=settings.mode, allow=allow, max_body_bytes=settings.max_body_bytes)
+
+
+# gthread threads beyond the running and the queued scripts: /healthz and the
+# bridge's own quick answers (a 503 when the queue is full) never wait behind them.
+CGI_SPARE_THREADS = 8
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    spec = MODE_SPECS[settings.mode]
+    options: dict[str, Any] = {"worker_class": spec.worker_class, "workers": settings.worker_count}
     if settings.mode == "cgi":
-        from gateway.cgi.bridge import make_cgi_app
-
-        return GatewayWSGI(make_cgi_app(settings), mode="cgi", allow=allow, max_body_bytes=limit)
-    if settings.mode == "wsgi":
-        from apps.breakfast.wsgi_app import application as wsgi_app
-
-        return GatewayWSGI(wsgi_app, mode="wsgi", allow=allow, max_body_bytes=limit)
-    from apps.breakfast.asgi_app import application as asgi_app
-
-    return GatewayASGI(asgi_app, mode="asgi", allow=allow, max_body_bytes=limit)
-
-
-def worker_options(mode: Mode, settings: Settings) -> dict[str, Any]:
-    if mode == "cgi":
-        # More threads than the script cap, so past the cap the bridge answers
-        # 503 itself instead of requests queueing unseen in the server.
-        return {"worker_class": "gthread", "workers": 1, "threads": 2 * settings.cgi_max_scripts}
-    if mode == "wsgi":
-        return {"worker_class": "sync", "workers": settings.worker_count}
-    return {"worker_class": "asgi", "workers": settings.worker_count, "worker_connections": 1000}
+        # A thread for every running script and every queued request, so past
+        # the cap the bridge's queue (FIFO, bounded, reported) decides who waits,
+        # not requests piling up unseen in gunicorn's accept backlog.
+        threads = settings.cgi_max_scripts + settings.cgi_queue_max + CGI_SPARE_THREADS
+        options |= {
+            "threads": threads,
+            # Scripts die with their worker: the arbiter adopts and kills the
+            # scripts of a worker that died (gateway/cgi/orphans.py).
+            "on_starting": orphans.adopt_orphans,
+            "child_exit": orphans.kill_orphans_of,
+        }
+    if spec.worker_class == "asgi":
+        options["worker_connections"] = 1000
+    return options
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -74,7 +85,14 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # gunicorn's control socket would be one path shared by every gateway on
         # the host (and unwritable in a read-only container); the lab has no use for it.
         "control_socket_disable": True,
-        **worker_options(settings.mode, settings),
+        # gunicorn's forwarder_headers (default "SCRIPT_NAME,PATH_INFO") lets a
+        # trusted peer set those environ keys with request headers of the same
+        # names; nginx never sends them and the lab moves the mount point with
+        # X-Forwarded-Prefix (gateway/proxy.py), so none is believed. Natively
+        # every local process is a "trusted peer" (127.0.0.1): see
+        # docs/architecture.md, "Who the gateways trust".
+        "forwarder_headers": "",
+        **worker_options(settings),
     }
 
 
