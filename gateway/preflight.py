@@ -34,6 +34,7 @@ def preflight(
     *,
     http_version: str,
     host: str | None,
+    proxied: bool,
     path: str | None,
     content_length: str | None,
     transfer_encoding: str | None,
@@ -44,16 +45,21 @@ def preflight(
 
     http_version: "1.1", "1.0" (WSGI's SERVER_PROTOCOL without "HTTP/").
     host: the Host header's value, "" when sent empty, None when absent.
+    proxied: a trusted proxy (nginx) forwarded the request (its X-Forwarded-For
+        came from an address in forwarded_allow_ips).
     path: the app-relative path of an HTTP request (None for a WebSocket).
     """
     close = has_body(content_length, transfer_encoding)
-    if http_version == "1.1" and host is None:
+    if http_version == "1.1" and host is None and not proxied:
         # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
         # code to any HTTP/1.1 request message that lacks a Host header field".
         # Only a missing one: an empty Host is what a client MUST send when the
-        # target URI has no authority (§3.2), and what nginx sends upstream for
-        # an HTTP/1.0 or 0.9 client that sent none (Host is optional before
-        # HTTP/1.1, so nginx accepted it and so does the gateway).
+        # target URI has no authority (§3.2). And only on a direct request:
+        # behind nginx the HTTP/1.1 is nginx's own upstream hop, while the
+        # client's request may be HTTP/1.0 or 0.9, where Host is optional; nginx
+        # refused an HTTP/1.1 client without Host itself, and sends no Host
+        # upstream for a client that sent none (an empty value drops a
+        # proxy_set_header), so a missing Host from nginx is an older client's.
         return Answer(400, error_data(400, HOST_MISSING), close)
     if (too_big := over_limit(content_length, max_body_bytes)) is not None:
         # RFC 9110 §15.5.14: the server "MAY close the connection to prevent the

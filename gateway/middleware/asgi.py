@@ -130,6 +130,7 @@ class GatewayASGI:
         answer = preflight(
             http_version=scope.get("http_version", ""),
             host=headers.get(b"host"),
+            proxied=trusted and b"x-forwarded-for" in headers,
             path=scope["path"][len(scope.get("root_path", "")) :] if is_http else None,
             content_length=headers.get(b"content-length"),
             transfer_encoding=headers.get(b"transfer-encoding"),

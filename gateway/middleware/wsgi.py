@@ -81,6 +81,7 @@ class GatewayWSGI:
         answer = preflight(
             http_version=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/"),
             host=environ.get("HTTP_HOST"),
+            proxied=trusted and "HTTP_X_FORWARDED_FOR" in environ,
             path=environ.get("PATH_INFO"),
             content_length=environ.get("CONTENT_LENGTH"),
             transfer_encoding=environ.get("HTTP_TRANSFER_ENCODING"),

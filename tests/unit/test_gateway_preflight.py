@@ -77,6 +77,7 @@ def wsgi(
     path: str = "/",
     body: list[bytes] | None = None,
     validate_outer: bool = False,
+    peer: str = "198.51.100.7",
 ) -> tuple[int, dict[str, Any], bool]:
     env: dict[str, Any] = {
         "SERVER_PROTOCOL": f"HTTP/{version}",
@@ -84,7 +85,7 @@ def wsgi(
         "PATH_INFO": path,
         "SCRIPT_NAME": "",
         "QUERY_STRING": "",
-        "REMOTE_ADDR": "198.51.100.7",
+        "REMOTE_ADDR": peer,
         "wsgi.input": io.BytesIO(b"".join(body or [])),
     }
     setup_testing_defaults(env)
@@ -106,7 +107,11 @@ def wsgi(
 
 
 def asgi(
-    version: str, headers: dict[str, str], path: str = "/", body: list[bytes] | None = None
+    version: str,
+    headers: dict[str, str],
+    path: str = "/",
+    body: list[bytes] | None = None,
+    peer: str = "198.51.100.7",
 ) -> tuple[int, dict[str, Any], bool]:
     scope = {
         "type": "http",
@@ -119,7 +124,7 @@ def asgi(
         "query_string": b"",
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-        "client": ("198.51.100.7", 1),
+        "client": (peer, 1),
         "server": ("127.0.0.1", 8083),
     }
 
@@ -145,6 +150,7 @@ SHAPES = [
     # RFC 9112 §3.2: an empty Host is valid (and what nginx sends for a client without one).
     pytest.param("1.1", {"Host": ""}, "/", None, 200, False, id="http11-empty-host"),
     pytest.param("1.0", {}, "/", None, 200, False, id="http10-no-host"),
+
     pytest.param(
         "1.1", {"Host": "a", "Content-Length": "11"}, "/", [b"x" * 11], 413, True, id="cl-over"
     ),
@@ -198,10 +204,28 @@ def test_the_wsgi_layer_passes_wsgiref_validate_on_both_sides(
     assert wsgi(version, headers, path, body, validate_outer=True)[0] == status
 
 
+@pytest.mark.parametrize(
+    ("peer", "headers", "status"),
+    [
+        # Behind nginx, an HTTP/1.0 client's request without Host arrives as
+        # nginx's HTTP/1.1 without Host, from a trusted peer that names the client.
+        pytest.param("127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}, 200, id="from-nginx"),
+        pytest.param("198.51.100.7", {"X-Forwarded-For": "203.0.113.9"}, 400, id="untrusted"),
+        pytest.param("127.0.0.1", {}, 400, id="trusted-but-not-proxied"),
+    ],
+)
+def test_a_missing_host_is_an_older_client_s_only_behind_the_proxy(
+    peer: str, headers: dict[str, str], status: int
+) -> None:
+    assert wsgi("1.1", headers, peer=peer)[0] == status
+    assert asgi("1.1", headers, peer=peer)[0] == status
+
+
 def test_a_missing_host_names_the_rule() -> None:
     answer = preflight(
         http_version="1.1",
         host=None,
+        proxied=False,
         path="/",
         content_length=None,
         transfer_encoding=None,
