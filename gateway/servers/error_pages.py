@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable
+from http import HTTPStatus
 
 from gunicorn import util as gunicorn_util
+from gunicorn.asgi import protocol as gunicorn_asgi
 from gunicorn.asgi.protocol import ASGIProtocol
 
 from gateway.errors import error_body, reason, status_line
@@ -68,3 +70,17 @@ def install_json_error_pages() -> None:
     """
     gunicorn_util.write_error = _write_json_error
     ASGIProtocol._send_error_response = _send_json_error
+    use_lab_reason_phrases()
+
+
+def use_lab_reason_phrases() -> None:
+    """The asyncio worker's status lines read as every other mode's (gateway/errors.py).
+
+    An ASGI app sends a status code without a phrase, and gunicorn's asyncio
+    worker takes the phrase from a table of its own ("413 Payload Too Large",
+    "431 Unknown"), while the WSGI modes send the app's (http.HTTPStatus, "413
+    Request Entity Too Large" on Python 3.11). Filling that table from the
+    lab's makes a status read the same in every mode. Called before the
+    workers fork, so their status-line cache starts from it.
+    """
+    gunicorn_asgi._REASON_PHRASES.update({int(s): reason(int(s)) for s in HTTPStatus})

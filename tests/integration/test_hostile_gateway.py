@@ -472,3 +472,40 @@ class TestCGIAdmission:
                 assert gone, f"scripts {scripts} outlived their worker {worker}"
                 # A new worker serves the next request.
                 assert requests.get(f"{url}/env", timeout=30).status_code == 200
+
+
+# -- item 16: one reason phrase per status, whoever answers ------------------------------
+
+
+def first_line(ep: Endpoint, raw: bytes) -> str:
+    """The status line of the answer to ``raw`` (read by hand: h11 drops nothing but
+    does not keep the reason phrase in RawResponse)."""
+    with socket.create_connection((ep.host, ep.port), timeout=10) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(raw)
+        data = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in data and (chunk := sock.recv(65536)):
+                data += chunk
+    return data.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+class TestReasonPhrases:
+    def test_a_413_reads_the_same_from_every_mode_and_layer(
+        self, endpoints: list[Endpoint]
+    ) -> None:
+        form = b"a=" + b"x" * (1024 * 1024 + 1)  # over the app's form limit
+        lines: dict[str, str] = {}
+        for ep in endpoints:
+            app = (
+                f"POST {ep.prefix}/form HTTP/1.1\r\nHost: {ep.hostport}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"Content-Length: {len(form)}\r\nConnection: close\r\n\r\n"
+            ).encode() + form
+            lines[f"{ep.name} app"] = first_line(ep, app)
+            if ep.direct:  # through nginx, nginx answers this one itself
+                gateway = f"POST /upload HTTP/1.1\r\nHost: {ep.hostport}\r\n"
+                gateway += "Content-Length: 99999999999\r\n\r\n"
+                lines[f"{ep.name} gateway"] = first_line(ep, gateway.encode())
+        assert len(set(lines.values())) == 1, lines
+        assert next(iter(lines.values())).startswith("HTTP/1.1 413 "), lines

@@ -75,3 +75,16 @@ def test_over_limit_takes_ascii_digits_only(content_length: str, limit: int) -> 
     # RFC 9110 §8.6: Content-Length = 1*DIGIT, and DIGIT is %x30-39 (RFC 5234
     # B.1). str.isdigit() is true for both values; int() raised (²) or read 12.
     assert over_limit(content_length, limit) is None
+
+
+def test_the_asyncio_worker_takes_the_lab_s_reason_phrases() -> None:
+    # gunicorn's asyncio worker has a phrase table of its own ("Payload Too
+    # Large", "Unknown" for 431); the WSGI modes send the app's phrase.
+    from gunicorn.asgi import protocol
+
+    from gateway.errors import reason
+    from gateway.servers.error_pages import install_json_error_pages
+
+    install_json_error_pages()
+    for status in (400, 408, 413, 414, 431, 501, 503):
+        assert protocol._REASON_PHRASES[status] == reason(status)
