@@ -25,8 +25,9 @@ class Answer:
     data: dict[str, object]
     # The request has a body nobody will read: the connection must end after
     # this answer, since the server cannot know where the next request starts
-    # unless it reads the body through (RFC 9112 §9.3; §6.3: the body's length
-    # is what frames the next message).
+    # unless it reads the body through (RFC 9112 §6.3: the body's length is
+    # what frames the next message; §11.2: bytes taken for a request that were
+    # not meant as one are how requests are smuggled).
     close: bool
 
 

@@ -2,7 +2,8 @@
 
 gunicorn parses HTTP (and rejects malformed requests itself, so nginx is not
 the only line of defence), pre-forks workers, replaces dead ones and reloads
-gracefully on HUP. What each mode asks of it:
+gracefully on HUP. What each mode asks of it (``MODE_SPECS`` in
+gateway/config.py, ``MODE_OPTIONS`` here):
 
 - cgi: ``gthread``, one process whose threads wait on scripts; the app is the
   CGI bridge, which forks a fresh script per request.
@@ -15,17 +16,22 @@ gracefully on HUP. What each mode asks of it:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from gunicorn.app.base import BaseApplication
 
 from gateway.cgi import orphans
-from gateway.config import MODE_SPECS, Settings
+from gateway.config import MODE_SPECS, Mode, Settings
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList
 from gateway.servers.error_pages import install_json_error_pages
+
+LAYERS: Final[Mapping[str, type[GatewayWSGI] | type[GatewayASGI]]] = {
+    "wsgi": GatewayWSGI,
+    "asgi": GatewayASGI,
+}
 
 
 def build_app(settings: Settings) -> Callable[..., Any]:
@@ -34,7 +40,7 @@ def build_app(settings: Settings) -> Callable[..., Any]:
     module, _, name = spec.app.partition(":")
     target = getattr(importlib.import_module(module), name)
     app = target(settings) if spec.app_factory else target
-    layer = GatewayWSGI if spec.layer == "wsgi" else GatewayASGI
+    layer = LAYERS[spec.layer]
     allow = AllowList.parse(settings.forwarded_allow_ips)
     return layer(app, mode=settings.mode, allow=allow, max_body_bytes=settings.max_body_bytes)
 
@@ -44,24 +50,36 @@ def build_app(settings: Settings) -> Callable[..., Any]:
 CGI_SPARE_THREADS = 8
 
 
+def _cgi_options(settings: Settings) -> dict[str, Any]:
+    # A thread for every running script and every queued request, so past the
+    # cap the bridge's queue (FIFO, bounded, reported) decides who waits, not
+    # requests piling up unseen in gunicorn's accept backlog.
+    threads = settings.cgi_max_scripts + settings.cgi_queue_max + CGI_SPARE_THREADS
+    return {
+        "threads": threads,
+        # Scripts die with their worker: the arbiter adopts and kills the
+        # scripts of a worker that died (gateway/cgi/orphans.py).
+        "on_starting": orphans.adopt_orphans,
+        "child_exit": orphans.kill_orphans_of,
+    }
+
+
+def _asgi_options(settings: Settings) -> dict[str, Any]:
+    return {"worker_connections": 1000}  # requests in flight per event loop
+
+
+# What gunicorn needs per mode beyond its worker class and count (MODE_SPECS).
+MODE_OPTIONS: Final[Mapping[Mode, Callable[[Settings], dict[str, Any]]]] = {
+    "cgi": _cgi_options,
+    "wsgi": lambda settings: {},
+    "asgi": _asgi_options,
+}
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     spec = MODE_SPECS[settings.mode]
-    options: dict[str, Any] = {"worker_class": spec.worker_class, "workers": settings.worker_count}
-    if settings.mode == "cgi":
-        # A thread for every running script and every queued request, so past
-        # the cap the bridge's queue (FIFO, bounded, reported) decides who waits,
-        # not requests piling up unseen in gunicorn's accept backlog.
-        threads = settings.cgi_max_scripts + settings.cgi_queue_max + CGI_SPARE_THREADS
-        options |= {
-            "threads": threads,
-            # Scripts die with their worker: the arbiter adopts and kills the
-            # scripts of a worker that died (gateway/cgi/orphans.py).
-            "on_starting": orphans.adopt_orphans,
-            "child_exit": orphans.kill_orphans_of,
-        }
-    if spec.worker_class == "asgi":
-        options["worker_connections"] = 1000
-    return options
+    options = {"worker_class": spec.worker_class, "workers": settings.worker_count}
+    return options | MODE_OPTIONS[settings.mode](settings)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
