@@ -387,9 +387,8 @@ def test_a_stalled_body_is_a_408_at_the_script_deadline_and_closes() -> None:
             "gateway.close_connection": lambda: closed.append(True),
             "CONTENT_LENGTH": "10",
         }
-        started = time.monotonic()
+        # The client never sends the rest nor leaves: without the deadline this hangs.
         resp = call(make_cgi_app(settings(timeout_s=0.5)), "/read-to-eof", "POST", env=env)
-        assert time.monotonic() - started < 5  # not until the client leaves
         assert ours.gettimeout() is None  # the socket is the server's again
     assert_error(resp, 408, "did not arrive in time")
     assert closed == [True]
