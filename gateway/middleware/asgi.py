@@ -175,7 +175,7 @@ async def _send_answer(answer: Answer, scope: Scope, send: Send, traced: _Traced
 
 
 def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
-    """What nginx says about the client and the mount point, as ASGI scope keys.
+    """What nginx says about the client, host and mount point, as ASGI scope keys.
 
     ASGI HTTP scope: ``root_path`` is "the root path this application is mounted
     at"; ``path`` is the full path and so still begins with it.
@@ -190,3 +190,9 @@ def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
         if scope["type"] == "websocket":
             scheme = "wss" if scheme == "https" else "ws"
         scope["scheme"] = scheme
+    if host := headers.get(b"x-forwarded-host"):
+        # The host the client asked nginx for, as the WSGI layer sets HTTP_HOST.
+        # An ASGI scope has no host key: apps read the Host header.
+        kept = [(k, v) for k, v in scope.get("headers", ()) if bytes(k).lower() != b"host"]
+        scope["headers"] = [(b"host", host.encode("latin-1")), *kept]
+        headers[b"host"] = host

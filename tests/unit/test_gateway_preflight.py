@@ -221,6 +221,40 @@ def test_a_missing_host_is_an_older_client_s_only_behind_the_proxy(
     assert asgi("1.1", headers, peer=peer)[0] == status
 
 
+def test_a_trusted_forwarded_host_is_the_host_in_both_layers() -> None:
+    env: dict[str, Any] = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_HOST": "lab.test:8080"}
+    setup_testing_defaults(env)
+    seen: dict[str, Any] = {}
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen["wsgi"] = environ["HTTP_HOST"]
+        start_response("200 OK", [])
+        return []
+
+    GatewayWSGI(app, mode="wsgi", allow=LOOPBACK)(env, Server().start_response)
+
+    async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen["asgi"] = [v for k, v in scope["headers"] if k == b"host"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "path": "/",
+        "headers": [(b"host", b"127.0.0.1:8083"), (b"x-forwarded-host", b"lab.test:8080")],
+        "client": ("127.0.0.1", 1),
+    }
+
+    async def run() -> None:
+        comm = ApplicationCommunicator(GatewayASGI(asgi_app, mode="asgi", allow=LOOPBACK), scope)
+        await comm.send_input({"type": "http.request", "body": b""})
+        await comm.receive_output(1)
+
+    asyncio.run(run())
+    assert seen == {"wsgi": "lab.test:8080", "asgi": [b"lab.test:8080"]}
+
+
 def test_a_missing_host_names_the_rule() -> None:
     answer = preflight(
         http_version="1.1",
