@@ -24,6 +24,8 @@ import signal
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.numbers import parse_digits
+
 logger = logging.getLogger("gateway.cgi")
 
 PR_SET_CHILD_SUBREAPER: Final = 36  # <linux/prctl.h>
@@ -53,9 +55,8 @@ def orphaned_scripts(parent: int, keep: set[int]) -> list[int]:
     """Children of ``parent`` that lead a session of their own and are not in ``keep``."""
     found = []
     for entry in PROC.iterdir():
-        if not entry.name.isascii() or not entry.name.isdigit():
+        if (pid := parse_digits(entry.name)) is None:
             continue
-        pid = int(entry.name)
         try:
             ppid, _, session = stat_fields((entry / "stat").read_text())
         except (OSError, ValueError, IndexError):
