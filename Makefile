@@ -1,5 +1,7 @@
 # Gateway Lab. `make up` to run it, `make test` to test everything.
-# Every target that needs Python tools installs them first (into .venv).
+# Every target that needs Python tools installs them first (into .venv); every
+# target that needs system tools (nginx, wrk, chromium, fcgiwrap, curl) installs
+# the missing ones first with apt-get (scripts/system-deps.sh), or says how.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,7 +12,8 @@ MODE ?=
 export LAB_PORT ?= 8080
 
 .PHONY: install up down status switch split scale logs test test-unit test-integration \
-	test-native test-docker check fmt bench timeline claims clean docker-engine base-image
+	test-native test-docker check fmt bench timeline claims clean docker-engine base-image \
+	system-deps
 
 install: $(VENV)/.installed
 
@@ -41,6 +44,9 @@ logs: install
 scale: install         ## make scale MODE=wsgi N=3: N replicas of one gateway behind nginx
 	$(LAB) scale "$(MODE)" "$(N)"
 
+system-deps:           ## the system tools the tests and workshop commands use (apt-get, as root)
+	bash scripts/system-deps.sh
+
 docker-engine:         ## install and start a Docker engine and the Compose plugin (root)
 	bash scripts/docker-engine.sh
 
@@ -56,39 +62,39 @@ fmt: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test-unit: install
+test-unit: install system-deps
 	$(PY) -m pytest tests/unit
 
 # The integration suite through nginx; starts a stack (and stops it after) when none runs.
-test-integration: install
+test-integration: install system-deps
 	$(PY) -m pytest tests/integration
 
 # Every suite that needs a running lab, against one target: the integration suite,
 # the dashboard in headless Chromium, and the workshop tools on a tiny matrix.
 STACK_SUITES := tests/integration tests/browser tests/tools
 
-test-native: install
+test-native: install system-deps
 	LAB_TARGET=native $(PY) -m pytest $(STACK_SUITES)
 
-test-docker: install
+test-docker: install system-deps
 	LAB_TARGET=docker $(PY) -m pytest $(STACK_SUITES)
 
 # Everything: lint, unit tests, then the integration suite on the native stack and,
 # when a Docker engine answers, on the compose stack too.
-test: check test-unit test-native
+test: system-deps check test-unit test-native
 	@if docker info >/dev/null 2>&1; then $(MAKE) test-docker; \
 	else echo "No Docker engine answers: the compose stack was not tested (scripts/docker-engine.sh starts one)."; \
 	     if [ -n "$$CI" ]; then exit 1; fi; fi
 
 # The workshop experiments, through nginx on the running lab (`make up` first).
 # Extra options: make bench ARGS="--modes wsgi,asgi --levels 1,50"
-bench: install
+bench: install system-deps
 	$(LAB) bench $(ARGS)
 
-timeline: install
+timeline: install system-deps
 	$(LAB) timeline $(ARGS)
 
-claims: install
+claims: install system-deps
 	$(LAB) claims $(ARGS)
 
 clean: down

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, get_args
 
+from gateway.cpus import available_cpus
 from gateway.numbers import parse_digits
 
 Mode = Literal["cgi", "wsgi", "asgi"]
@@ -57,8 +58,12 @@ MODE_SPECS: Final[Mapping[Mode, ModeSpec]] = {
 
 
 def default_workers(mode: Mode, cores: int | None = None) -> int:
-    """Worker processes per mode when none are asked for (MODE_SPECS)."""
-    n = cores if cores is not None else (os.cpu_count() or 1)
+    """Worker processes per mode when none are asked for (MODE_SPECS).
+
+    "cores" are the CPUs this process may use (its affinity and its cgroup's
+    CPU quota: :mod:`gateway.cpus`), not the machine's count.
+    """
+    n = cores if cores is not None else available_cpus()
     return MODE_SPECS[mode].workers_per_cores(n)
 
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# lab-nginx: nginx in the lab's container, configured by lab/nginx_conf.py.
+# lab-nginx: nginx in the lab's container, configured by lab/nginx/ (python3 -m lab.nginx).
 #
 #   lab-nginx start          render the config into $CONF_DIR, then exec nginx (the CMD)
 #   lab-nginx switch MODE    make MODE (or a split like wsgi=90,asgi=10) the default of "/":
@@ -11,7 +11,7 @@
 #
 # LAB_MODE sets the mode (or split) at first start; after a switch the choice is
 # recorded in $STATE_FILE and a restarted container starts in it. The LAB_*
-# limits are read by the renderer (lab/config.py).
+# limits are read by the renderer (lab/settings.py).
 set -eu
 
 CONF_DIR=${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}
@@ -37,7 +37,7 @@ case ${1:-start} in
             mode=$(cat "$STATE_FILE")
         fi
         # shellcheck disable=SC2046
-        python3 -m lab.nginx_conf render --target compose --out "$CONF_DIR" \
+        python3 -m lab.nginx render --target compose --out "$CONF_DIR" \
             $(active_args "$mode")
         # -e: errors before the config is read go to stderr too (the
         # default log path under /var/log is not writable here).
@@ -49,7 +49,7 @@ case ${1:-start} in
         cp "$CONF_DIR/active_mode.conf" "$previous"
         # The renderer rejects an unknown mode before writing anything.
         # shellcheck disable=SC2046
-        python3 -m lab.nginx_conf active --out "$CONF_DIR" $(active_args "$2")
+        python3 -m lab.nginx active --out "$CONF_DIR" $(active_args "$2")
         if ! test_config; then
             mv "$previous" "$CONF_DIR/active_mode.conf"
             echo "lab-nginx: the new config fails nginx -t; kept the previous one" >&2
@@ -67,7 +67,7 @@ case ${1:-start} in
         nginx -e stderr -c "$CONF" -s reload
         ;;
     mode)
-        python3 -m lab.nginx_conf show --out "$CONF_DIR"
+        python3 -m lab.nginx show --out "$CONF_DIR"
         ;;
     *)
         # Anything else runs as a command (e.g. `docker compose run nginx sh`).

@@ -14,6 +14,7 @@
 #   LAB_BASE_TAG        image name (default lab-base:bookworm)
 #   LAB_DEBIAN_MIRROR   Debian mirror for debootstrap (default http://deb.debian.org/debian)
 set -euo pipefail
+source "$(dirname "$0")/lib/apt.sh"
 
 TAG=${LAB_BASE_TAG:-lab-base:bookworm}
 MIRROR=${LAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -31,11 +32,7 @@ fi
 timeout 10 docker info >/dev/null 2>&1 || die "no Docker engine answers (scripts/docker-engine.sh starts one)"
 if ! command -v debootstrap >/dev/null 2>&1; then
     say "installing debootstrap with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends debootstrap >/dev/null 2>&1 || {
-        apt-get update >/dev/null
-        apt-get install -y --no-install-recommends debootstrap >/dev/null
-    }
+    apt_install debootstrap || die "apt-get could not install debootstrap: run \`apt-get install debootstrap\` and read its error"
 fi
 
 rootfs=$(mktemp -d /var/tmp/lab-base.XXXXXX)

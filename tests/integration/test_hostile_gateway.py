@@ -30,9 +30,9 @@ import pytest
 import requests
 
 from tests.integration.conftest import LAB, MODES, ROOT, Lab
-from tests.integration.rawhttp import RawResult, exchange
+from tests.support.rawhttp import RawResult, exchange
 
-FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "cgi_scripts" / "fixture_app.py"
+FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "gateway" / "cgi_scripts" / "fixture_app.py"
 
 
 @dataclass(frozen=True)
