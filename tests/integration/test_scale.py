@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
+from lab.system.procfs import parent_of, read_proc
 from tests.integration.conftest import Lab, _lab
 from tests.support.steady import SteadyClient, finish, header
 
@@ -50,11 +50,8 @@ def replicas_in_status() -> dict[str, int]:
 
 def parent_pid(pid: str) -> str:
     """The parent of process ``pid`` (a gunicorn worker's master), "?" once it is gone."""
-    try:
-        # pid (comm) state ppid ...: comm may hold spaces, so split after ")".
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-    except (OSError, IndexError):
-        return "?"
+    parent = parent_of(read_proc(), int(pid))
+    return "?" if parent is None else str(parent)
 
 
 def replica_of(lab: Lab, host: str, worker: str) -> str:
