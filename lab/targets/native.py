@@ -271,7 +271,7 @@ class NativeTarget:
             cfg,
             weights,
             # No active_mode.conf: nginx was rendered with LAB_MODE (render_config).
-            active_mode(cfg) or active_label(cfg.mode),
+            active_mode(cfg) or cfg.mode,
             apply=lambda checked: self.apply_active(cfg, checked),
             switch=lambda mode: self.switch(cfg, mode),
             say=say,
