@@ -25,8 +25,8 @@ import requests
 from lab.settings import LabSettings
 from lab.system.ports import first_free
 from lab.targets.native_nginx import find_nginx
-from tests.integration.conftest import ROOT, Lab
 from tests.support import faults
+from tests.support.lab import ROOT, Lab
 
 SLOW_CLIENTS = 50
 SLOW_SECONDS = 6.0  # how long each slow client keeps trickling

@@ -36,8 +36,9 @@ from lab.settings import LabSettings
 from lab.system import processes
 from lab.system.ports import first_free
 from lab.system.procfs import read_proc
-from tests.integration.conftest import LAB, ROOT, Lab
 from tests.support import faults
+from tests.support.contract import json_error
+from tests.support.lab import LAB, MODES, ROOT, Lab
 from tests.support.rawhttp import MARKER, Case, RawResult, exchange, get, load_cases
 
 CASES = load_cases()
@@ -71,10 +72,7 @@ def lab_status() -> dict[str, object]:
 def endpoints(lab: Lab) -> list[Endpoint]:
     nginx = urlsplit(lab.url)
     assert nginx.hostname and nginx.port
-    found = [
-        Endpoint(f"nginx/{m}", nginx.hostname, nginx.port, f"/{m}", True)
-        for m in ("cgi", "wsgi", "asgi")
-    ]
+    found = [Endpoint(f"nginx/{m}", nginx.hostname, nginx.port, f"/{m}", True) for m in MODES]
     gateways = lab_status().get("gateways", {}) if lab.target != "external" else {}
     assert isinstance(gateways, dict)
     for mode, url in gateways.items():
@@ -152,13 +150,7 @@ def problems(case: Case, endpoint: Endpoint, result: RawResult) -> list[str]:
 
 
 def _is_json_error(status: int, headers: dict[str, str], body: bytes) -> bool:
-    if not headers.get("content-type", "").startswith("application/json"):
-        return False
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("status") == status and "error" in data
+    return json_error(status, headers.get("content-type", ""), body) is not None
 
 
 def replay(case: Case, endpoint: Endpoint) -> RawResult:

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from lab.system.procfs import parent_of, read_proc
-from tests.integration.conftest import Lab, _lab
+from tests.support.lab import Lab, run_lab
 from tests.support.steady import SteadyClient, finish, header
 
 MODE = "wsgi"
@@ -35,7 +35,7 @@ LOOPS = 2  # steady clients during the scale-down
 
 def lab_cli(*args: str) -> tuple[int, str]:
     """Run `lab ARGS`; (exit status, stdout + stderr)."""
-    done = _lab(*args, timeout=300)
+    done = run_lab(*args, timeout=300)
     return done.returncode, done.stdout + done.stderr
 
 

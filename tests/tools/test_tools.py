@@ -15,7 +15,7 @@ from rich.console import Console
 from lab.workshop import bench, claims, timeline
 from lab.workshop.analysis import distinct_pids, overlap_per_pid
 from lab.workshop.verdicts import judge
-from tests.integration.conftest import Lab, workers_in_force
+from tests.support.lab import Lab, workers_in_force
 
 pytestmark = pytest.mark.tools
 
