@@ -14,9 +14,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from lab.system.http import is_healthy, wait_until
 from lab.system.procfs import group_states, has_proc, read_proc
@@ -39,18 +39,22 @@ class StartFailed(Exception):
 
 
 def spawn(
-    cmd: list[str], log: Path, env: Mapping[str, str], cwd: Path | None = None
+    cmd: list[str], log: Path | None, env: Mapping[str, str], cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in a session (process group) of its own, output appended to ``log``.
+    """Start ``cmd`` in a session (process group) of its own, output appended to ``log``
+    (None: discarded).
 
     A START_MARKER line with the time and the command goes first, so ``tail``
     shows only what the latest start wrote. The group id is the returned pid.
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        out.write(f"{START_MARKER}{stamp} {' '.join(cmd)}\n".encode())
-        out.flush()
+    with contextlib.ExitStack() as stack:
+        out: Any = subprocess.DEVNULL
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            out = stack.enter_context(log.open("ab"))
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            out.write(f"{START_MARKER}{stamp} {' '.join(cmd)}\n".encode())
+            out.flush()
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -64,8 +68,34 @@ def spawn(
     return proc
 
 
+@contextlib.contextmanager
+def running(
+    service: str,
+    cmd: list[str],
+    *,
+    health_url: str,
+    env: Mapping[str, str],
+    log: Path | None = None,
+    cwd: Path | None = None,
+    deadline_s: float = 30.0,
+) -> Iterator[int]:
+    """A service for the length of a ``with`` block: started in its own group, healthy
+    when the block starts (else StartFailed), stopped with its whole group after."""
+    pgid = spawn(cmd, log, env, cwd).pid
+    try:
+        wait_healthy({service: (pgid, health_url)}, deadline_s)
+        yield pgid
+    finally:
+        stop_groups({service: pgid}, say=lambda _: None)
+        reap(pgid)
+
+
 def group_alive(pgid: int) -> bool:
-    """True while a process of group ``pgid`` runs (zombies waiting to be reaped do not count)."""
+    """True while a process of group ``pgid`` runs (zombies waiting to be reaped do not count).
+
+    A leader this process started and that has exited is reaped on the way.
+    """
+    reap(pgid)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -74,16 +104,17 @@ def group_alive(pgid: int) -> bool:
         return False  # someone else's process group: not ours to manage
     if not has_proc():
         return True
-    return any(state != "Z" for state in group_states(read_proc(), pgid))
+    alive = any(state != "Z" for state in group_states(read_proc(), pgid))
+    if not alive:
+        reap(pgid)  # it became a zombie since the first look
+    return alive
 
 
 def leader_matches(pgid: int, marker: str) -> bool:
     """Guard against a recycled pid: the group leader's command line must contain ``marker``."""
-    try:
-        cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return True  # leader gone; the group id cannot be reused while members remain
-    return marker in cmdline
+    leader = next((p for p in read_proc() if p.pid == pgid), None)
+    # Leader gone: the group id cannot be reused while members remain.
+    return leader is None or marker in leader.title
 
 
 def reap(pid: int) -> None:

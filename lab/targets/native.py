@@ -271,7 +271,7 @@ class NativeTarget:
             cfg,
             weights,
             # No active_mode.conf: nginx was rendered with LAB_MODE (render_config).
-            active_mode(cfg) or active_label(cfg.mode),
+            active_mode(cfg) or cfg.mode,
             apply=lambda checked: self.apply_active(cfg, checked),
             switch=lambda mode: self.switch(cfg, mode),
             say=say,
@@ -470,7 +470,9 @@ class NativeServices:
         os.kill(self._group(service), signal.SIGHUP)
 
     def processes(self, service: str) -> str:
-        return json.dumps([list(p) for p in read_proc()])
+        """The service's processes: the members of its process group."""
+        group = self._group(service)
+        return json.dumps([list(p) for p in read_proc() if p.pgrp == group])
 
     def kill_pid(self, service: str, pid: int) -> None:
         os.kill(pid, signal.SIGKILL)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import typer
 
 from lab.errors import LabError, UsageError
 from lab.settings import ROOT
+from lab.system import processes
+from lab.system.ports import first_free
 from lab.workshop.common import (
     Guard,
     default_out_dir,
@@ -255,16 +256,10 @@ def exp_one_at_a_time(base: str, requests_total: int, _d: float) -> dict[str, fl
 
 
 def free_port(candidates: range = SPARE_PORTS) -> int:
-    for port in candidates:
-        with socket.socket() as s:
-            # As gunicorn binds: a port whose old connections are in TIME_WAIT is free.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise LabError(f"no free port in {candidates.start}..{candidates.stop - 1}")
+    port = first_free(candidates)
+    if port is None:
+        raise LabError(f"no free port in {candidates.start}..{candidates.stop - 1}")
+    return port
 
 
 @contextlib.contextmanager
@@ -273,39 +268,23 @@ def wsgi_gateway(workers: int) -> Iterator[str]:
     import requests
 
     port = free_port()
-    env = os.environ | {"GATEWAY_WORKERS": str(workers), "GATEWAY_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--mode", "wsgi", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: stopping it stops every worker
-    )
     url = f"http://127.0.0.1:{port}"
+    env = os.environ | {"GATEWAY_WORKERS": str(workers), "GATEWAY_LOG_LEVEL": "warning"}
+    cmd = [sys.executable, "-m", "gateway", "serve", "--mode", "wsgi", "--port", str(port)]
     try:
-        deadline = time.monotonic() + GATEWAY_START_S
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"a WSGI gateway with {workers} workers did not start on {url}")
-            time.sleep(0.2)
-        # Touch every worker once so none is measured on its first request.
-        for _ in range(2 * workers):
-            with contextlib.suppress(requests.RequestException):
-                requests.get(url + "/", timeout=5)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
-            proc.wait(timeout=5)
+        with processes.running(
+            "gateway-wsgi-claims", cmd, health_url=url + "/healthz", env=env, cwd=ROOT,
+            deadline_s=GATEWAY_START_S,
+        ):  # fmt: skip
+            # Touch every worker once so none is measured on its first request.
+            for _ in range(2 * workers):
+                with contextlib.suppress(requests.RequestException):
+                    requests.get(url + "/", timeout=5)
+            yield url
+    except processes.StartFailed as failed:
+        raise LabError(
+            f"a WSGI gateway with {workers} workers did not start on {url}: {failed}"
+        ) from None
 
 
 def exp_worker_formula(_base: str, _n: int, duration_s: float) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The dashboard at /lab/ driven in headless Chromium.
 
-The lab comes from the integration suite's ``lab`` fixture: LAB_URL, else a
+The lab comes from the session ``lab`` fixture (tests/conftest.py): LAB_URL, else a
 lab already answering on 127.0.0.1:$LAB_PORT, else ``lab up`` (and ``lab
 down`` after). The browser is the machine's Chromium (LAB_CHROMIUM, default
 /usr/bin/chromium) driven by Playwright; Playwright's own browser downloads
@@ -22,7 +22,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.integration.conftest import ROOT, Lab, lab  # noqa: F401 (the session fixture)
+from tests.support.lab import ROOT, Lab
 
 CHROMIUM = os.environ.get("LAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -46,7 +46,7 @@ NETWORK_CHANGED = "ERR_NETWORK_CHANGED"
 
 
 @pytest.fixture(scope="session")
-def dashboard_url(lab: Lab) -> str:  # noqa: F811 (the imported fixture)
+def dashboard_url(lab: Lab) -> str:
     """The /lab/ page, once it is known to be this tree's (an old image serves an old page)."""
     for name in DASHBOARD_FILES:
         served = requests.get(f"{lab.url}/lab/{name}", timeout=10)

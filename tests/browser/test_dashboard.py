@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 import pytest
 from playwright.sync_api import Browser, Page, Route
 
+from lab.nginx.routing import MODES
 from tests.browser.conftest import (
     DOCS_SCREENSHOT,
     VIEWPORT,
@@ -23,7 +24,7 @@ from tests.browser.conftest import (
 
 pytestmark = pytest.mark.browser
 
-MODES = ("cgi", "wsgi", "asgi")
+
 N = 10
 COFFEE_MS = "300"
 
@@ -254,3 +255,15 @@ def test_model(model_page: Page, expression: str, expected: object) -> None:
         f" niceTicks }} = await import('./model.js'); return {expression}; }}"
     )
     assert got == expected
+
+
+def test_a_run_that_throws_leaves_the_page_usable(dashboard: Dashboard) -> None:
+    """If drawing a run throws, the page says so and the Fire button works again
+    (it must not stay "Firing..." until a reload)."""
+    page = dashboard.page
+    # The run's own clock breaks once the click has been handled.
+    page.evaluate("() => { performance.now = () => { throw new Error('clock broke'); }; }")
+    dashboard.fire("wsgi", "/coffee", 2, ms="10")
+    assert page.inner_text("#fire") == "Fire"
+    assert page.get_attribute("#fire", "aria-disabled") is None
+    assert "clock broke" in page.inner_text("#error-list")

@@ -15,16 +15,16 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import Lab
+from tests.support.contract import json_error
+from tests.support.lab import Lab
 
 TRACE = ("X-Gateway-Mode", "X-Gateway-Pid", "X-Gateway-Worker", "X-Gateway-Start", "X-Request-Id")
 
 
 def assert_json_error(r: requests.Response, status: int) -> dict[str, object]:
     assert r.status_code == status, r.text
-    assert r.headers["Content-Type"].startswith("application/json")
-    body = r.json()
-    assert body["status"] == status and isinstance(body["error"], str) and body["error"]
+    body = json_error(status, r.headers.get("Content-Type", ""), r.content)
+    assert body is not None, r.text
     return body
 
 

@@ -23,9 +23,10 @@ import pytest
 import requests
 
 from lab.settings import LabSettings
+from lab.system.ports import first_free
 from lab.targets.native_nginx import find_nginx
-from tests.integration.conftest import ROOT, Lab
 from tests.support import faults
+from tests.support.lab import ROOT, Lab
 
 SLOW_CLIENTS = 50
 SLOW_SECONDS = 6.0  # how long each slow client keeps trickling
@@ -273,18 +274,9 @@ def free_base_port() -> int:
             base = int(sock.getsockname()[1])
         if base > 60000:
             continue
-        if all(_port_free(base + i) for i in range(4)):
+        if first_free([base], 4) is not None:
             return base
     raise RuntimeError("no four free ports in a row")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,8 +33,12 @@ import pytest
 import requests
 
 from lab.settings import LabSettings
-from tests.integration.conftest import LAB, ROOT, Lab
+from lab.system import processes
+from lab.system.ports import first_free
+from lab.system.procfs import read_proc
 from tests.support import faults
+from tests.support.contract import json_error
+from tests.support.lab import LAB, MODES, ROOT, Lab
 from tests.support.rawhttp import MARKER, Case, RawResult, exchange, get, load_cases
 
 CASES = load_cases()
@@ -70,10 +72,7 @@ def lab_status() -> dict[str, object]:
 def endpoints(lab: Lab) -> list[Endpoint]:
     nginx = urlsplit(lab.url)
     assert nginx.hostname and nginx.port
-    found = [
-        Endpoint(f"nginx/{m}", nginx.hostname, nginx.port, f"/{m}", True)
-        for m in ("cgi", "wsgi", "asgi")
-    ]
+    found = [Endpoint(f"nginx/{m}", nginx.hostname, nginx.port, f"/{m}", True) for m in MODES]
     gateways = lab_status().get("gateways", {}) if lab.target != "external" else {}
     assert isinstance(gateways, dict)
     for mode, url in gateways.items():
@@ -151,13 +150,7 @@ def problems(case: Case, endpoint: Endpoint, result: RawResult) -> list[str]:
 
 
 def _is_json_error(status: int, headers: dict[str, str], body: bytes) -> bool:
-    if not headers.get("content-type", "").startswith("application/json"):
-        return False
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(data, dict) and data.get("status") == status and "error" in data
+    return json_error(status, headers.get("content-type", ""), body) is not None
 
 
 def replay(case: Case, endpoint: Endpoint) -> RawResult:
@@ -358,17 +351,11 @@ class TestCGIHazards:
 FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "gateway" / "cgi_scripts" / "fixture_app.py"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def own_cgi_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``gateway serve --mode cgi`` on a spare port: 2 s timeout, 2 scripts, no queue, 1 MiB out."""
-    port = free_port()
+    port = first_free(range(20000, 30000), 1)
+    assert port is not None, "no free port in 20000..29999"
     log = tmp_path_factory.mktemp("own-cgi") / "gateway.log"
     env = os.environ | {
         "GATEWAY_CGI_SCRIPT": str(FIXTURE_SCRIPT),
@@ -380,38 +367,19 @@ def own_cgi_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "GATEWAY_CGI_MAX_OUTPUT_BYTES": str(1024 * 1024),
     }
     cmd = [sys.executable, "-m", "gateway", "serve", "--mode", "cgi", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"own cgi gateway did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        with processes.running(
+            "gateway-cgi-own", cmd, health_url=url + "/healthz", env=env, log=log, cwd=ROOT,
+            deadline_s=20,
+        ):  # fmt: skip
+            yield url
+    except processes.StartFailed as failed:
+        pytest.fail(f"own cgi gateway {failed}:\n{processes.tail(log)}")
 
 
 def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    return any(p.pid == pid and p.state not in ("Z", "X") for p in read_proc())
 
 
 class TestCGILimits:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.integration.conftest import Lab, workers_in_force
+from tests.support.lab import Lab, workers_in_force
 
 Interval = tuple[float, float]
 

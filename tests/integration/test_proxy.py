@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integration.conftest import Lab, _lab
+from tests.support.contract import json_error
+from tests.support.lab import Lab, run_lab
 
 ATTACKER = "203.0.113.7"  # TEST-NET-3 (RFC 5737): never a real client here
 
@@ -226,7 +227,7 @@ def exchange(lab: Lab, request: bytes) -> tuple[int, dict[str, str], bytes]:
 
 
 def body_limit() -> int:
-    done = _lab("status", "--json", timeout=60)
+    done = run_lab("status", "--json", timeout=60)
     assert done.returncode == 0, done.stderr
     return int(json.loads(done.stdout)["limits"]["client_max_body_bytes"])
 
@@ -270,9 +271,7 @@ def test_nginx_error_pages_are_json(
         head = head.replace("{over}", str(body_limit() + 1))
     got, headers, body = exchange(lab, head.encode("latin-1"))
     assert got == status, body
-    assert headers["content-type"].startswith("application/json")
-    data = json.loads(body)
-    assert data["status"] == status and isinstance(data["error"], str) and data["error"]
+    assert json_error(status, headers.get("content-type", ""), body) is not None, body
 
 
 # -- the access log -------------------------------------------------------------------------
@@ -286,7 +285,7 @@ def access_log_entry(request_id: str, deadline_s: float = 10.0) -> dict[str, Any
     """
     end = time.monotonic() + deadline_s
     while True:
-        logs = _lab("logs", timeout=120)
+        logs = run_lab("logs", timeout=120)
         for line in (logs.stdout + logs.stderr).splitlines():
             if f'"request_id":"{request_id}"' in line:
                 return dict(json.loads(line[line.index("{") :]))

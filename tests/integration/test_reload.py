@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from lab.settings import LabSettings
-from tests.integration.conftest import LAB, MODES, ROOT, Lab
 from tests.support import faults
+from tests.support.lab import LAB, MODES, ROOT, Lab
 from tests.support.steady import SteadyClient, Totals, closed_or_refused, finish
 
 CLIENTS = 6

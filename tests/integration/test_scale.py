@@ -18,12 +18,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.integration.conftest import Lab, _lab
+from lab.system.procfs import parent_of, read_proc
+from tests.support.lab import Lab, run_lab
 from tests.support.steady import SteadyClient, finish, header
 
 MODE = "wsgi"
@@ -35,7 +35,7 @@ LOOPS = 2  # steady clients during the scale-down
 
 def lab_cli(*args: str) -> tuple[int, str]:
     """Run `lab ARGS`; (exit status, stdout + stderr)."""
-    done = _lab(*args, timeout=300)
+    done = run_lab(*args, timeout=300)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -50,11 +50,8 @@ def replicas_in_status() -> dict[str, int]:
 
 def parent_pid(pid: str) -> str:
     """The parent of process ``pid`` (a gunicorn worker's master), "?" once it is gone."""
-    try:
-        # pid (comm) state ppid ...: comm may hold spaces, so split after ")".
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-    except (OSError, IndexError):
-        return "?"
+    parent = parent_of(read_proc(), int(pid))
+    return "?" if parent is None else str(parent)
 
 
 def replica_of(lab: Lab, host: str, worker: str) -> str:

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.integration.conftest import MODES, Lab, _lab
+from tests.support.lab import MODES, Lab, run_lab
 from tests.support.steady import SteadyClient, finish
 
 SPLIT = {"wsgi": 70, "asgi": 30}
@@ -31,7 +31,7 @@ SIGMAS = 5
 
 def lab_cli(*args: str) -> tuple[int, str]:
     """Run `lab ARGS`; (exit status, stdout + stderr)."""
-    done = _lab(*args, timeout=120)
+    done = run_lab(*args, timeout=120)
     return done.returncode, done.stdout + done.stderr
 
 

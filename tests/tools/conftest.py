@@ -1,16 +1,12 @@
-"""The workshop tools against a live lab: the integration suite's `lab` fixture.
+"""The workshop tools against a live lab: the session ``lab`` fixture (tests/conftest.py).
 
 LAB_URL points at a running lab; otherwise a lab on 127.0.0.1:$LAB_PORT is
-reused, or started with `lab up` and stopped after (tests/integration/conftest.py).
+reused, or started with `lab up` and stopped after (tests/support/lab.py).
 """
 
 from __future__ import annotations
 
 import pytest
-
-from tests.integration.conftest import Lab, lab
-
-__all__ = ["Lab", "lab"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
