@@ -48,6 +48,21 @@ class LabConfig:
     port: int = 8080
     state_dir: Path = ROOT / ".lab"
     limits: Limits = field(default_factory=Limits)
+    tls_port: int = 8443  # LAB_TLS_PORT: nginx's TLS + HTTP/2 listener on 127.0.0.1
+
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The lab's CA and nginx's certificate (nginx/make-certs.sh); kept by ``down``."""
+        return self.state_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate to trust (curl --cacert, a browser); a host path on every target."""
+        return self.tls_dir / "ca.pem"
 
     @property
     def gateway_ports(self) -> dict[str, int]:
@@ -63,4 +78,5 @@ class LabConfig:
             port=int(os.environ.get("LAB_PORT", "8080")),
             state_dir=Path(os.environ.get("LAB_STATE_DIR", str(ROOT / ".lab"))),
             limits=Limits.from_env(),
+            tls_port=int(os.environ.get("LAB_TLS_PORT", "8443")),
         )

@@ -67,6 +67,8 @@ STOP_DEADLINE_S: Final = 10.0
 DRAIN_DEADLINE_S: Final = 15.0
 LOG_TAIL_LINES: Final = 30
 START_MARKER: Final = "--- lab up: "
+# Makes the lab's local CA and nginx's certificate; the nginx image runs it too.
+MAKE_CERTS: Final = ROOT / "nginx" / "make-certs.sh"
 NGINX_CANDIDATES: Final = (
     "/usr/sbin/nginx",
     "/usr/local/sbin/nginx",
@@ -89,6 +91,7 @@ class RunState:
     replicas: dict[str, int] = field(default_factory=dict)  # mode -> N when N > 1
     nginx: str = ""
     port: int = 0
+    tls_port: int = 0
     limits: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
 
@@ -328,8 +331,24 @@ def nginx_test(nginx: str, cfg: LabConfig) -> None:
 
 def native_values(cfg: LabConfig, replicas: Mapping[str, int] | None = None) -> dict[str, str]:
     return nginx_conf.target_values(
-        "native", limits=cfg.limits, port=cfg.port, state_dir=cfg.state_dir, replicas=replicas
+        "native",
+        limits=cfg.limits,
+        port=cfg.port,
+        state_dir=cfg.state_dir,
+        replicas=replicas,
+        tls_port=cfg.tls_port,
     )
+
+
+def make_certs(tls_dir: Path) -> str:
+    """The lab's CA and nginx's certificate in ``tls_dir``, each made only when missing
+    (nginx/make-certs.sh); returns what the script said it made."""
+    proc = subprocess.run(
+        ["sh", str(MAKE_CERTS), str(tls_dir)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise LabError(f"could not make the lab's TLS certificates:\n{proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def render_config(cfg: LabConfig, mode: str | dict[str, int] | None) -> None:
@@ -369,19 +388,22 @@ class NativeTarget:
         state = load_state(cfg)
         if state is not None and self.is_running(cfg):
             health = self.healthy(cfg)
-            if all(health.values()) and state.port == cfg.port:
+            if all(health.values()) and (state.port, state.tls_port) == (cfg.port, cfg.tls_port):
                 say(f"the lab is already running (native) at {cfg.url}")
                 return
-            broken = ", ".join(n for n, ok in health.items() if not ok) or "its port changed"
+            broken = ", ".join(n for n, ok in health.items() if not ok) or "a port changed"
             say(f"the lab is running but not healthy ({broken}): restarting it")
             self.down(cfg)
         self._check_ports(cfg)
         nginx = ensure_nginx()
+        if made := make_certs(cfg.tls_dir):
+            say(made)
         render_config(cfg, active_mode(cfg))
         nginx_test(nginx, cfg)
         state = RunState(
             nginx=nginx,
             port=cfg.port,
+            tls_port=cfg.tls_port,
             limits=cast(dict[str, int], limits_dict(cfg)),
             started_at=time.time(),
         )
@@ -392,12 +414,17 @@ class NativeTarget:
             self.down(cfg, quiet=True)
             raise
         say(f"the lab is up (native, active mode {self._active_label(cfg)}): {cfg.url}")
+        say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file})")
 
     def _check_ports(self, cfg: LabConfig) -> None:
-        wanted = {f"gateway-{m}": cfg.gateway_ports[m] for m in MODES} | {"nginx": cfg.port}
+        wanted = {f"gateway-{m}": cfg.gateway_ports[m] for m in MODES} | {
+            "nginx": cfg.port,
+            "nginx (TLS)": cfg.tls_port,
+        }
+        hints = {"nginx": "LAB_PORT", "nginx (TLS)": "LAB_TLS_PORT"}
         for service, port in wanted.items():
             if port_in_use(port):
-                hint = " or set LAB_PORT to a free port" if service == "nginx" else ""
+                hint = f" or set {hints[service]} to a free port" if service in hints else ""
                 raise LabError(
                     f"port {port} on 127.0.0.1 (for {service}) is already in use by another "
                     f"process: stop it (`ss -ltnp 'sport = :{port}'` shows which){hint}"
@@ -467,13 +494,16 @@ class NativeTarget:
         state = load_state(cfg)
         running = self.is_running(cfg)
         limits = limits_dict(cfg)
-        port = cfg.port
+        port, tls_port = cfg.port, cfg.tls_port
         if state is not None and running:
             limits = cast(LimitsDict, state.limits) if state.limits else limits
             port = state.port or port
+            tls_port = state.tls_port or tls_port
         return {
             "target": self.name,
             "url": f"http://127.0.0.1:{port}",
+            "tls_url": f"https://127.0.0.1:{tls_port}",
+            "ca_file": str(cfg.ca_file),
             "running": running,
             "active_mode": self._active_label(cfg),
             "gateways": {m: f"http://127.0.0.1:{cfg.gateway_ports[m]}" for m in MODES},
