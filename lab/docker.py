@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from lab.config import MODES, ROOT, LabConfig
-from lab.nginx_conf import COMPOSE_GATEWAY_PORT
+from lab.nginx_conf import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
 from lab.target import (
     LabError,
     ProcRow,
@@ -56,6 +56,10 @@ ENGINE_SCRIPT: Final = ROOT / "scripts" / "docker-engine.sh"
 SYSTEM_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
 SERVICES: Final = {mode: f"gateway-{mode}" for mode in MODES}
 NGINX: Final = "nginx"
+# compose.yaml's volumes, by their names in the engine. `down` removes the
+# state (the next `up` starts in LAB_MODE) and keeps the CA (`make clean` removes it).
+STATE_VOLUME: Final = f"{PROJECT}_nginx-state"
+TLS_VOLUME: Final = f"{PROJECT}_nginx-tls"
 # The three gateway services share one image (gateway-lab/gateway); compose
 # without buildx builds it once per service, so build it through one of them.
 BUILD_SERVICES: Final = (SERVICES["wsgi"], NGINX)
@@ -119,6 +123,7 @@ def compose_env(
     """
     env = dict(environ)
     env["LAB_PORT"] = str(cfg.port)
+    env["LAB_TLS_PORT"] = str(cfg.tls_port)
     env["LAB_PROXY_READ_TIMEOUT_S"] = str(cfg.limits.proxy_read_timeout_s)
     env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
     env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)
@@ -174,10 +179,10 @@ def replica_counts(ps_services: str) -> dict[str, int]:
     return {mode: names.count(service) for mode, service in SERVICES.items()}
 
 
-def port_in_use_message(port: int) -> str:
+def port_in_use_message(port: int, variable: str = "LAB_PORT") -> str:
     return (
         f"127.0.0.1:{port} is already in use by another program, so nginx cannot publish it: "
-        f"stop that program, or choose another port (LAB_PORT={port + 100} make up)"
+        f"stop that program, or choose another port ({variable}={port + 100} make up)"
     )
 
 
@@ -323,10 +328,13 @@ class DockerTarget:
     def up(self, cfg: LabConfig) -> None:
         self._require_engine()
         if self.is_running(cfg) and self._healthy(cfg):
+            self._copy_ca(cfg)
             _say(f"already up at {cfg.url}")
             return
-        if not self.is_running(cfg) and not _port_free(cfg.port):
-            raise LabError(port_in_use_message(cfg.port))
+        if not self.is_running(cfg):
+            for port, variable in ((cfg.port, "LAB_PORT"), (cfg.tls_port, "LAB_TLS_PORT")):
+                if not _port_free(port):
+                    raise LabError(port_in_use_message(port, variable))
         base = self.base_image()
         _say(f"building gateway-lab/gateway and gateway-lab/nginx on {base}")
         build = self._compose(
@@ -354,14 +362,30 @@ class DockerTarget:
             report = self._report_failure(cfg)
             self.down(cfg)
             raise LabError(f"nginx is healthy inside but {cfg.url} does not answer.\n{report}")
+        self._copy_ca(cfg)
         _say(f"up at {cfg.url}")
+        _say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file})")
+
+    def _copy_ca(self, cfg: LabConfig) -> None:
+        """The CA certificate the nginx container made, copied to ``cfg.ca_file`` on the host,
+        so ``lab status`` names a file curl and a browser can read (CONTRACT.md: ca_file)."""
+        cfg.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        source = tls_files(COMPOSE_TLS_DIR)["ca.pem"]
+        copied = self._compose(cfg, "cp", f"{NGINX}:{source}", str(cfg.ca_file))
+        if copied.returncode != 0:
+            raise LabError(
+                f"could not copy the lab's CA certificate out of the nginx container:\n"
+                f"{copied.stdout}{copied.stderr}"
+            )
 
     def down(self, cfg: LabConfig) -> None:
-        done = self._compose(
-            cfg, "down", "--remove-orphans", "--volumes", "--timeout", "10", timeout=180
-        )
+        # No --volumes: that would remove the CA too (TLS_VOLUME). The state goes by name.
+        done = self._compose(cfg, "down", "--remove-orphans", "--timeout", "10", timeout=180)
         if done.returncode != 0:
             raise LabError(f"`docker compose down` failed:\n{done.stdout}{done.stderr}")
+        removed = _run(["docker", "volume", "rm", "--force", STATE_VOLUME])
+        if removed.returncode != 0:
+            raise LabError(f"could not remove the volume {STATE_VOLUME}:\n{removed.stderr}")
 
     def is_running(self, cfg: LabConfig) -> bool:
         if not docker_answers():
@@ -420,6 +444,8 @@ class DockerTarget:
         return {
             "target": self.name,
             "url": cfg.url,
+            "tls_url": cfg.tls_url,
+            "ca_file": str(cfg.ca_file),
             "running": running,
             "active_mode": self.active_mode(cfg) if running else None,
             # The gateways publish no port: only nginx reaches them.

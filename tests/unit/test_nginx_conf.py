@@ -12,6 +12,7 @@ import pytest
 from lab import nginx_conf
 from lab.config import MODES, Limits
 from lab.nginx_conf import RenderError
+from tests.unit.test_tls import tls_values
 
 TEMPLATES = nginx_conf.TEMPLATE_DIR
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
@@ -47,6 +48,7 @@ def render_into(
     if target == "compose":
         values |= {f"{m}_server": f"127.0.0.1:{8000 + i}" for i, m in enumerate(MODES)}
         values |= {"temp_dir": str(tmp_path / "tmp"), "pid_path": str(tmp_path / "nginx.pid")}
+    values |= tls_values(tmp_path / "state" / "tls")  # nginx -t loads the certificate
     files = nginx_conf.render(values, mode, split)
     nginx_conf.make_runtime_dirs(values)
     out = tmp_path / "conf"
@@ -221,6 +223,7 @@ def test_cli_renders_compose_with_overrides(tmp_path: Path, nginx_bin: str) -> N
     args = ["render", "--target", "compose", "--out", str(out), "--split", "cgi=50,asgi=50"]
     args += ["--set", f"temp_dir={tmp_path / 'tmp'}", "--set", f"pid_path={tmp_path / 'pid'}"]
     args += [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
+    args += [f"--set={k}={v}" for k, v in tls_values(tmp_path / "tls").items()]
     assert nginx_conf.main(args) == 0
     assert nginx_t(nginx_bin, out / "nginx.conf").returncode == 0
     assert nginx_conf.read_active_mode((out / "active_mode.conf").read_text()) == {
@@ -256,6 +259,7 @@ def test_native_replicas_render_one_server_line_each(tmp_path: Path, nginx_bin: 
     values = nginx_conf.target_values(
         "native", limits=Limits(), port=18080, state_dir=tmp_path / "state", replicas={"wsgi": 3}
     )
+    tls_values(tmp_path / "state" / "tls")  # nginx -t loads the certificate
     files = nginx_conf.render(values)
     upstreams = files["upstreams.conf"]
     assert upstream_servers(upstreams, "wsgi") == [
@@ -327,6 +331,7 @@ def test_cli_upstreams_rewrites_only_that_file(tmp_path: Path, nginx_bin: str) -
     args = ["render", "--target", "compose", "--out", str(out), "--mode", "asgi"]
     args += ["--set", f"temp_dir={tmp_path / 'tmp'}", "--set", f"pid_path={tmp_path / 'pid'}"]
     args += [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
+    args += [f"--set={k}={v}" for k, v in tls_values(tmp_path / "tls").items()]
     assert nginx_conf.main(args) == 0
     others = {p.name: p.read_text() for p in out.iterdir() if p.name != "upstreams.conf"}
     pinned = [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
