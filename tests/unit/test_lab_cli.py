@@ -39,6 +39,8 @@ class FakeTarget:
         return {
             "target": self.name,
             "url": cfg.url,
+            "tls_url": cfg.tls_url,
+            "ca_file": str(cfg.ca_file),
             "running": True,
             "active_mode": "wsgi",
             "gateways": {"cgi": "http://127.0.0.1:8081"},
@@ -93,7 +95,10 @@ def test_status_json_has_the_contract_shape(
     result = runner.invoke(cli.app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert set(info) == {"target", "url", "running", "active_mode", "gateways", "limits"}
+    assert set(info) == {"target", "url", "running", "active_mode", "gateways", "limits"} | {
+        "tls_url",
+        "ca_file",
+    }
     assert info["url"] == "http://127.0.0.1:18080"
     assert set(info["limits"]) == {
         "proxy_read_timeout_s",
