@@ -1,5 +1,5 @@
 #!/bin/sh
-# lab-nginx: nginx in the lab's container, configured by lab/nginx_conf.py.
+# lab-nginx: nginx in the lab's container, configured by lab/nginx/ (python3 -m lab.nginx).
 #
 #   lab-nginx start          render the config into $CONF_DIR, then exec nginx (the CMD)
 #   lab-nginx switch MODE    make MODE (or a split like wsgi=90,asgi=10) the default of "/":
@@ -11,14 +11,14 @@
 #
 # LAB_MODE sets the mode (or split) at first start; after a switch the choice is
 # recorded in $STATE_FILE and a restarted container starts in it. The LAB_*
-# limits are read by the renderer (lab/config.py).
+# limits are read by the renderer (lab/settings.py).
 set -eu
 
 CONF_DIR=${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}
 CONF=$CONF_DIR/nginx.conf
 STATE_FILE=${LAB_STATE_FILE:-/var/lib/lab/active_mode}
 # The lab's CA and nginx's certificate: the volume the renderer's compose
-# target points ssl_certificate at (lab/nginx_conf.py COMPOSE_TLS_DIR).
+# target points ssl_certificate at (lab/nginx/render.py COMPOSE_TLS_DIR).
 TLS_DIR=/var/lib/lab-tls
 
 # --mode M or --split A=n,B=m, whichever the argument is.
@@ -43,7 +43,7 @@ case ${1:-start} in
         # `docker compose up` serves TLS too; `lab up` copies ca.pem out.
         lab-make-certs "$TLS_DIR"
         # shellcheck disable=SC2046
-        python3 -m lab.nginx_conf render --target compose --out "$CONF_DIR" \
+        python3 -m lab.nginx render --target compose --out "$CONF_DIR" \
             $(active_args "$mode")
         # -e: errors before the config is read go to stderr too (the
         # default log path under /var/log is not writable here).
@@ -55,7 +55,7 @@ case ${1:-start} in
         cp "$CONF_DIR/active_mode.conf" "$previous"
         # The renderer rejects an unknown mode before writing anything.
         # shellcheck disable=SC2046
-        python3 -m lab.nginx_conf active --out "$CONF_DIR" $(active_args "$2")
+        python3 -m lab.nginx active --out "$CONF_DIR" $(active_args "$2")
         if ! test_config; then
             mv "$previous" "$CONF_DIR/active_mode.conf"
             echo "lab-nginx: the new config fails nginx -t; kept the previous one" >&2
@@ -73,7 +73,7 @@ case ${1:-start} in
         nginx -e stderr -c "$CONF" -s reload
         ;;
     mode)
-        python3 -m lab.nginx_conf show --out "$CONF_DIR"
+        python3 -m lab.nginx show --out "$CONF_DIR"
         ;;
     *)
         # Anything else runs as a command (e.g. `docker compose run nginx sh`).

@@ -21,13 +21,13 @@ import pytest
 import requests
 
 from tests.integration.conftest import Lab, lab  # noqa: F401 (the session fixture)
-from tests.integration.h2client import (
+from tests.support.h2client import (
     ENHANCE_YOUR_CALM,
     MAX_CONCURRENT_STREAMS,
     REFUSED_STREAM,
     H2Client,
 )
-from tests.integration.tls_lab import TLSLab, tls_lab  # noqa: F401 (the session fixture)
+from tests.support.tls_lab import TLSLab, tls_lab  # noqa: F401 (the session fixture)
 
 TRACE = ("x-gateway-mode", "x-gateway-pid", "x-gateway-worker", "x-gateway-start")
 # nginx/templates/tls.conf and server.conf.
