@@ -248,3 +248,17 @@ def test_make_certs_runs_under_a_plain_posix_shell() -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert os.access(MAKE_CERTS, os.X_OK)
+
+
+def test_compose_gets_the_tls_port_of_the_settings() -> None:
+    from lab.targets.compose import compose_env
+
+    cfg = LabSettings.from_env({"LAB_TLS_PORT": "9443"})
+    assert compose_env(cfg, {"LAB_TLS_PORT": "1"})["LAB_TLS_PORT"] == "9443"
+
+
+def test_a_bad_tls_port_is_refused_by_name() -> None:
+    from lab.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="LAB_TLS_PORT"):
+        LabSettings.from_env({"LAB_TLS_PORT": "https"})
