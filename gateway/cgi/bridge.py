@@ -285,6 +285,11 @@ class CGIBridge:
             pass  # RFC 9110 §8.6: no Content-Length in a 204
         elif head_only and given is not None and given.isdigit():
             headers.append(("Content-Length", given))  # what a GET would have sent
+        elif head_only and not resp.body:
+            # RFC 9110 §9.3.2: a HEAD answer carries the headers a GET would have.
+            # A script that gives no length and (rightly, RFC 3875 §4.3.3) no body
+            # says nothing about the GET's length (a stream has none): send none.
+            pass
         else:
             headers.append(("Content-Length", str(len(resp.body))))
         return headers + _trace(proc)

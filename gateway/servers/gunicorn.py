@@ -15,6 +15,7 @@ gracefully on HUP. What each mode asks of it:
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -24,6 +25,7 @@ from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList
 from gateway.servers.error_pages import install_json_error_pages
+from gateway.servers.websocket_denial import install_websocket_denial_response
 
 
 def build_app(settings: Settings) -> Callable[..., Any]:
@@ -50,7 +52,20 @@ def worker_options(mode: Mode, settings: Settings) -> dict[str, Any]:
         return {"worker_class": "gthread", "workers": 1, "threads": 2 * settings.cgi_max_scripts}
     if mode == "wsgi":
         return {"worker_class": "sync", "workers": settings.worker_count}
-    return {"worker_class": "asgi", "workers": settings.worker_count, "worker_connections": 1000}
+    from apps.breakfast.kitchen import WS_MAX_MESSAGE_BYTES
+
+    return {
+        "worker_class": "asgi",
+        "workers": settings.worker_count,
+        "worker_connections": 1000,
+        # The /ws limit the app documents (gunicorn's default is 16 MiB). A bigger
+        # message closes with 1009 before it is read. With gunicorn's own
+        # backpressure (it stops reading a connection while 32 messages wait for
+        # the app), one peer that sends and never reads pins about 32 x 64 KiB.
+        # It also bounds the event loop's time per message: gunicorn unmasks
+        # frames in pure Python (11 ms for 64 KiB here; 16 MiB took 3.6 s).
+        "websocket_max_message_size": WS_MAX_MESSAGE_BYTES,
+    }
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -78,12 +93,27 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def use_standard_reason_phrases() -> None:
+    """The asgi worker's status lines use Python's reason phrases, as the other modes do.
+
+    An ASGI app gives a status code only; gunicorn's asyncio worker names it from
+    a short table of its own and says "426 Unknown" for the rest. CGI and WSGI
+    status lines come from the app (http.HTTPStatus), so the asgi table is filled
+    from the same source (idempotent; the table is read when a status is first sent).
+    """
+    from gunicorn.asgi import protocol
+
+    protocol._REASON_PHRASES.update({status.value: status.phrase for status in HTTPStatus})
+
+
 class GatewayServer(BaseApplication):  # type: ignore[misc]
     """gunicorn's documented way to embed it: options in, app loaded per worker."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         install_json_error_pages()
+        use_standard_reason_phrases()
+        install_websocket_denial_response()  # the app's JSON answer to a refused handshake
         super().__init__()
 
     def load_config(self) -> None:

@@ -146,7 +146,7 @@ def test_mode_routes_keep_their_prefix() -> None:
     # No URI part after the upstream: /wsgi/env reaches the gateway as /wsgi/env.
     blocks = _location_blocks((TEMPLATES / "server.conf").read_text())
     for mode in MODES:
-        assert f"proxy_pass http://gateway_{mode};" in blocks[f"/{mode}/"]
+        assert f"proxy_pass http://gateway_{mode}$lab_request_uri;" in blocks[f"/{mode}/"]
 
 
 def test_buffering_is_off_only_for_streaming_routes() -> None:
