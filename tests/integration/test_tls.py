@@ -91,6 +91,18 @@ def test_twelve_requests_on_one_connection_are_in_flight_together(h2: H2Client) 
     )
 
 
+def test_websocket_over_tls(tls_lab: TLSLab) -> None:  # noqa: F811
+    """wss:// works: nginx 1.22 has no WebSocket over HTTP/2 (RFC 8441), so the
+    client's TLS connection speaks HTTP/1.1 (ALPN) and upgrades, as browsers do."""
+    from websockets.sync.client import connect
+
+    context = ssl.create_default_context(cafile=tls_lab.ca_file)
+    wss_url = tls_lab.url.replace("https://", "wss://") + "/asgi/ws"
+    with connect(wss_url, ssl=context, open_timeout=10) as ws:
+        ws.send("over tls")
+        assert ws.recv(timeout=10) == "over tls"
+
+
 def scheme_seen(mode: str, variables: dict[str, object]) -> str:
     """The scheme as each protocol tells the app: CGI REQUEST_SCHEME (and HTTPS=on),
     WSGI wsgi.url_scheme (PEP 3333), the ASGI scope's scheme."""
