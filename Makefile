@@ -97,5 +97,8 @@ timeline: install system-deps
 claims: install system-deps
 	$(LAB) claims $(ARGS)
 
+# Also the lab's local CA, which `make down` keeps: natively in .lab/tls, under
+# Docker in the nginx-tls volume (the next `make up` makes a new CA to trust).
 clean: down
 	rm -rf .lab results .pytest_cache .mypy_cache .ruff_cache
+	@if docker info >/dev/null 2>&1; then docker volume rm --force gateway-lab_nginx-tls >/dev/null; fi

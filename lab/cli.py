@@ -169,6 +169,8 @@ def status_table(info: StatusDict) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("url", info["url"])
+    table.add_row("tls_url (HTTP/2)", info["tls_url"])
+    table.add_row("ca_file", info["ca_file"])
     # active_mode is a mode, or the label of a split such as "wsgi=90,asgi=10".
     table.add_row("active mode of /", str(info["active_mode"] or "-"))
     replicas = info.get("replicas", {})

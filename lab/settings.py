@@ -80,6 +80,7 @@ class LabSettings:
     """The lab as the host side sees it. Defaults agree with compose.yaml and .env.example."""
 
     port: int = 8080  # LAB_PORT: nginx on 127.0.0.1
+    tls_port: int = 8443  # LAB_TLS_PORT: nginx's TLS + HTTP/2 listener on 127.0.0.1
     state_dir: Path = ROOT / ".lab"  # LAB_STATE_DIR: native config, logs, records
     limits: Limits = field(default_factory=Limits)  # LAB_PROXY_READ_TIMEOUT_S, ...
     target: str = ""  # LAB_TARGET: docker|native; "" = recorded, else docker if it answers
@@ -102,6 +103,21 @@ class LabSettings:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def tls_url(self) -> str:
+        """nginx's TLS (HTTP/2 and HTTP/1.1) URL on this machine."""
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The lab's CA and nginx's certificate (nginx/make-certs.sh); ``down`` keeps them."""
+        return self.state_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate to trust (curl --cacert, a browser); a host path on every target."""
+        return self.tls_dir / "ca.pem"
+
+    @property
     def tools_url(self) -> str:
         """Where bench, timeline and claims send their load: LAB_URL, else ``url``."""
         return self.url_override.rstrip("/") or self.url
@@ -120,6 +136,7 @@ class LabSettings:
             raise SettingsError(f"LAB_MODE={e.get('LAB_MODE')!r}: {exc}") from None
         return cls(
             port=_int(e, "LAB_PORT", cls.port, 1),
+            tls_port=_int(e, "LAB_TLS_PORT", cls.tls_port, 1),
             state_dir=Path(e.get("LAB_STATE_DIR", "") or ROOT / ".lab"),
             limits=Limits.from_env(e),
             target=target,

@@ -17,6 +17,9 @@ set -eu
 CONF_DIR=${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}
 CONF=$CONF_DIR/nginx.conf
 STATE_FILE=${LAB_STATE_FILE:-/var/lib/lab/active_mode}
+# The lab's CA and nginx's certificate: the volume the renderer's compose
+# target points ssl_certificate at (lab/nginx/render.py COMPOSE_TLS_DIR).
+TLS_DIR=/var/lib/lab-tls
 
 # --mode M or --split A=n,B=m, whichever the argument is.
 active_args() {
@@ -36,6 +39,9 @@ case ${1:-start} in
         if [ -s "$STATE_FILE" ]; then
             mode=$(cat "$STATE_FILE")
         fi
+        # Made on the first start only (kept in the volume), so plain
+        # `docker compose up` serves TLS too; `lab up` copies ca.pem out.
+        lab-make-certs "$TLS_DIR"
         # shellcheck disable=SC2046
         python3 -m lab.nginx render --target compose --out "$CONF_DIR" \
             $(active_args "$mode")

@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port if args.port is not None else (settings.port if native else None),
             state_dir=getattr(args, "state_dir", None) or settings.state_dir,
             dashboard_dir=getattr(args, "dashboard_dir", None),
+            tls_port=settings.tls_port if native else None,
         )
         values = _parse_sets(args.set, values)
         if args.command == "upstreams":

@@ -50,10 +50,14 @@ ROOT: Final = Path(__file__).resolve().parent.parent.parent
 TARGETS: Final = ("native", "compose")
 TEMPLATE_DIR: Final = ROOT / "nginx" / "templates"  # LabSettings.templates overrides it
 # Rendered in this order; nginx.conf includes the others by these names.
-CONF_FILES: Final = ("nginx.conf", "upstreams.conf", "proxy.conf", "server.conf")
+CONF_FILES: Final = ("nginx.conf", "upstreams.conf", "proxy.conf", "server.conf", "tls.conf")
 UPSTREAMS_FILE: Final = "upstreams.conf"
 ACTIVE_FILE: Final = "active_mode.conf"
 COMPOSE_PORT: Final = 8080
+COMPOSE_TLS_PORT: Final = 8443
+# Where the nginx container keeps the CA and its certificate (a volume in
+# compose.yaml; nginx/make-certs.sh writes it at the first start).
+COMPOSE_TLS_DIR: Final = Path("/var/lib/lab-tls")
 COMPOSE_GATEWAY_PORT: Final = 8000
 COMPOSE_DASHBOARD_DIR: Final = "/usr/share/lab/static"
 NATIVE_DASHBOARD_DIR: Final = ROOT / "nginx" / "static" / "lab"
@@ -84,8 +88,13 @@ def target_values(
     state_dir: Path | None = None,
     dashboard_dir: str | None = None,
     replicas: Mapping[str, int] | None = None,
+    tls_port: int | None = None,
 ) -> dict[str, str]:
     """Every placeholder's value for ``target``. Pure: creates nothing.
+
+    ``tls_port`` is the TLS listener's port (native: LAB_TLS_PORT, default
+    8443); the certificate is ``tls_files(...)["server.pem"]``, made by
+    nginx/make-certs.sh before nginx starts.
 
     ``replicas`` (native only: mode -> count, default 1) lists that many
     gateways per mode; under compose a service name covers all its replicas.
@@ -101,8 +110,12 @@ def target_values(
         nginx_dir = state_dir / "nginx"
         logs = state_dir / "logs"
         listen_port = port if port is not None else 8080
+        tls = tls_files(state_dir / "tls")
         return common | {
             "listen": f"127.0.0.1:{listen_port}",
+            "tls_listen": f"127.0.0.1:{tls_port if tls_port is not None else COMPOSE_TLS_PORT}",
+            "tls_certificate": str(tls["server.pem"]),
+            "tls_certificate_key": str(tls["server.key"]),
             **{
                 f"{m}_server": " ".join(native_servers(listen_port, m, (replicas or {}).get(m, 1)))
                 for m in MODES
@@ -116,6 +129,9 @@ def target_values(
     if target == "compose":
         return common | {
             "listen": str(port if port is not None else COMPOSE_PORT),
+            "tls_listen": str(tls_port if tls_port is not None else COMPOSE_TLS_PORT),
+            "tls_certificate": str(tls_files(COMPOSE_TLS_DIR)["server.pem"]),
+            "tls_certificate_key": str(tls_files(COMPOSE_TLS_DIR)["server.key"]),
             **{f"{m}_server": f"gateway-{m}:{COMPOSE_GATEWAY_PORT}" for m in MODES},
             # Logs go to the container's stdout/stderr, where `docker compose logs` reads them.
             "pid_path": "/tmp/nginx.pid",
@@ -125,6 +141,11 @@ def target_values(
             "dashboard_dir": dashboard_dir or COMPOSE_DASHBOARD_DIR,
         }
     raise RenderError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+
+
+def tls_files(tls_dir: Path) -> dict[str, Path]:
+    """The files nginx/make-certs.sh keeps in ``tls_dir``, by name."""
+    return {name: tls_dir / name for name in ("ca.pem", "ca.key", "server.pem", "server.key")}
 
 
 # -- the active mode ----------------------------------------------------------------

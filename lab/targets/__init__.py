@@ -50,6 +50,8 @@ class StatusDict(TypedDict):
 
     target: str
     url: str
+    tls_url: str  # nginx's TLS + HTTP/2 listener
+    ca_file: str  # the lab's CA certificate, a path on this host
     running: bool  # every service answers its health check
     active_mode: str | None
     gateways: dict[str, str]

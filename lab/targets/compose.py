@@ -20,6 +20,10 @@ COMPOSE_FILE: Final = ROOT / "compose.yaml"
 SYSTEM_CA_BUNDLE: Final = Path("/etc/ssl/certs/ca-certificates.crt")
 SERVICES: Final = {mode: f"gateway-{mode}" for mode in MODES}
 NGINX: Final = "nginx"
+# compose.yaml's volumes, by their names in the engine. `down` removes the
+# state (the next `up` starts in LAB_MODE) and keeps the CA (`make clean` removes it).
+STATE_VOLUME: Final = f"{PROJECT}_nginx-state"
+TLS_VOLUME: Final = f"{PROJECT}_nginx-tls"
 GATEWAY_COMMAND: Final = "-m gateway"  # in every gateway process's command line
 
 
@@ -46,6 +50,7 @@ def compose_env(
     """
     env = dict(environ)
     env["LAB_PORT"] = str(cfg.port)
+    env["LAB_TLS_PORT"] = str(cfg.tls_port)
     env["LAB_PROXY_READ_TIMEOUT_S"] = str(cfg.limits.proxy_read_timeout_s)
     env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
     env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from lab.errors import LabError
-from lab.nginx.render import COMPOSE_GATEWAY_PORT
+from lab.nginx.render import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
 from lab.nginx.routing import MODES, RenderError, active_label, format_split, parse_active
 from lab.settings import ROOT, LabSettings
 from lab.system import procfs
@@ -32,6 +32,7 @@ from lab.targets.compose import (
     NGINX,
     PROJECT_LABEL,
     SERVICES,
+    STATE_VOLUME,
     compose_args,
     compose_env,
     parse_replicas_listing,
@@ -74,10 +75,10 @@ UPSTREAMS_SCRIPT: Final = (
 UPSTREAMS_RELOAD_SCRIPT: Final = UPSTREAMS_SCRIPT + " && exec lab-nginx reload"
 
 
-def port_in_use_message(port: int) -> str:
+def port_in_use_message(port: int, variable: str = "LAB_PORT") -> str:
     return (
         f"127.0.0.1:{port} is already in use by another program, so nginx cannot publish it: "
-        f"stop that program, or choose another port (LAB_PORT={port + 100} make up)"
+        f"stop that program, or choose another port ({variable}={port + 100} make up)"
     )
 
 
@@ -214,10 +215,13 @@ class DockerTarget:
         self._require_engine()
         self._base_image = cfg.base_image
         if self.is_running(cfg) and self._healthy(cfg):
+            self._copy_ca(cfg)
             _say(f"already up at {cfg.url}")
             return
-        if not self.is_running(cfg) and not port_free(cfg.port):
-            raise LabError(port_in_use_message(cfg.port))
+        if not self.is_running(cfg):
+            for port, variable in ((cfg.port, "LAB_PORT"), (cfg.tls_port, "LAB_TLS_PORT")):
+                if not port_free(port):
+                    raise LabError(port_in_use_message(port, variable))
         base = self.base_image()
         _say(f"building gateway-lab/gateway and gateway-lab/nginx on {base}")
         build = self._compose(
@@ -253,14 +257,30 @@ class DockerTarget:
             report = self._report_failure(cfg)
             self.down(cfg)
             raise LabError(f"nginx is healthy inside but {cfg.url} does not answer.\n{report}")
+        self._copy_ca(cfg)
         _say(f"up at {cfg.url}")
+        _say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file})")
+
+    def _copy_ca(self, cfg: LabSettings) -> None:
+        """The CA certificate the nginx container made, copied to ``cfg.ca_file`` on the host,
+        so ``lab status`` names a file curl and a browser can read (CONTRACT.md: ca_file)."""
+        cfg.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        source = tls_files(COMPOSE_TLS_DIR)["ca.pem"]
+        copied = self._compose(cfg, "cp", f"{NGINX}:{source}", str(cfg.ca_file))
+        if copied.returncode != 0:
+            raise LabError(
+                "could not copy the lab's CA certificate out of the nginx container:\n"
+                f"{copied.stdout}{copied.stderr}"
+            )
 
     def down(self, cfg: LabSettings) -> None:
-        done = self._compose(
-            cfg, "down", "--remove-orphans", "--volumes", "--timeout", "10", timeout=180
-        )
+        # No --volumes: that would remove the CA too (TLS_VOLUME). The state goes by name.
+        done = self._compose(cfg, "down", "--remove-orphans", "--timeout", "10", timeout=180)
         if done.returncode != 0:
             raise LabError(f"`docker compose down` failed:\n{done.stdout}{done.stderr}")
+        removed = _run(["docker", "volume", "rm", "--force", STATE_VOLUME])
+        if removed.returncode != 0:
+            raise LabError(f"could not remove the volume {STATE_VOLUME}:\n{removed.stderr}")
 
     def is_running(self, cfg: LabSettings) -> bool:
         if not docker_answers():
@@ -323,6 +343,8 @@ class DockerTarget:
         return {
             "target": self.name,
             "url": cfg.url,
+            "tls_url": cfg.tls_url,
+            "ca_file": str(cfg.ca_file),
             "running": running,
             "active_mode": self.active_mode(cfg) if exists else None,
             # The gateways publish no port: only nginx reaches them.

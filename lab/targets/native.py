@@ -45,6 +45,7 @@ from lab.targets.native_nginx import (
     Paths,
     active_mode,
     ensure_nginx,
+    make_certs,
     master_alive,
     native_values,
     nginx_command,
@@ -80,6 +81,7 @@ class RunState:
     replicas: dict[str, int] = field(default_factory=dict)  # mode -> N when N > 1
     nginx: str = ""
     port: int = 0
+    tls_port: int = 0
     limits: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
 
@@ -159,19 +161,22 @@ class NativeTarget:
         state = load_state(cfg)
         if state is not None and self.is_running(cfg):
             health = self.healthy(cfg, state)
-            if all(health.values()) and state.port == cfg.port:
+            if all(health.values()) and (state.port, state.tls_port) == (cfg.port, cfg.tls_port):
                 say(f"the lab is already running (native) at {cfg.url}")
                 return
-            broken = ", ".join(n for n, ok in health.items() if not ok) or "its port changed"
+            broken = ", ".join(n for n, ok in health.items() if not ok) or "a port changed"
             say(f"the lab is running but not healthy ({broken}): restarting it")
             self.down(cfg)
         self._check_ports(cfg)
         nginx = ensure_nginx(say)
+        if made := make_certs(cfg.tls_dir):
+            say(made)
         render_config(cfg, active_mode(cfg) or cfg.mode)
         nginx_test(nginx, cfg)
         state = RunState(
             nginx=nginx,
             port=cfg.port,
+            tls_port=cfg.tls_port,
             limits=cast(dict[str, int], limits_dict(cfg)),
             started_at=time.time(),
         )
@@ -186,12 +191,15 @@ class NativeTarget:
             self.down(cfg, quiet=True)
             raise
         say(f"the lab is up (native, active mode {active_label(active_mode(cfg))}): {cfg.url}")
+        say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file})")
 
     def _check_ports(self, cfg: LabSettings) -> None:
-        wanted = {f"gateway-{m}": cfg.gateway_ports[m] for m in MODES} | {"nginx": cfg.port}
+        wanted = {f"gateway-{m}": cfg.gateway_ports[m] for m in MODES}
+        wanted |= {"nginx": cfg.port, "nginx (TLS)": cfg.tls_port}
+        hints = {"nginx": "LAB_PORT", "nginx (TLS)": "LAB_TLS_PORT"}
         for service, port in wanted.items():
             if not port_free(port):
-                hint = " or set LAB_PORT to a free port" if service == "nginx" else ""
+                hint = f" or set {hints[service]} to a free port" if service in hints else ""
                 raise LabError(in_use_message(port, service, hint))
 
     def _start(self, cfg: LabSettings, state: RunState) -> None:
@@ -225,18 +233,20 @@ class NativeTarget:
     def status(self, cfg: LabSettings) -> StatusDict:
         state = load_state(cfg)
         limits = limits_dict(cfg)
-        port = cfg.port
+        port, tls_port = cfg.port, cfg.tls_port
         services = {name: False for name in health_urls(cfg)}
         workers = {m: 0 for m in MODES}
         if state is not None and self.is_running(cfg):
             limits = cast(LimitsDict, state.limits) if state.limits else limits
-            port = state.port or port
+            port, tls_port = state.port or port, state.tls_port or tls_port
             services = self.healthy(cfg, state)
             workers = self.workers(state)
         running = all(services.values())
         return {
             "target": self.name,
             "url": f"http://127.0.0.1:{port}",
+            "tls_url": f"https://127.0.0.1:{tls_port}",
+            "ca_file": str(cfg.ca_file),
             "running": running,
             "active_mode": active_label(active_mode(cfg)),
             "gateways": {m: f"http://127.0.0.1:{cfg.gateway_ports[m]}" for m in MODES},

@@ -21,11 +21,13 @@ from typing import Final
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
 from lab.nginx.routing import Split
-from lab.settings import LabSettings
+from lab.settings import ROOT, LabSettings
 from lab.system.processes import tail
 from lab.system.procfs import read_proc
 from lab.targets.switching import MASTER_TITLE, accepting_workers, wait_for_reload
 
+# Makes the lab's local CA and nginx's certificate; the nginx image runs it too.
+MAKE_CERTS: Final = ROOT / "nginx" / "make-certs.sh"
 NGINX_CANDIDATES: Final = (
     "/usr/sbin/nginx",
     "/usr/local/sbin/nginx",
@@ -117,8 +119,24 @@ def nginx_test(nginx: str, cfg: LabSettings) -> None:
 
 def native_values(cfg: LabSettings, replicas: Mapping[str, int] | None = None) -> dict[str, str]:
     return nginx_conf.target_values(
-        "native", limits=cfg.limits, port=cfg.port, state_dir=cfg.state_dir, replicas=replicas
+        "native",
+        limits=cfg.limits,
+        port=cfg.port,
+        state_dir=cfg.state_dir,
+        replicas=replicas,
+        tls_port=cfg.tls_port,
     )
+
+
+def make_certs(tls_dir: Path) -> str:
+    """The lab's CA and nginx's certificate in ``tls_dir``, each made only when missing
+    (nginx/make-certs.sh); returns what the script said it made."""
+    proc = subprocess.run(
+        ["sh", str(MAKE_CERTS), str(tls_dir)], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise LabError(f"could not make the lab's TLS certificates:\n{proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def render_config(cfg: LabSettings, active: str | Split) -> None:

@@ -289,6 +289,7 @@ def short_timeout_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     env = os.environ | {
         "LAB_TARGET": "native",
         "LAB_PORT": str(port),
+        "LAB_TLS_PORT": str(free_base_port()),  # not the suite's lab's
         "LAB_STATE_DIR": str(state),
         "LAB_PROXY_READ_TIMEOUT_S": "2",
     }

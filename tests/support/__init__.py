@@ -1,5 +1,6 @@
 """Helpers the test suites import (never collected): the app contract, the one fake
-target, fault controls, raw HTTP and a steady client."""
+target, fault controls, raw HTTP, a steady client, an HTTP/2 client and the
+lab's TLS address."""
 
 from pathlib import Path
 

@@ -40,6 +40,8 @@ class FakeTarget:
         return {
             "target": self.name,
             "url": cfg.url,
+            "tls_url": cfg.tls_url,
+            "ca_file": str(cfg.ca_file),
             "running": True,
             "active_mode": self.active_mode,
             "gateways": {"cgi": "http://127.0.0.1:8081"},

@@ -5,9 +5,13 @@
 import {
   buildPath,
   ENDPOINTS,
+  inFlight,
   MODES,
+  maxConcurrency,
+  multiplexed,
   parseConcurrency,
   parseTrace,
+  protocolName,
   summarize,
   timeZero,
   verdict,
@@ -60,6 +64,37 @@ const state = {
 };
 
 const nowEpoch = () => (performance.timeOrigin + performance.now()) / 1000;
+
+// The protocol this page came over (Resource Timing: the navigation's ALPN id,
+// "h2" or "http/1.1"). The requests it fires go the same way, to the same server.
+const PROTOCOL = performance.getEntriesByType("navigation")[0]?.nextHopProtocol ?? "";
+const MAX_AT_ONCE = maxConcurrency(PROTOCOL);
+
+// -- the protocol, and what it means for "At once" -------------------------------------
+
+function showProtocol() {
+  document.body.dataset.protocol = PROTOCOL || "unknown";
+  $("concurrency").max = String(MAX_AT_ONCE);
+  const name = protocolName(PROTOCOL) || "an unknown protocol";
+  $("protocol").textContent = multiplexed(PROTOCOL)
+    ? `This page came over ${name}: the browser sends every request on one connection, ` +
+      `all at once (up to ${MAX_AT_ONCE}).`
+    : `This page came over ${name}: the browser sends at most 6 requests at once to one ` +
+      "server. Open the lab's https address (tls_url in `lab status`) for HTTP/2.";
+}
+
+/** Over HTTP/2 the legend's note on the 6-connection limit gives way to what happened. */
+function showConnectionNote(panel) {
+  if (!multiplexed(PROTOCOL)) return;
+  const sent = panel.results.length;
+  const peak = inFlight(panel.results);
+  $("connection-note").textContent =
+    `Over ${protocolName(PROTOCOL)} the browser's limit of 6 connections per server does ` +
+    `not apply: the ${sent} requests of the last run left together on one connection, and ` +
+    `the app had up to ${peak} of them in progress at once. Any wave in the timeline is ` +
+    "the server's doing.";
+  $("connection-note").dataset.inFlight = String(peak);
+}
 
 // -- errors: every one is shown, grouped when identical ---------------------------
 
@@ -287,6 +322,7 @@ async function runPanel(panel, path, count) {
   panel.wallMs = performance.now() - panel.started;
   panel.state = "done";
   redrawAll();
+  showConnectionNote(panel);
   return summarize(panel.results, panel.wallMs);
 }
 
@@ -322,13 +358,13 @@ async function fire(event) {
   event.preventDefault();
   if (state.running) return;
   const form = readForm();
-  const count = parseConcurrency(form.concurrencyRaw);
+  const count = parseConcurrency(form.concurrencyRaw, MAX_AT_ONCE);
   clearErrors();
   if (count === null) {
     addError({
       mode: "page",
       status: 0,
-      message: "\u201cAt once\u201d must be a whole number from 1 to 50; nothing was sent",
+      message: `\u201cAt once\u201d must be a whole number from 1 to ${MAX_AT_ONCE}; nothing was sent`,
       path: "/lab/",
     });
     $("concurrency").focus();
@@ -461,6 +497,7 @@ function hideTooltip() {
 // -- wiring -------------------------------------------------------------------------
 
 function init() {
+  showProtocol();
   $("fire-form").addEventListener("submit", fire);
   for (const id of ["mode", "endpoint", "ms", "coffee_ms", "omelette_ms", "concurrency"]) {
     $(id).addEventListener("input", syncForm);

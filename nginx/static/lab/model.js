@@ -14,6 +14,28 @@ export const ENDPOINTS = {
 };
 
 export const MAX_CONCURRENCY = 50;
+// Over HTTP/2 (or 3) every request shares one connection, up to the streams
+// the server allows at once: nginx's http2_max_concurrent_streams (tls.conf).
+export const MAX_CONCURRENCY_MULTIPLEXED = 100;
+
+/**
+ * The protocol a Resource Timing entry's nextHopProtocol names (the ALPN id:
+ * "h2", "h3", "http/1.1"), for people; "" (unknown, e.g. from the cache) stays "".
+ */
+export function protocolName(nextHop) {
+  const names = { h2: "HTTP/2", h3: "HTTP/3", "http/1.1": "HTTP/1.1", "http/1.0": "HTTP/1.0" };
+  return names[nextHop] ?? nextHop;
+}
+
+/** True when the browser multiplexes requests on one connection (HTTP/2 and 3). */
+export function multiplexed(nextHop) {
+  return nextHop === "h2" || nextHop === "h3";
+}
+
+/** The most requests "At once" allows over ``nextHop``. */
+export function maxConcurrency(nextHop) {
+  return multiplexed(nextHop) ? MAX_CONCURRENCY_MULTIPLEXED : MAX_CONCURRENCY;
+}
 
 /**
  * The path one request goes to: "/asgi/coffee?ms=300", or "/coffee?ms=300"
@@ -32,12 +54,12 @@ export function buildPath(target, endpoint, params) {
   return query ? `${path}?${query}` : path;
 }
 
-/** Concurrency as a whole number in 1..MAX_CONCURRENCY, or null. */
-export function parseConcurrency(raw) {
+/** Concurrency as a whole number in 1..max, or null. */
+export function parseConcurrency(raw, max = MAX_CONCURRENCY) {
   const text = String(raw).trim();
   if (!/^\d+$/.test(text)) return null;
   const n = Number(text);
-  return n >= 1 && n <= MAX_CONCURRENCY ? n : null;
+  return n >= 1 && n <= max ? n : null;
 }
 
 /**
@@ -164,6 +186,11 @@ export function timeZero(results) {
 }
 
 /** The numbers under a timeline. wallMs: from the first send to the last answer, as the browser saw it. */
+/** The most requests the app had in progress at one instant, across all processes. */
+export function inFlight(results) {
+  return maxOverlap(results.filter((r) => r.trace).map((r) => r.trace));
+}
+
 export function summarize(results, wallMs) {
   const lanes = buildLanes(results);
   const requests = results.length;

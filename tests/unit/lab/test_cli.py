@@ -55,6 +55,8 @@ def test_status_json_has_the_contract_shape(
     assert set(info) - {"services", "workers", "replicas"} == {
         "target",
         "url",
+        "tls_url",
+        "ca_file",
         "running",
         "active_mode",
         "gateways",

@@ -51,9 +51,9 @@ def test_only_nginx_publishes_a_port_and_only_on_loopback(
 ) -> None:
     published = {name for name, svc in services.items() if svc.get("ports")}
     assert published == {"nginx"}
-    for port in services["nginx"]["ports"]:
-        assert default_of(port) == "127.0.0.1:8080:8080"
-        assert str(port).startswith("127.0.0.1:${LAB_PORT")
+    ports = services["nginx"]["ports"]
+    assert [default_of(p) for p in ports] == ["127.0.0.1:8080:8080", "127.0.0.1:8443:8443"]
+    assert all(str(port).startswith("127.0.0.1:${LAB_") for port in ports)
 
 
 @pytest.mark.parametrize("name", GATEWAYS)

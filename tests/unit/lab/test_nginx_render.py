@@ -13,6 +13,7 @@ from lab.nginx import render as nginx_conf
 from lab.nginx.__main__ import main as nginx_main
 from lab.nginx.routing import MAX_REPLICAS, MODES, RenderError, parse_split, replica_port
 from lab.settings import Limits
+from tests.unit.lab.test_tls import tls_values
 
 TEMPLATES = nginx_conf.TEMPLATE_DIR
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
@@ -48,6 +49,7 @@ def render_into(
     if target == "compose":
         values |= {f"{m}_server": f"127.0.0.1:{8000 + i}" for i, m in enumerate(MODES)}
         values |= {"temp_dir": str(tmp_path / "tmp"), "pid_path": str(tmp_path / "nginx.pid")}
+    values |= tls_values(tmp_path / "state" / "tls")  # nginx -t loads the certificate
     files = nginx_conf.render(values, mode, split)
     nginx_conf.make_runtime_dirs(values)
     out = tmp_path / "conf"
@@ -222,6 +224,7 @@ def test_cli_renders_compose_with_overrides(tmp_path: Path, nginx_bin: str) -> N
     args = ["render", "--target", "compose", "--out", str(out), "--split", "cgi=50,asgi=50"]
     args += ["--set", f"temp_dir={tmp_path / 'tmp'}", "--set", f"pid_path={tmp_path / 'pid'}"]
     args += [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
+    args += [f"--set={k}={v}" for k, v in tls_values(tmp_path / "tls").items()]
     assert nginx_main(args) == 0
     assert nginx_t(nginx_bin, out / "nginx.conf").returncode == 0
     assert nginx_conf.read_active_mode((out / "active_mode.conf").read_text()) == {
@@ -257,6 +260,7 @@ def test_native_replicas_render_one_server_line_each(tmp_path: Path, nginx_bin: 
     values = nginx_conf.target_values(
         "native", limits=Limits(), port=18080, state_dir=tmp_path / "state", replicas={"wsgi": 3}
     )
+    tls_values(tmp_path / "state" / "tls")  # nginx -t loads the certificate
     files = nginx_conf.render(values)
     upstreams = files["upstreams.conf"]
     assert upstream_servers(upstreams, "wsgi") == [
@@ -324,6 +328,7 @@ def test_cli_upstreams_rewrites_only_that_file(tmp_path: Path, nginx_bin: str) -
     args = ["render", "--target", "compose", "--out", str(out), "--mode", "asgi"]
     args += ["--set", f"temp_dir={tmp_path / 'tmp'}", "--set", f"pid_path={tmp_path / 'pid'}"]
     args += [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
+    args += [f"--set={k}={v}" for k, v in tls_values(tmp_path / "tls").items()]
     assert nginx_main(args) == 0
     others = {p.name: p.read_text() for p in out.iterdir() if p.name != "upstreams.conf"}
     pinned = [f"--set={m}_server=127.0.0.1:{9000 + i}" for i, m in enumerate(MODES)]
