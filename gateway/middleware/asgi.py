@@ -17,6 +17,7 @@ from typing import Any
 from gateway import trace
 from gateway.framing import over_limit, unsupported_coding
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+from gateway.servers.registry import default_server
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -35,10 +36,18 @@ def header_map(scope: Scope) -> dict[bytes, str]:
 
 class GatewayASGI:
     def __init__(
-        self, app: ASGIApp, *, mode: str, allow: AllowList, max_body_bytes: int | None = None
+        self,
+        app: ASGIApp,
+        *,
+        mode: str,
+        allow: AllowList,
+        max_body_bytes: int | None = None,
+        server: str | None = None,
     ) -> None:
         self.app = app
         self.mode = mode
+        # X-Gateway-Server: the server running this layer (None: the mode's default).
+        self.server = server or default_server(mode)
         self.allow = allow
         self.max_body_bytes = max_body_bytes  # as in GatewayWSGI: a declared length over it is 413
 
@@ -59,6 +68,7 @@ class GatewayASGI:
             present = frozenset(bytes(k).decode("latin-1").lower() for k, _ in response)
             extra = trace.trace_headers(
                 mode=self.mode,
+                server=self.server,
                 pid=os.getpid(),
                 worker=os.getpid(),
                 start=start,

@@ -17,6 +17,7 @@ from typing import Any
 from gateway import trace
 from gateway.framing import over_limit, unsupported_coding
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+from gateway.servers.registry import default_server
 
 Environ = dict[str, Any]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -27,10 +28,18 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 class GatewayWSGI:
     def __init__(
-        self, app: WSGIApp, *, mode: str, allow: AllowList, max_body_bytes: int | None = None
+        self,
+        app: WSGIApp,
+        *,
+        mode: str,
+        allow: AllowList,
+        max_body_bytes: int | None = None,
+        server: str | None = None,
     ) -> None:
         self.app = app
         self.mode = mode
+        # X-Gateway-Server: the server running this layer (None: the mode's default).
+        self.server = server or default_server(mode)
         self.allow = allow
         # The body limit nginx enforces (client_max_body_size), enforced here too
         # for a declared length, so a gateway called directly does not wait for
@@ -49,6 +58,7 @@ class GatewayWSGI:
             present = frozenset(k.lower() for k, _ in headers)
             return headers + trace.trace_headers(
                 mode=self.mode,
+                server=self.server,
                 pid=os.getpid(),
                 worker=os.getpid(),
                 start=start,

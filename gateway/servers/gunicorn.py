@@ -30,17 +30,20 @@ def build_app(settings: Settings) -> Callable[..., Any]:
     """The app a worker serves: the demo app (or the CGI bridge) inside the gateway layer."""
     allow = AllowList.parse(settings.forwarded_allow_ips)
     limit = settings.max_body_bytes
+    server = settings.server_name
     if settings.mode == "cgi":
         from gateway.cgi.bridge import make_cgi_app
 
-        return GatewayWSGI(make_cgi_app(settings), mode="cgi", allow=allow, max_body_bytes=limit)
+        return GatewayWSGI(
+            make_cgi_app(settings), mode="cgi", allow=allow, max_body_bytes=limit, server=server
+        )
     if settings.mode == "wsgi":
         from apps.breakfast.wsgi_app import application as wsgi_app
 
-        return GatewayWSGI(wsgi_app, mode="wsgi", allow=allow, max_body_bytes=limit)
+        return GatewayWSGI(wsgi_app, mode="wsgi", allow=allow, max_body_bytes=limit, server=server)
     from apps.breakfast.asgi_app import application as asgi_app
 
-    return GatewayASGI(asgi_app, mode="asgi", allow=allow, max_body_bytes=limit)
+    return GatewayASGI(asgi_app, mode="asgi", allow=allow, max_body_bytes=limit, server=server)
 
 
 def worker_options(mode: Mode, settings: Settings) -> dict[str, Any]:
@@ -51,6 +54,34 @@ def worker_options(mode: Mode, settings: Settings) -> dict[str, Any]:
     if mode == "wsgi":
         return {"worker_class": "sync", "workers": settings.worker_count}
     return {"worker_class": "asgi", "workers": settings.worker_count, "worker_connections": 1000}
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """What the wsgi servers other than ``sync`` change (CONTRACT.md, "Servers behind each route").
+
+    - gthread: the sync server's worker count, each worker with
+      ``settings.threads`` threads: several requests at once in one process.
+    - uwsgi: sync workers that read the uwsgi packet nginx's ``uwsgi_pass``
+      sends instead of an HTTP request (gunicorn 27's ``--protocol uwsgi``).
+    """
+    server = settings.server_name
+    if server == "gthread":
+        return {"worker_class": "gthread", "threads": settings.threads}
+    if server == "uwsgi":
+        return {"protocol": "uwsgi", "uwsgi_allow_ips": uwsgi_allow_ips(settings)}
+    return {}
+
+
+def uwsgi_allow_ips(settings: Settings) -> str:
+    """The peers that may send uwsgi packets: nginx's, as for forwarded headers.
+
+    gunicorn 27.0 compares the peer's address with each entry as a string
+    (gunicorn/uwsgi/message.py ``_check_allowed_ip``), so a network such as the
+    compose subnet would match nobody: there "*" stands in, which is safe only
+    where nginx alone can reach the gateway (compose's internal network).
+    """
+    entries = [e.strip() for e in settings.forwarded_allow_ips.split(",") if e.strip()]
+    return "*" if any("/" in e for e in entries) else ",".join(entries)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -75,6 +106,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # the host (and unwritable in a read-only container); the lab has no use for it.
         "control_socket_disable": True,
         **worker_options(settings.mode, settings),
+        **server_options(settings),
     }
 
 
