@@ -39,12 +39,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from gateway.servers.registry import ServerError, check_server, default_server, wire
 from lab.config import MODES, ROOT, Limits, gateway_ports
 
 TARGETS: Final = ("native", "compose")
 TEMPLATE_DIR: Final = Path(os.environ.get("LAB_NGINX_TEMPLATES", str(ROOT / "nginx" / "templates")))
 # Rendered in this order; nginx.conf includes the others by these names.
-CONF_FILES: Final = ("nginx.conf", "upstreams.conf", "proxy.conf", "server.conf")
+CONF_FILES: Final = (
+    "nginx.conf",
+    "upstreams.conf",
+    "proxy.conf",
+    "server.conf",
+    "routes.conf",
+    "stream.conf",
+)
 UPSTREAMS_FILE: Final = "upstreams.conf"
 ACTIVE_FILE: Final = "active_mode.conf"
 DEFAULT_MODE: Final = "wsgi"
@@ -52,6 +60,10 @@ COMPOSE_PORT: Final = 8080
 COMPOSE_GATEWAY_PORT: Final = 8000
 COMPOSE_DASHBOARD_DIR: Final = "/usr/share/lab/static"
 NATIVE_DASHBOARD_DIR: Final = ROOT / "nginx" / "static" / "lab"
+# The CGI script fcgiwrap runs (SCRIPT_FILENAME): a path in the gateway's filesystem.
+NATIVE_CGI_SCRIPT: Final = ROOT / "apps" / "breakfast" / "cgi_app.py"
+COMPOSE_CGI_SCRIPT: Final = "/app/apps/breakfast/cgi_app.py"
+_SERVER_MARKER_RE: Final = re.compile(r"^# lab-server: (\S+) (\S+)$", re.MULTILINE)
 _MARKER_RE: Final = re.compile(r"^# lab-(mode|split): (\S+)$", re.MULTILINE)
 # host:port, IPv4, or a bracketed IPv6 address: nothing that could end the line early.
 _ADDRESS_RE: Final = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
@@ -131,6 +143,7 @@ def target_values(
             "access_log": str(logs / "nginx-access.log"),
             "temp_dir": str(nginx_dir / "tmp"),
             "dashboard_dir": dashboard_dir or str(NATIVE_DASHBOARD_DIR),
+            "cgi_script_filename": str(NATIVE_CGI_SCRIPT),
         }
     if target == "compose":
         return common | {
@@ -142,6 +155,7 @@ def target_values(
             "access_log": "/dev/stdout",
             "temp_dir": "/tmp/nginx",
             "dashboard_dir": dashboard_dir or COMPOSE_DASHBOARD_DIR,
+            "cgi_script_filename": COMPOSE_CGI_SCRIPT,
         }
     raise RenderError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
 
@@ -221,6 +235,70 @@ def read_active_mode(text: str) -> str | dict[str, int] | None:
         return None
 
 
+# -- the server behind each mode ----------------------------------------------------
+
+
+def pass_file(mode: str) -> str:
+    """The file that says how nginx reaches ``mode``'s server: ``pass_wsgi.conf``."""
+    return f"pass_{check_mode(mode)}.conf"
+
+
+def check_servers(servers: Mapping[str, str] | None) -> dict[str, str]:
+    """mode -> server for every mode, the defaults filled in; RenderError naming a bad one."""
+    chosen = {m: default_server(m) for m in MODES}
+    for mode, server in (servers or {}).items():
+        try:
+            chosen[mode] = check_server(mode, server)
+        except ServerError as exc:
+            raise RenderError(str(exc)) from None
+    return chosen
+
+
+def parse_server(text: str) -> tuple[str, str]:
+    """``"wsgi=gthread"`` -> ``("wsgi", "gthread")``, checked against the registry."""
+    mode, sep, server = (part.strip() for part in text.partition("="))
+    if not sep:
+        raise RenderError(f"bad server choice {text!r}: write MODE=SERVER, e.g. wsgi=gthread")
+    return mode, check_servers({mode: server})[mode]
+
+
+def render_pass(
+    mode: str, server: str, values: Mapping[str, str], templates: Path = TEMPLATE_DIR
+) -> str:
+    """The text of pass_<mode>.conf for ``server``, from pass_<wire>.conf.
+
+    Its first line records the choice (``# lab-server: wsgi gthread``), which
+    ``read_server`` parses back: the file nginx reads is also the record.
+    """
+    server = check_servers({mode: server})[mode]
+    name = f"pass_{wire(mode, server)}.conf"
+    template = LabTemplate(_read_template(templates, name))
+    body = _substitute(template, name, dict(values) | {"mode": mode, "server": server})
+    return f"# lab-server: {mode} {server}\n{body}"
+
+
+def render_passes(
+    values: Mapping[str, str],
+    servers: Mapping[str, str] | None = None,
+    templates: Path = TEMPLATE_DIR,
+) -> dict[str, str]:
+    """pass_<mode>.conf for every mode: ``servers`` where given, else each mode's default."""
+    chosen = check_servers(servers)
+    return {pass_file(m): render_pass(m, s, values, templates) for m, s in chosen.items()}
+
+
+def read_server(text: str) -> tuple[str, str] | None:
+    """(mode, server) recorded in a pass_<mode>.conf text; None if none or not a valid pair."""
+    match = _SERVER_MARKER_RE.search(text)
+    if match is None:
+        return None
+    mode, server = match.groups()
+    try:
+        return mode, check_servers({mode: server})[mode]
+    except (RenderError, KeyError):
+        return None
+
+
 # -- rendering ----------------------------------------------------------------------
 
 
@@ -256,13 +334,19 @@ def render(
     mode: str | None = DEFAULT_MODE,
     split: Mapping[str, int] | None = None,
     templates: Path = TEMPLATE_DIR,
+    servers: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """File name -> text for every file of the config. Pure apart from reading templates."""
+    """File name -> text for every file of the config. Pure apart from reading templates.
+
+    ``servers`` (mode -> server) picks how nginx reaches each mode (pass_<mode>.conf);
+    a mode left out gets its default server.
+    """
     values = with_server_lines(values)
     files = {
         name: _substitute(LabTemplate(_read_template(templates, name)), name, values)
         for name in CONF_FILES
     }
+    files |= render_passes(values, servers, templates)
     files[ACTIVE_FILE] = render_active_mode(None if split else mode, split, templates)
     return files
 
@@ -325,6 +409,10 @@ def _active_args(p: argparse.ArgumentParser) -> None:
     group.add_argument("--split", help="weighted split for '/', e.g. wsgi=90,asgi=10")
 
 
+def _server_arg(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--server", action="append", default=[], metavar="MODE=SERVER", help=text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python3 -m lab.nginx_conf", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one placeholder, e.g. cgi_server=127.0.0.1:9000 (several: space-separated)",
     )
     r.add_argument("--no-dirs", action="store_true", help="do not create temp/log directories")
+    _server_arg(r, "the server behind a mode (several: repeat); others get their default")
     _active_args(r)
     u = sub.add_parser("upstreams", help=f"rewrite only {UPSTREAMS_FILE} in --out")
     u.add_argument("--target", choices=TARGETS, required=True)
@@ -360,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--templates", type=Path, default=TEMPLATE_DIR, help="template directory")
     _active_args(a)
+    v = sub.add_parser("server", help="rewrite only pass_<mode>.conf in --out for a server")
+    v.add_argument("--target", choices=TARGETS, required=True)
+    v.add_argument("--out", type=Path, required=True)
+    v.add_argument("--port", type=int, help="native: LAB_PORT")
+    v.add_argument("--templates", type=Path, default=TEMPLATE_DIR, help="template directory")
+    v.add_argument("choice", help="MODE=SERVER, e.g. wsgi=gthread")
     s = sub.add_parser("show", help=f"print the mode or split recorded in --out/{ACTIVE_FILE}")
     s.add_argument("--out", type=Path, required=True)
     return parser
@@ -390,12 +485,18 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=getattr(args, "state_dir", None) or env_cfg.state_dir,
             dashboard_dir=getattr(args, "dashboard_dir", None),
         )
+        if args.command == "server":
+            mode, server = parse_server(args.choice)
+            text = render_pass(mode, server, values, args.templates)
+            write_files(args.out, {pass_file(mode): text})
+            return 0
         values = _parse_sets(args.set, values)
         if args.command == "upstreams":
             # Checked before writing: a bad address leaves the file as it was.
             write_files(args.out, {UPSTREAMS_FILE: render_upstreams(values, args.templates)})
             return 0
-        files = render(values, mode, split, args.templates)
+        servers = dict(parse_server(choice) for choice in args.server)
+        files = render(values, mode, split, args.templates, servers)
         if not args.no_dirs:
             make_runtime_dirs(values)
         write_files(args.out, files)
