@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from types import FrameType
 from typing import Final
 
 from gateway.config import Settings
+from gateway.servers.workers import worker_processes
 
 CANDIDATES: Final = ("/usr/sbin/fcgiwrap", "/usr/bin/fcgiwrap")
 
@@ -42,26 +44,26 @@ def find_fcgiwrap() -> str | None:
     return next((c for c in CANDIDATES if os.access(c, os.X_OK)), None)
 
 
-def worker_count(settings: Settings) -> int:
-    """fcgiwrap processes: GATEWAY_WORKERS if set, else one per script allowed at once."""
-    return settings.workers or settings.cgi_max_scripts
-
-
-def listen_url(host: str, port: int) -> str:
-    """fcgiwrap's ``-s`` argument: ``tcp:127.0.0.1:8081``, ``tcp6:[::1]:8081``."""
-    if ":" in host:
-        return f"tcp6:[{host.strip('[]')}]:{port}"
-    return f"tcp:{host}:{port}"
-
-
 def fcgiwrap_command(settings: Settings, binary: str) -> list[str]:
-    return [
-        binary,
-        "-c",
-        str(worker_count(settings)),
-        "-s",
-        listen_url(settings.host, settings.port),
-    ]
+    # -c: one process per script allowed at once (GATEWAY_WORKERS overrides it).
+    # No -s: the listening socket comes on fd 0 (listen_socket).
+    return [binary, "-c", str(worker_processes(settings))]
+
+
+def listen_socket(host: str, port: int, backlog: int = 128) -> socket.socket:
+    """The listening socket, made here and handed to fcgiwrap as its fd 0.
+
+    That is the FastCGI convention (fcgiwrap(8): "by default fcgiwrap expects a
+    listen socket to be passed on file descriptor 0"), and it lets the socket
+    take SO_REUSEADDR, which fcgiwrap's own ``-s`` does not set: without it a
+    restart on the same port fails while old connections sit in TIME_WAIT.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(backlog)
+    return sock
 
 
 def script_env(settings: Settings, python: str = sys.executable) -> dict[str, str]:
@@ -88,7 +90,14 @@ def serve(settings: Settings) -> None:
         sys.exit(f"gateway: {settings.cgi_script} is not executable: fcgiwrap execs it directly")
     if os.getpgrp() != os.getpid():
         os.setpgid(0, 0)  # a group of our own, so stopping it reaches fcgiwrap's children
-    proc = subprocess.Popen(fcgiwrap_command(settings, binary), env=script_env(settings))
+    try:
+        listener = listen_socket(settings.host, settings.port)
+    except OSError as exc:
+        sys.exit(f"gateway: cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+    with listener:
+        proc = subprocess.Popen(
+            fcgiwrap_command(settings, binary), stdin=listener.fileno(), env=script_env(settings)
+        )
 
     def stop(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the group signal below includes us

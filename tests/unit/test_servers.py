@@ -109,9 +109,20 @@ def test_uvicorn_uses_httptools_with_json_errors_and_leaves_forwarding_to_the_la
 def test_fcgiwrap_runs_one_process_per_script_allowed_at_once() -> None:
     settings = Settings(mode="cgi", server="fcgiwrap", cgi_max_scripts=7, port=9001)
     assert fcgiwrap.fcgiwrap_command(settings, "/usr/sbin/fcgiwrap") == [
-        "/usr/sbin/fcgiwrap", "-c", "7", "-s", "tcp:127.0.0.1:9001",
+        "/usr/sbin/fcgiwrap", "-c", "7",
     ]  # fmt: skip
-    assert fcgiwrap.listen_url("::1", 9) == "tcp6:[::1]:9"
+
+
+def test_fcgiwrap_listens_again_at_once_on_a_port_it_just_served() -> None:
+    # Connections leave the port in TIME_WAIT; the launcher's socket reuses it.
+    port = free_port()
+    first = fcgiwrap.listen_socket("127.0.0.1", port)
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = first.accept()
+    accepted.close()  # the server closes first: its side waits in TIME_WAIT
+    client.close()
+    first.close()
+    fcgiwrap.listen_socket("127.0.0.1", port).close()
 
 
 def test_fcgiwrap_starts_from_a_clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
