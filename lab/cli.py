@@ -20,9 +20,11 @@ from rich.table import Table
 from lab import state
 from lab.config import MODES, LabConfig
 from lab.nginx_conf import MAX_REPLICAS, RenderError
+from lab.servers import all_servers, check_choice
 from lab.target import (
     LabError,
     ScalableTarget,
+    ServerTarget,
     StatusDict,
     Target,
     check_mode,
@@ -154,6 +156,29 @@ def scale(
 
 @app.command()
 @reports_lab_errors
+def server(
+    mode: Annotated[str, typer.Argument(help=f"one of {', '.join(MODES)}")],
+    name: Annotated[str, typer.Argument(metavar="SERVER", help=all_servers())],
+) -> None:
+    """Put SERVER behind MODE's route; returns once the new server answers.
+
+    The new server starts beside the old one; once it answers /healthz, nginx
+    is pointed at it (a graceful reload) and the old one is stopped: no
+    request is dropped. Kept across nginx restarts; `lab up` starts each mode
+    under LAB_SERVER_<MODE>, else the last choice, else the default. Every
+    answer's X-Gateway-Server says which server ran it.
+    """
+    check_mode(mode)  # bad input: LabError before anything changes
+    check_choice(mode, name)
+    cfg = LabConfig.from_env()
+    target = current_target(cfg)
+    if not isinstance(target, ServerTarget):
+        raise LabError(f"the {target.name} target cannot swap servers")
+    target.server(cfg, mode, name)
+
+
+@app.command()
+@reports_lab_errors
 def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
 ) -> None:
@@ -171,8 +196,12 @@ def status_table(info: StatusDict) -> Table:
     # active_mode is a mode, or the label of a split such as "wsgi=90,asgi=10".
     table.add_row("active mode of /", str(info["active_mode"] or "-"))
     replicas = info.get("replicas", {})
+    servers = info.get("servers", {})
+    workers = info.get("workers", {})
     for mode in MODES:
-        where = info["gateways"].get(mode, "(not published)")
+        where = info["gateways"].get(mode, "(no HTTP address)")
+        if mode in servers:
+            where = f"{servers[mode]}, {workers.get(mode, '?')} worker(s): {where}"
         if replicas.get(mode, 1) > 1:
             where += f" + {replicas[mode] - 1} replica(s)"
         table.add_row(f"gateway {mode}", where)

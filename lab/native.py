@@ -36,8 +36,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, cast
 
+from gateway.servers.registry import default_server
 from lab import nginx_conf
 from lab.config import MODES, ROOT, LabConfig
+from lab.servers import (
+    check_choice,
+    chosen_servers,
+    healthy,
+    http_address,
+    wait_for_server,
+    worker_counts,
+)
 from lab.target import (
     DEFAULT_MODE,
     LabError,
@@ -91,6 +100,8 @@ class RunState:
     port: int = 0
     limits: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
+    servers: dict[str, str] = field(default_factory=dict)  # mode -> server (`lab server`)
+    slots: dict[str, int] = field(default_factory=dict)  # mode -> 1 when on its other port
 
 
 def _paths(cfg: LabConfig) -> dict[str, Path]:
@@ -118,16 +129,43 @@ def _service_log(cfg: LabConfig, service: str) -> Path:
     return cfg.state_dir / "logs" / f"{service}.log"
 
 
-def gateway_process(cfg: LabConfig, mode: str, port: int) -> tuple[list[str], dict[str, str]]:
+def gateway_process(
+    cfg: LabConfig, mode: str, port: int, server: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run gateway ``mode`` on 127.0.0.1:``port``.
 
-    The environment is this process's plus ``cfg``'s limits (``GATEWAY_*``).
+    ``server`` picks the server behind the mode (None: its default). The
+    environment is this process's plus ``cfg``'s limits (``GATEWAY_*``).
     """
     cmd = [
         sys.executable, "-m", "gateway", "serve", "--mode", mode,
+        "--server", server or default_server(mode),
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     return cmd, os.environ | gateway_env(cfg)
+
+
+# A mode's gateway listens on one of two ports: its base port (LAB_PORT+1..+3),
+# or, after `lab server` has swapped its server, the other one (LAB_PORT+4..+6),
+# so the new server starts before the old one stops. The next swap goes back.
+SLOT_OFFSET: Final = 4
+
+
+def slot_port(cfg: LabConfig, mode: str, slot: int) -> int:
+    if slot == 0:
+        return cfg.gateway_ports[mode]
+    return cfg.port + SLOT_OFFSET + MODES.index(mode)
+
+
+def base_ports(cfg: LabConfig, state: RunState | None) -> dict[str, int]:
+    """The port of each mode's first gateway, whichever slot it is on."""
+    slots = state.slots if state is not None else {}
+    return {m: slot_port(cfg, m, slots.get(m, 0)) for m in MODES}
+
+
+def servers_in_force(state: RunState | None) -> dict[str, str]:
+    recorded = state.servers if state is not None else {}
+    return {m: recorded.get(m) or default_server(m) for m in MODES}
 
 
 def load_state(cfg: LabConfig) -> RunState | None:
@@ -326,21 +364,45 @@ def nginx_test(nginx: str, cfg: LabConfig) -> None:
         )
 
 
-def native_values(cfg: LabConfig, replicas: Mapping[str, int] | None = None) -> dict[str, str]:
-    return nginx_conf.target_values(
+def native_values(
+    cfg: LabConfig,
+    replicas: Mapping[str, int] | None = None,
+    bases: Mapping[str, int] | None = None,
+) -> dict[str, str]:
+    """The placeholders for this lab; ``bases`` moves a mode's first gateway to another port."""
+    values = nginx_conf.target_values(
         "native", limits=cfg.limits, port=cfg.port, state_dir=cfg.state_dir, replicas=replicas
     )
+    for mode, port in (bases or {}).items():
+        addresses = values[f"{mode}_server"].split()
+        values[f"{mode}_server"] = " ".join([f"127.0.0.1:{port}", *addresses[1:]])
+    return values
 
 
-def render_config(cfg: LabConfig, mode: str | dict[str, int] | None) -> None:
+def render_config(
+    cfg: LabConfig, mode: str | dict[str, int] | None, servers: Mapping[str, str] | None = None
+) -> None:
     p = _paths(cfg)
     values = native_values(cfg)
     if isinstance(mode, dict):
-        files = nginx_conf.render(values, None, mode)
+        files = nginx_conf.render(values, None, mode, servers=servers)
     else:
-        files = nginx_conf.render(values, mode or DEFAULT_MODE)
+        files = nginx_conf.render(values, mode or DEFAULT_MODE, servers=servers)
     nginx_conf.make_runtime_dirs(values)
     nginx_conf.write_files(p["nginx_dir"], files)
+
+
+def rendered_servers(cfg: LabConfig) -> dict[str, str]:
+    """mode -> server recorded in the rendered pass_<mode>.conf files (the last `lab server`)."""
+    found = {}
+    for mode in MODES:
+        try:
+            text = (_paths(cfg)["nginx_dir"] / nginx_conf.pass_file(mode)).read_text("utf-8")
+        except OSError:
+            continue
+        if (record := nginx_conf.read_server(text)) is not None:
+            found[mode] = record[1]
+    return found
 
 
 def active_mode(cfg: LabConfig) -> str | dict[str, int] | None:
@@ -361,9 +423,10 @@ class NativeTarget:
         return state is not None and any(group_alive(g) for g in state.groups.values())
 
     def healthy(self, cfg: LabConfig) -> dict[str, bool]:
-        checks = {f"gateway-{m}": f"http://127.0.0.1:{cfg.gateway_ports[m]}/healthz" for m in MODES}
-        checks["nginx"] = cfg.url + "/nginx-health"
-        return {name: is_healthy(url, timeout=1.0) for name, url in checks.items()}
+        state = load_state(cfg)
+        servers, ports = servers_in_force(state), base_ports(cfg, state)
+        health = {f"gateway-{m}": healthy("127.0.0.1", ports[m], m, servers[m]) for m in MODES}
+        return health | {"nginx": is_healthy(cfg.url + "/nginx-health", timeout=1.0)}
 
     def up(self, cfg: LabConfig) -> None:
         state = load_state(cfg)
@@ -375,15 +438,19 @@ class NativeTarget:
             broken = ", ".join(n for n, ok in health.items() if not ok) or "its port changed"
             say(f"the lab is running but not healthy ({broken}): restarting it")
             self.down(cfg)
+        # LAB_SERVER_<MODE>, else the server the last `lab server` recorded: a bad
+        # name stops here, before anything starts.
+        servers = chosen_servers(os.environ, rendered_servers(cfg))
         self._check_ports(cfg)
         nginx = ensure_nginx()
-        render_config(cfg, active_mode(cfg))
+        render_config(cfg, active_mode(cfg), servers)
         nginx_test(nginx, cfg)
         state = RunState(
             nginx=nginx,
             port=cfg.port,
             limits=cast(dict[str, int], limits_dict(cfg)),
             started_at=time.time(),
+            servers=servers,
         )
         try:
             self._start(cfg, state)
@@ -407,7 +474,7 @@ class NativeTarget:
         logs = _paths(cfg)["logs"]
         logs.mkdir(parents=True, exist_ok=True)
         for mode in MODES:
-            cmd, env = gateway_process(cfg, mode, cfg.gateway_ports[mode])
+            cmd, env = gateway_process(cfg, mode, cfg.gateway_ports[mode], state.servers[mode])
             state.groups[f"gateway-{mode}"] = spawn(cmd, _gateway_log(cfg, mode), env).pid
             save_state(cfg, state)
         nginx_log = _paths(cfg)["nginx_log"]
@@ -415,17 +482,17 @@ class NativeTarget:
         save_state(cfg, state)
 
     def _wait_healthy(self, cfg: LabConfig, state: RunState) -> None:
-        urls = {f"gateway-{m}": f"http://127.0.0.1:{cfg.gateway_ports[m]}/healthz" for m in MODES}
+        urls = {f"gateway-{m}": f"127.0.0.1:{cfg.gateway_ports[m]}/healthz" for m in MODES}
         urls["nginx"] = cfg.url + "/nginx-health"
         pending = dict(urls)
         end = time.monotonic() + START_DEADLINE_S
         while pending:
-            for service, url in list(pending.items()):
+            for service in list(pending):
                 pgid = state.groups[service]
                 _reap(pgid)
                 if not group_alive(pgid):
                     raise self._failure(cfg, service, "exited during start-up")
-                if is_healthy(url, timeout=1.0):
+                if self._answers(cfg, state, service):
                     del pending[service]
             if pending and time.monotonic() > end:
                 service = next(iter(pending))
@@ -436,6 +503,15 @@ class NativeTarget:
                 )
             if pending:
                 time.sleep(0.1)
+
+    @staticmethod
+    def _answers(cfg: LabConfig, state: RunState, service: str) -> bool:
+        """nginx's /nginx-health, or a gateway's /healthz in its server's protocol."""
+        if service == "nginx":
+            return is_healthy(cfg.url + "/nginx-health", timeout=1.0)
+        mode = service.removeprefix("gateway-")
+        port = base_ports(cfg, state)[mode]
+        return healthy("127.0.0.1", port, mode, servers_in_force(state)[mode])
 
     @staticmethod
     def _failure(cfg: LabConfig, service: str, what: str) -> LabError:
@@ -471,14 +547,21 @@ class NativeTarget:
         if state is not None and running:
             limits = cast(LimitsDict, state.limits) if state.limits else limits
             port = state.port or port
+        live = state if running else None
+        servers = servers_in_force(live) if live else chosen_servers(os.environ, {})
+        ports = base_ports(cfg, live)
+        gateways = {m: http_address(m, servers[m], "127.0.0.1", ports[m]) for m in MODES}
         return {
             "target": self.name,
             "url": f"http://127.0.0.1:{port}",
             "running": running,
             "active_mode": self._active_label(cfg),
-            "gateways": {m: f"http://127.0.0.1:{cfg.gateway_ports[m]}" for m in MODES},
+            # Only gateways that speak HTTP: fcgiwrap and the uwsgi server do not.
+            "gateways": {m: url for m, url in gateways.items() if url is not None},
+            "servers": servers,
+            "workers": worker_counts(servers, cfg.limits),
             "limits": limits,
-            "replicas": replica_counts(state if running else None),
+            "replicas": replica_counts(live),
         }
 
     def _active_label(self, cfg: LabConfig) -> str | None:
@@ -525,14 +608,23 @@ class NativeTarget:
         Returns the nginx workers that accepted connections before the reload,
         once none of them does any more (``wait_for_reload``).
         """
-        path = _paths(cfg)["nginx_dir"] / name
-        before = path.read_text(encoding="utf-8") if path.exists() else None
-        nginx_conf.write_files(path.parent, {name: text})
+        return self._reload_with_files(cfg, state, {name: text})
+
+    def _reload_with_files(
+        self, cfg: LabConfig, state: RunState, files: Mapping[str, str]
+    ) -> set[int]:
+        """``_reload_with`` for several files at once: all new, or (test failed) all as before."""
+        nginx_dir = _paths(cfg)["nginx_dir"]
+        before = {
+            name: (nginx_dir / name).read_text(encoding="utf-8")
+            for name in files
+            if (nginx_dir / name).exists()
+        }
+        nginx_conf.write_files(nginx_dir, files)
         try:
             nginx_test(state.nginx, cfg)
         except LabError:
-            if before is not None:
-                nginx_conf.write_files(path.parent, {name: before})
+            nginx_conf.write_files(nginx_dir, before)
             raise
         # SIGHUP: nginx re-reads the config, starts new workers, and lets the old
         # ones finish the requests they hold (a graceful reload: none dropped).
@@ -541,6 +633,81 @@ class NativeTarget:
         os.kill(master, signal.SIGHUP)
         wait_for_reload(read_proc, master, old_workers)
         return old_workers
+
+    # -- the server behind a mode ---------------------------------------------------
+
+    def server(self, cfg: LabConfig, mode: str, server: str) -> None:
+        """Put ``server`` behind ``mode``'s route without dropping a request (lab/servers.py).
+
+        Start it on the mode's other port and wait for its /healthz; rewrite
+        pass_<mode>.conf and upstreams.conf and reload nginx; once nginx's old
+        workers have finished with the old server, stop it. A server that
+        does not come up is stopped again and the old one keeps serving.
+        """
+        check_mode(mode)
+        check_choice(mode, server)
+        state = self._running_nginx(cfg)
+        current = servers_in_force(state)[mode]
+        if current == server:
+            say(f"{mode} is already served by {server}")
+            return
+        if state.replicas.get(mode, 1) > 1:
+            raise LabError(
+                f"{mode} runs {state.replicas[mode]} replicas: `lab scale {mode} 1` first, "
+                "then swap its server"
+            )
+        slot = 1 - state.slots.get(mode, 0)
+        port = slot_port(cfg, mode, slot)
+        if port_in_use(port):
+            raise LabError(
+                f"port {port} on 127.0.0.1 (for the new {mode} server) is already in use: stop "
+                f"whatever holds it (`ss -ltnp 'sport = :{port}'`) or use another LAB_PORT"
+            )
+        service = f"gateway-{mode}"
+        incoming = f"{service}-{server}"
+        cmd, env = gateway_process(cfg, mode, port, server)
+        pgid = spawn(cmd, _service_log(cfg, incoming), env).pid
+        state.groups[incoming] = pgid
+        save_state(cfg, state)
+        try:
+            self._wait_replicas(cfg, {incoming: pgid}, {incoming: port}, mode, server)
+            bases = base_ports(cfg, state) | {mode: port}
+            files = {
+                nginx_conf.pass_file(mode): nginx_conf.render_pass(
+                    mode, server, native_values(cfg)
+                ),
+                nginx_conf.UPSTREAMS_FILE: nginx_conf.render_upstreams(
+                    native_values(cfg, state.replicas, bases)
+                ),
+            }
+            old_workers = self._reload_with_files(cfg, state, files)
+        except BaseException as exc:
+            stop_groups({incoming: pgid})
+            state.groups.pop(incoming, None)
+            save_state(cfg, state)
+            if isinstance(exc, LabError):
+                reason = str(exc).splitlines()[0]
+                log = _service_log(cfg, incoming)
+                last = [line for line in tail(log, 40).splitlines() if line.strip()]
+                raise LabError(
+                    f"{mode} stays on {current}: {server} did not start ({reason}"
+                    + (f"; its log ends: {last[-1].strip()}" if last else "")
+                    + ")"
+                ) from None
+            raise
+        old = state.groups.pop(service)
+        state.groups[service] = state.groups.pop(incoming)
+        state.servers[mode] = server
+        state.slots[mode] = slot
+        save_state(cfg, state)
+        # nginx's old workers finish the requests they hold on the old server; then stop it.
+        if not wait_until(
+            lambda: not old_workers & {pid for pid, _, _ in read_proc()}, DRAIN_DEADLINE_S
+        ):
+            say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+        stop_groups({service: old})
+        wait_for_server(cfg, mode, server)
+        say(f"{mode}: {cfg.url}/{mode}/ is now served by {server} (was {current}, port {port})")
 
     # -- replicas ------------------------------------------------------------------
 
@@ -577,13 +744,13 @@ class NativeTarget:
         started: dict[str, int] = {}
         try:
             for service, port in new.items():
-                cmd, env = gateway_process(cfg, mode, port)
+                cmd, env = gateway_process(cfg, mode, port, servers_in_force(state)[mode])
                 started[service] = spawn(cmd, _service_log(cfg, service), env).pid
                 state.groups[service] = started[service]
                 save_state(cfg, state)
-            self._wait_replicas(cfg, started, new)
+            self._wait_replicas(cfg, started, new, mode, servers_in_force(state)[mode])
             replicas = state.replicas | {mode: wanted}
-            text = nginx_conf.render_upstreams(native_values(cfg, replicas))
+            text = nginx_conf.render_upstreams(native_values(cfg, replicas, base_ports(cfg, state)))
             self._reload_with(cfg, state, nginx_conf.UPSTREAMS_FILE, text)
         except BaseException:
             # nginx still has the previous set (or kept it: `nginx -t` failed).
@@ -596,16 +763,21 @@ class NativeTarget:
         save_state(cfg, state)
 
     def _wait_replicas(
-        self, cfg: LabConfig, groups: Mapping[str, int], ports: Mapping[str, int]
+        self,
+        cfg: LabConfig,
+        groups: Mapping[str, int],
+        ports: Mapping[str, int],
+        mode: str,
+        server: str,
     ) -> None:
-        pending = {s: f"http://127.0.0.1:{ports[s]}/healthz" for s in groups}
+        pending = {s: f"127.0.0.1:{ports[s]}/healthz ({server})" for s in groups}
         end = time.monotonic() + START_DEADLINE_S
         while pending:
-            for service, url in list(pending.items()):
+            for service in list(pending):
                 _reap(groups[service])
                 if not group_alive(groups[service]):
                     raise self._failure(cfg, service, "exited during start-up")
-                if is_healthy(url, timeout=1.0):
+                if healthy("127.0.0.1", ports[service], mode, server):
                     del pending[service]
             if pending and time.monotonic() > end:
                 service, url = next(iter(pending.items()))
@@ -619,7 +791,7 @@ class NativeTarget:
         self, cfg: LabConfig, state: RunState, mode: str, current: int, wanted: int
     ) -> None:
         replicas = state.replicas | {mode: wanted}
-        text = nginx_conf.render_upstreams(native_values(cfg, replicas))
+        text = nginx_conf.render_upstreams(native_values(cfg, replicas, base_ports(cfg, state)))
         old_workers = self._reload_with(cfg, state, nginx_conf.UPSTREAMS_FILE, text)
         surplus = {replica_service(mode, i) for i in range(wanted, current)}
         groups = {s: g for s, g in state.groups.items() if s in surplus}

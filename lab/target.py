@@ -84,6 +84,9 @@ class StatusDict(TypedDict):
     limits: LimitsDict
     # Gateways per mode (``lab scale``), from targets that can scale.
     replicas: NotRequired[dict[str, int]]
+    # The server behind each mode (``lab server``) and its worker processes.
+    servers: NotRequired[dict[str, str]]
+    workers: NotRequired[dict[str, int]]
 
 
 @runtime_checkable
@@ -110,6 +113,13 @@ class ScalableTarget(Target, Protocol):
     """A target that can run several replicas of one gateway (both real targets can)."""
 
     def scale(self, cfg: LabConfig, mode: str, replicas: int) -> None: ...
+
+
+@runtime_checkable
+class ServerTarget(Target, Protocol):
+    """A target that can swap the server behind a mode (``lab server``; lab/servers.py)."""
+
+    def server(self, cfg: LabConfig, mode: str, server: str) -> None: ...
 
 
 def check_mode(mode: str) -> str:
