@@ -23,8 +23,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from gateway.servers.registry import default_server
+from lab import nginx_conf
 from lab.config import MODES, ROOT, LabConfig
 from lab.nginx_conf import COMPOSE_GATEWAY_PORT
+from lab.servers import (
+    check_choice,
+    compose_server_env,
+    record_servers,
+    recorded_servers,
+    wait_for_server,
+    worker_counts,
+)
 from lab.target import (
     LabError,
     ProcRow,
@@ -91,6 +101,10 @@ UPSTREAMS_SCRIPT: Final = (
 )
 # The same, then `lab-nginx reload` (nginx -t, graceful reload).
 UPSTREAMS_RELOAD_SCRIPT: Final = UPSTREAMS_SCRIPT + " && exec lab-nginx reload"
+# The first line of each pass_<mode>.conf in the nginx container: the server behind each mode.
+SERVERS_SCRIPT: Final = 'head -qn1 "${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}"/pass_*.conf'
+# How long a new server's container may take to answer /healthz.
+SERVER_START_S: Final = 60.0
 
 
 # -- pure parts -------------------------------------------------------------------
@@ -122,6 +136,8 @@ def compose_env(
     env["LAB_PROXY_READ_TIMEOUT_S"] = str(cfg.limits.proxy_read_timeout_s)
     env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
     env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)
+    # The server behind each mode: LAB_SERVER_<MODE> if given, else the last `lab server`.
+    env |= compose_server_env(environ, recorded_servers(cfg))
     if base_image:
         env["LAB_BASE_IMAGE"] = base_image
     if bundle := ca_bundle(environ):
@@ -417,6 +433,8 @@ class DockerTarget:
 
     def status(self, cfg: LabConfig) -> StatusDict:
         running = self.is_running(cfg)
+        servers = self._servers(cfg) if running else {}
+        servers = {m: servers.get(m) or default_server(m) for m in MODES}
         return {
             "target": self.name,
             "url": cfg.url,
@@ -424,9 +442,115 @@ class DockerTarget:
             "active_mode": self.active_mode(cfg) if running else None,
             # The gateways publish no port: only nginx reaches them.
             "gateways": {},
+            "servers": servers,
+            # Counted as on this host: inside a container limited to fewer CPUs
+            # (LAB_GATEWAY_CPUS) gunicorn and uvicorn run fewer.
+            "workers": worker_counts(servers, cfg.limits),
             "limits": limits_dict(cfg),
             "replicas": self._replica_counts(cfg) if running else {m: 1 for m in MODES},
         }
+
+    def _servers(self, cfg: LabConfig) -> dict[str, str]:
+        """mode -> server, as the running nginx container's pass_<mode>.conf files say."""
+        got = self._nginx_ctl(cfg, "sh", "-c", SERVERS_SCRIPT)
+        found = {}
+        for line in got.stdout.splitlines():
+            if (record := nginx_conf.read_server(line)) is not None:
+                found[record[0]] = record[1]
+        return found
+
+    def server(self, cfg: LabConfig, mode: str, server: str) -> None:
+        """Put ``server`` behind ``mode`` without dropping a request: blue-green by container.
+
+        1. Start a container of the mode's service with GATEWAY_SERVER=server
+           (``compose run``: same image, networks, limits and hardening) and
+           wait for its /healthz in its own protocol.
+        2. Point nginx at it: pass_<mode>.conf for the new server and the
+           upstream pinned to its address, one graceful reload (``lab-nginx server``).
+        3. Once nginx's old workers are done with the old container, recreate
+           the service with the new server (``compose up`` with LAB_SERVER_<MODE>)
+           and wait until it is healthy.
+        4. Upstream back to the service name (reload), then remove the
+           temporary container once nginx's old workers are done with it.
+
+        A new server that does not come up is removed and nginx never sees it.
+        """
+        check_mode(mode)
+        check_choice(mode, server)
+        if not self.is_running(cfg):
+            raise LabError("the docker lab is not running: `make up` first")
+        current = self._servers(cfg).get(mode) or default_server(mode)
+        if current == server:
+            _say(f"{mode} is already served by {server}")
+            return
+        if len(self._replicas(cfg, mode)) > 1:
+            raise LabError(f"{mode} runs several replicas: `lab scale {mode} 1` first")
+        service = SERVICES[mode]
+        temp = f"{PROJECT}-{mode}-{server}"
+        _run(["docker", "rm", "--force", temp], timeout=60)  # a leftover of an interrupted swap
+        started = self._compose(
+            cfg, "run", "--detach", "--no-deps", "--name", temp,
+            "--env", f"GATEWAY_SERVER={server}", service,
+            timeout=WAIT_TIMEOUT_S,
+        )  # fmt: skip
+        if started.returncode != 0:
+            raise LabError(
+                f"{mode} stays on {current}: {server} did not start "
+                f"({(started.stderr or started.stdout).strip().splitlines()[-1:]})"
+            )
+        try:
+            health = ["docker", "exec", temp, "python", "-m", "gateway", "health"]
+            if not wait_until(lambda: _run(health, timeout=30).returncode == 0, SERVER_START_S):
+                logs = _run(["docker", "logs", "--tail", "5", temp], timeout=30)
+                last = (logs.stdout + logs.stderr).strip().splitlines()[-1:]
+                raise LabError(
+                    f"{mode} stays on {current}: {server} did not answer /healthz within "
+                    f"{SERVER_START_S:.0f}s (its log ends: {last})"
+                )
+            address = self._container_address(temp)
+            pin = f"{mode}_server={address}:{COMPOSE_GATEWAY_PORT}"
+            before = self._reload(
+                cfg, "server", f"{mode}={server}", "--set", pin, what=f"pointing nginx at {temp}"
+            )
+        except BaseException:
+            _run(["docker", "rm", "--force", temp], timeout=60)
+            raise
+        self._drain(cfg, before)
+        chosen = recorded_servers(cfg) | {mode: server}
+        record_servers(cfg, chosen)
+        recreated = self._compose(
+            cfg, "up", "--detach", "--no-deps", "--wait", service, timeout=WAIT_TIMEOUT_S + 60
+        )
+        if recreated.returncode != 0:
+            raise LabError(
+                f"nginx uses {server} in {temp}, but recreating {service} with it failed "
+                f"(the temporary container keeps serving):\n{recreated.stdout}{recreated.stderr}"
+            )
+        before = self._reload(
+            cfg, "server", f"{mode}={server}", what=f"pointing nginx back at {service}"
+        )
+        self._drain(cfg, before)
+        _run(["docker", "stop", "--time", "10", temp], timeout=60)
+        _run(["docker", "rm", "--force", temp], timeout=60)
+        wait_for_server(cfg, mode, server)
+        _say(f"{mode}: {cfg.url}/{mode}/ is now served by {server} (was {current})")
+
+    def _container_address(self, container: str) -> str:
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        got = _run(["docker", "inspect", "--format", fmt, container], timeout=30)
+        addresses = got.stdout.split()
+        if got.returncode != 0 or not addresses:
+            raise LabError(f"cannot find the address of {container}:\n{got.stderr}")
+        return addresses[0]
+
+    def _drain(self, cfg: LabConfig, before: set[int]) -> None:
+        """Wait until nginx's workers from before a reload have finished their requests."""
+        if not wait_until(
+            lambda: not before & {pid for pid, _, _ in self._nginx_procs(cfg)},
+            DRAIN_DEADLINE_S,
+            interval_s=0.2,
+        ):
+            _say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
 
     def _replica_counts(self, cfg: LabConfig) -> dict[str, int]:
         ps = self._compose(cfg, "ps", "--format", "{{.Service}}")
