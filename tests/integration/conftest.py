@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from gateway.servers.registry import SERVERS, default_server
+
 MODES = ("cgi", "wsgi", "asgi")
 LAB = [sys.executable, "-m", "lab.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +28,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--mode", action="append", choices=MODES, help="run only these modes")
+    parser.addoption(
+        "--server",
+        action="append",
+        metavar="MODE/SERVER",
+        help="modules marked every_server: run only these (mode, server) pairs, e.g. wsgi/gthread",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "every_server: the module's `mode` tests run once per (mode, server) pair (`lab server`)",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -33,10 +48,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.integration)
 
 
+def server_pairs(config: pytest.Config) -> list[tuple[str, str]]:
+    """(mode, server) pairs for every_server modules: all of them, or --server's.
+
+    A lab someone else runs (LAB_URL) is not ours to swap servers on: its defaults only.
+    """
+    modes = config.getoption("mode") or MODES
+    wanted = config.getoption("server")
+    pairs = [(m, s) for m in modes for s in SERVERS[m]]
+    if os.environ.get("LAB_URL"):
+        return [(m, default_server(m)) for m in modes]
+    if wanted:
+        unknown = set(wanted) - {f"{m}/{s}" for m, s in pairs}
+        if unknown:
+            raise pytest.UsageError(f"--server: no such pair {sorted(unknown)}: {pairs}")
+        return [(m, s) for m, s in pairs if f"{m}/{s}" in wanted]
+    return pairs
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "mode" in metafunc.fixturenames:
-        modes = metafunc.config.getoption("mode") or MODES
-        metafunc.parametrize("mode", modes)
+    if "mode" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("every_server") is None:
+        metafunc.parametrize("mode", metafunc.config.getoption("mode") or MODES)
+        return
+    # Module scope: pytest runs a module's tests grouped by pair and tears the
+    # pair down (back to the default server) before the next pair and at the
+    # module's end, so every other module sees the default servers.
+    pairs = server_pairs(metafunc.config)
+    ids = [f"{m}-{s}" for m, s in pairs]
+    metafunc.parametrize("mode", pairs, indirect=True, ids=ids, scope="module")
 
 
 @dataclass(frozen=True)
@@ -99,6 +140,38 @@ def lab() -> Iterator[Lab]:
             # them now that `lab down` stopped them.
             if (faults := sys.modules.get("lab.faults")) is not None:
                 faults.reap_children()
+
+
+def use_server(mode: str, server: str) -> None:
+    """`lab server MODE SERVER` on the running lab; fails the test when it fails."""
+    done = _lab("server", mode, server, timeout=120)
+    if done.returncode != 0:
+        pytest.fail(f"`lab server {mode} {server}` failed:\n{done.stdout}\n{done.stderr}")
+    SERVING[mode] = server
+
+
+# mode -> the server the suite last put behind it (every mode starts on its default).
+SERVING: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def mode(request: pytest.FixtureRequest, lab: Lab) -> Iterator[str]:
+    """every_server modules: the mode of the pair, with the pair's server behind it."""
+    name, server = request.param
+    default = default_server(name)
+    if server != default:
+        use_server(name, server)
+    try:
+        yield name
+    finally:
+        if server != default:
+            use_server(name, default)
+
+
+@pytest.fixture
+def server(mode: str) -> str:
+    """The server behind ``mode`` for this test (X-Gateway-Server)."""
+    return SERVING.get(mode) or default_server(mode)
 
 
 @pytest.fixture
