@@ -669,8 +669,10 @@ class NativeTarget:
         pgid = spawn(cmd, _service_log(cfg, incoming), env).pid
         state.groups[incoming] = pgid
         save_state(cfg, state)
+        answered = False
         try:
             self._wait_replicas(cfg, {incoming: pgid}, {incoming: port}, mode, server)
+            answered = True
             bases = base_ports(cfg, state) | {mode: port}
             files = {
                 nginx_conf.pass_file(mode): nginx_conf.render_pass(
@@ -685,16 +687,14 @@ class NativeTarget:
             stop_groups({incoming: pgid})
             state.groups.pop(incoming, None)
             save_state(cfg, state)
-            if isinstance(exc, LabError):
-                reason = str(exc).splitlines()[0]
-                log = _service_log(cfg, incoming)
-                last = [line for line in tail(log, 40).splitlines() if line.strip()]
-                raise LabError(
-                    f"{mode} stays on {current}: {server} did not start ({reason}"
-                    + (f"; its log ends: {last[-1].strip()}" if last else "")
-                    + ")"
-                ) from None
-            raise
+            if not isinstance(exc, LabError):
+                raise
+            # One line: why the new server is not serving (its own last words when
+            # it did not come up), and that nothing changed.
+            log = [line for line in tail(_service_log(cfg, incoming)).splitlines() if line]
+            why = log[-1].strip() if log and not answered else str(exc).splitlines()[0]
+            what = "was not taken into nginx" if answered else "did not start"
+            raise LabError(f"{mode} stays on {current}: {server} {what} ({why})") from None
         old = state.groups.pop(service)
         state.groups[service] = state.groups.pop(incoming)
         state.servers[mode] = server
