@@ -19,8 +19,9 @@ import os
 import subprocess
 import sys
 
-from gateway.servers.registry import SERVERS, default_server
 from lab.wrk import WrkResult, run_wrk
+
+from gateway.servers.registry import SERVERS, default_server
 
 LAB = [sys.executable, "-m", "lab.cli"]
 

@@ -1,9 +1,12 @@
-"""``lab``: start, stop, inspect and switch the lab. Each command delegates to a target.
+"""``lab``: start, stop, inspect and switch the lab, and run the workshop tools.
 
-Commands here stay thin: parse arguments, pick the target, call it, print.
-The workshop experiments (bench, timeline, claims) add their commands from
-their own modules through ``register(app)``; they keep heavy imports
-(matplotlib) inside the command functions, so ``lab status`` stays fast.
+Commands here stay thin: read the settings, pick the target, call it, print.
+Every command, the workshop tools included, runs under one error policy
+(``reports_lab_errors``): an expected failure (``LabError``, the renderer's
+``RenderError``) is one ``lab:`` line on stderr and its exit code, never a
+traceback. Commands that change the lab hold its lock (``state.exclusive``).
+The workshop tools keep heavy imports (matplotlib) inside their commands, so
+``lab status`` stays fast.
 """
 
 from __future__ import annotations
@@ -17,37 +20,38 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lab import state
-from lab.config import MODES, LabConfig
-from lab.nginx_conf import MAX_REPLICAS, RenderError
+from lab.errors import LabError
+from lab.nginx.routing import MAX_REPLICAS, MODES, RenderError
 from lab.servers import all_servers, check_choice
-from lab.target import (
-    LabError,
+from lab.settings import LabSettings
+from lab.targets import (
     ScalableTarget,
     ServerTarget,
     StatusDict,
     Target,
-    check_mode,
     get_target,
-    parse_replicas,
-    parse_weights,
+    state,
     target_name,
 )
+from lab.targets.switching import check_mode, parse_replicas, parse_weights
 
 P = ParamSpec("P")
 err = Console(stderr=True, soft_wrap=True)
 
 
 def reports_lab_errors(command: Callable[P, None]) -> Callable[P, None]:
-    """A LabError becomes its message on stderr and exit status 1, without a traceback."""
+    """A LabError (or RenderError) becomes its message on stderr and its exit code."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             command(*args, **kwargs)
-        except (LabError, RenderError) as exc:
+        except LabError as exc:
             err.print(f"[red]lab:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
+        except RenderError as exc:
+            err.print(f"[red]lab:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -60,7 +64,7 @@ app = typer.Typer(
 )
 
 
-def current_target(cfg: LabConfig) -> Target:
+def current_target(cfg: LabSettings) -> Target:
     return get_target(state.current_target_name(cfg))
 
 
@@ -72,26 +76,28 @@ def up(
     ] = None,
 ) -> None:
     """Start the lab; return once every service is healthy. Idempotent."""
-    cfg = LabConfig.from_env()
-    name = target_name({"LAB_TARGET": target}) if target else state.current_target_name(cfg)
-    get_target(name).up(cfg)
-    state.record_target(cfg, name)
+    cfg = LabSettings.from_env()
+    name = target_name(target) if target else state.current_target_name(cfg)
+    with state.exclusive(cfg, "up"):
+        get_target(name).up(cfg)
+        state.record_target(cfg, name)
 
 
 @app.command()
 @reports_lab_errors
 def down() -> None:
     """Stop what `lab up` started, nothing else."""
-    cfg = LabConfig.from_env()
-    current_target(cfg).down(cfg)
-    state.clear_target(cfg)
+    cfg = LabSettings.from_env()
+    with state.exclusive(cfg, "down"):
+        current_target(cfg).down(cfg)
+        state.clear_target(cfg)
 
 
 @app.command()
 @reports_lab_errors
 def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
-    """What runs where: target, URL, active mode, gateways, limits."""
-    cfg = LabConfig.from_env()
+    """What runs where: target, URL, active mode, services, workers, limits."""
+    cfg = LabSettings.from_env()
     info = current_target(cfg).status(cfg)
     if as_json:
         print(json.dumps(info))
@@ -103,10 +109,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] =
 @reports_lab_errors
 def switch(mode: Annotated[str, typer.Argument(help=f"one of {', '.join(MODES)}")]) -> None:
     """Make MODE the default of `/`; returns once the switch is in effect."""
-    if mode not in MODES:
-        raise typer.BadParameter(f"{mode!r} is not a mode: use one of {', '.join(MODES)}")
-    cfg = LabConfig.from_env()
-    current_target(cfg).switch(cfg, mode)
+    check_mode(mode)  # bad input: a UsageError before anything changes
+    cfg = LabSettings.from_env()
+    with state.exclusive(cfg, "switch"):
+        current_target(cfg).switch(cfg, mode)
 
 
 @app.command()
@@ -127,9 +133,10 @@ def split(
     `lab split ""` ends the split: `/` goes back to the mode active before it.
     `lab status` shows an active split as its label, e.g. wsgi=90,asgi=10.
     """
-    parsed = parse_weights(weights)  # bad weights: LabError before anything changes
-    cfg = LabConfig.from_env()
-    current_target(cfg).split(cfg, parsed)
+    parsed = parse_weights(weights)  # bad weights: a UsageError before anything changes
+    cfg = LabSettings.from_env()
+    with state.exclusive(cfg, "split"):
+        current_target(cfg).split(cfg, parsed)
 
 
 @app.command()
@@ -145,13 +152,14 @@ def scale(
     Scaling down takes the surplus out of nginx first, then stops it: no
     request is dropped. `lab status` shows the replicas per mode.
     """
-    check_mode(mode)  # bad input: LabError before anything changes
+    check_mode(mode)  # bad input: a UsageError before anything changes
     count = parse_replicas(replicas)
-    cfg = LabConfig.from_env()
+    cfg = LabSettings.from_env()
     target = current_target(cfg)
     if not isinstance(target, ScalableTarget):
         raise LabError(f"the {target.name} target cannot run replicas")
-    target.scale(cfg, mode, count)
+    with state.exclusive(cfg, "scale"):
+        target.scale(cfg, mode, count)
 
 
 @app.command()
@@ -170,11 +178,12 @@ def server(
     """
     check_mode(mode)  # bad input: LabError before anything changes
     check_choice(mode, name)
-    cfg = LabConfig.from_env()
+    cfg = LabSettings.from_env()
     target = current_target(cfg)
     if not isinstance(target, ServerTarget):
         raise LabError(f"the {target.name} target cannot swap servers")
-    target.server(cfg, mode, name)
+    with state.exclusive(cfg, "server"):
+        target.server(cfg, mode, name)
 
 
 @app.command()
@@ -183,7 +192,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
 ) -> None:
     """Print the logs of nginx and the gateways."""
-    cfg = LabConfig.from_env()
+    cfg = LabSettings.from_env()
     current_target(cfg).logs(cfg, follow)
 
 
@@ -201,21 +210,25 @@ def status_table(info: StatusDict) -> Table:
     for mode in MODES:
         where = info["gateways"].get(mode, "(no HTTP address)")
         if mode in servers:
-            where = f"{servers[mode]}, {workers.get(mode, '?')} worker(s): {where}"
+            where = f"{servers[mode]}: {where}"
         if replicas.get(mode, 1) > 1:
             where += f" + {replicas[mode] - 1} replica(s)"
+        if mode in workers:
+            where += f", {workers[mode]} worker(s)"
         table.add_row(f"gateway {mode}", where)
+    if down := [name for name, ok in info.get("services", {}).items() if not ok]:
+        table.add_row("not answering", ", ".join(down))
     for key, value in info["limits"].items():
         table.add_row(key, str(value))
     return table
 
 
 def register_tools(target_app: typer.Typer) -> None:
-    """The workshop experiments: each module adds its own command and options."""
-    from lab import bench, claims, timeline
+    """The workshop experiments: each module adds its own command under this error policy."""
+    from lab.workshop import bench, claims, timeline
 
     for tool in (bench, timeline, claims):
-        tool.register(target_app)
+        tool.register(target_app, reports_lab_errors)
 
 
 def main() -> None:

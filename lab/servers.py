@@ -19,8 +19,10 @@ from gateway.config import Settings
 from gateway.servers.probe import probe
 from gateway.servers.registry import SERVERS, ServerError, check_server, default_server, wire
 from gateway.servers.workers import worker_processes
-from lab.config import MODES, LabConfig, Limits
-from lab.target import LabError, http_get, wait_until
+from lab.errors import LabError
+from lab.nginx.routing import MODES
+from lab.settings import LabSettings, Limits
+from lab.system.http import http_get, wait_until
 
 ENV_PREFIX = "LAB_SERVER_"
 SERVER_HEADER = "X-Gateway-Server"
@@ -77,7 +79,7 @@ def http_address(mode: str, server: str, host: str, port: int) -> str | None:
     return f"http://{host}:{port}" if wire(mode, server) == "http" else None
 
 
-def served_by(cfg: LabConfig, mode: str) -> str | None:
+def served_by(cfg: LabSettings, mode: str) -> str | None:
     """The server that answers ``/<mode>/`` through nginx (its X-Gateway-Server)."""
     try:
         status, headers, _ = http_get(f"{cfg.url}/{mode}/", timeout=2.0)
@@ -87,7 +89,7 @@ def served_by(cfg: LabConfig, mode: str) -> str | None:
     return lowered.get(SERVER_HEADER.lower()) if status < 500 else None
 
 
-def wait_for_server(cfg: LabConfig, mode: str, server: str, deadline_s: float = 15.0) -> None:
+def wait_for_server(cfg: LabSettings, mode: str, server: str, deadline_s: float = 15.0) -> None:
     """Return once ``/<mode>/`` is answered by ``server`` a few times in a row; else LabError."""
     streak = 0
 
@@ -112,12 +114,12 @@ def all_servers() -> str:
 SERVERS_FILE = "servers.json"
 
 
-def record_servers(cfg: LabConfig, servers: Mapping[str, str]) -> None:
+def record_servers(cfg: LabSettings, servers: Mapping[str, str]) -> None:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     (cfg.state_dir / SERVERS_FILE).write_text(json.dumps(dict(servers)) + "\n", encoding="utf-8")
 
 
-def recorded_servers(cfg: LabConfig) -> dict[str, str]:
+def recorded_servers(cfg: LabSettings) -> dict[str, str]:
     """mode -> server recorded by the last `lab server` (docker target); {} if none or bad."""
     try:
         data = json.loads((cfg.state_dir / SERVERS_FILE).read_text(encoding="utf-8"))
@@ -134,7 +136,7 @@ def recorded_servers(cfg: LabConfig) -> dict[str, str]:
     return found
 
 
-def clear_servers(cfg: LabConfig) -> None:
+def clear_servers(cfg: LabSettings) -> None:
     (cfg.state_dir / SERVERS_FILE).unlink(missing_ok=True)
 
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# lab-nginx: nginx in the lab's container, configured by lab/nginx_conf.py.
+# lab-nginx: nginx in the lab's container, configured by lab/nginx/ (python3 -m lab.nginx).
 #
 #   lab-nginx start          render the config into $CONF_DIR, then exec nginx (the CMD)
 #   lab-nginx switch MODE    make MODE (or a split like wsgi=90,asgi=10) the default of "/":
@@ -18,7 +18,7 @@
 # recorded in $STATE_FILE and a restarted container starts in it. LAB_SERVER_CGI,
 # _WSGI and _ASGI set the server behind each mode at first start; after
 # `lab-nginx server` the choice is recorded in $SERVERS_FILE likewise. The LAB_*
-# limits are read by the renderer (lab/config.py).
+# limits are read by the renderer (lab/settings.py).
 set -eu
 
 CONF_DIR=${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}
@@ -70,7 +70,7 @@ case ${1:-start} in
             mode=$(cat "$STATE_FILE")
         fi
         # shellcheck disable=SC2046
-        python3 -m lab.nginx_conf render --target compose --out "$CONF_DIR" \
+        python3 -m lab.nginx render --target compose --out "$CONF_DIR" \
             $(active_args "$mode") $(server_args)
         # -e: errors before the config is read go to stderr too (the
         # default log path under /var/log is not writable here).
@@ -82,7 +82,7 @@ case ${1:-start} in
         cp "$CONF_DIR/active_mode.conf" "$previous"
         # The renderer rejects an unknown mode before writing anything.
         # shellcheck disable=SC2046
-        python3 -m lab.nginx_conf active --out "$CONF_DIR" $(active_args "$2")
+        python3 -m lab.nginx active --out "$CONF_DIR" $(active_args "$2")
         if ! test_config; then
             mv "$previous" "$CONF_DIR/active_mode.conf"
             echo "lab-nginx: the new config fails nginx -t; kept the previous one" >&2
@@ -104,9 +104,9 @@ case ${1:-start} in
         mkdir -p "$saved"
         cp "$CONF_DIR/pass_$mode.conf" "$CONF_DIR/upstreams.conf" "$saved/"
         # The renderer rejects an unknown mode or server before writing anything.
-        python3 -m lab.nginx_conf server --target compose --out "$CONF_DIR" "$choice"
+        python3 -m lab.nginx server --target compose --out "$CONF_DIR" "$choice"
         # Pinned to an address (a container that is not the service yet), or back to the names.
-        python3 -m lab.nginx_conf upstreams --target compose --out "$CONF_DIR" "$@"
+        python3 -m lab.nginx upstreams --target compose --out "$CONF_DIR" "$@"
         if ! test_config; then
             cp "$saved/pass_$mode.conf" "$saved/upstreams.conf" "$CONF_DIR/"
             echo "lab-nginx: the new config fails nginx -t; kept the previous one" >&2
@@ -121,7 +121,7 @@ case ${1:-start} in
         nginx -e stderr -c "$CONF" -s reload
         ;;
     mode)
-        python3 -m lab.nginx_conf show --out "$CONF_DIR"
+        python3 -m lab.nginx show --out "$CONF_DIR"
         ;;
     *)
         # Anything else runs as a command (e.g. `docker compose run nginx sh`).

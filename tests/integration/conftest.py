@@ -8,6 +8,7 @@ at the end. A stack that does not come up fails the run; it never skips.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,9 @@ import pytest
 import requests
 
 from gateway.servers.registry import SERVERS, default_server
+from lab.settings import LabSettings
+from lab.system import processes
+from lab.targets.state import recorded_target
 
 MODES = ("cgi", "wsgi", "asgi")
 LAB = [sys.executable, "-m", "lab.cli"]
@@ -121,9 +125,9 @@ def lab() -> Iterator[Lab]:
     status = _lab("status", "--json", timeout=60)
     target = "unknown"
     if status.returncode == 0:
-        import json
-
         target = json.loads(status.stdout).get("target", "unknown")
+    if not started:
+        _refuse_another_target(url, status)
     try:
         deadline = time.monotonic() + 60
         while not _answers(url):
@@ -136,10 +140,41 @@ def lab() -> Iterator[Lab]:
             down = _lab("down", timeout=300)
             if down.returncode != 0:
                 print(f"`lab down` failed:\n{down.stdout}\n{down.stderr}", file=sys.stderr)
-            # Services a fault test restarted are children of this process; reap
-            # them now that `lab down` stopped them.
-            if (faults := sys.modules.get("lab.faults")) is not None:
-                faults.reap_children()
+        # Services a fault test restarted are children of this process; reap them
+        # now that they have stopped.
+        processes.reap_all()
+
+
+def workers_in_force(lab: Lab) -> dict[str, int]:
+    """Worker processes per mode as ``lab status --json`` reads them from the running
+    processes; for an external lab (LAB_URL), the gateway's defaults for this machine."""
+    if lab.target != "external":
+        status = _lab("status", "--json", timeout=60)
+        if status.returncode == 0 and (workers := json.loads(status.stdout).get("workers")):
+            return {m: int(n) for m, n in workers.items()}
+    cores = os.cpu_count() or 1
+    return {"cgi": 1, "wsgi": 2 * cores + 1, "asgi": cores}
+
+
+def _refuse_another_target(url: str, status: subprocess.CompletedProcess[str]) -> None:
+    """A lab already answers at ``url``: it must be the one LAB_TARGET asks for.
+
+    Otherwise a suite run as "native" would test a Docker lab (or the reverse)
+    under the wrong name.
+    """
+    asked = os.environ.get("LAB_TARGET", "").strip().lower()
+    if not asked:
+        return
+    recorded = recorded_target(LabSettings.from_env())
+    running = status.returncode == 0 and json.loads(status.stdout).get("running", False)
+    if (recorded is not None and recorded != asked) or not running:
+        pytest.fail(
+            f"a lab already answers at {url}, but it is not a running {asked} lab "
+            f"(`lab up` recorded: {recorded or 'nothing'}; `lab status` for {asked}: "
+            f"{status.stdout.strip() or status.stderr.strip()}). Stop it first "
+            f"(`LAB_TARGET={recorded or 'docker'} lab down`) or run the suite with "
+            f"LAB_TARGET={recorded or 'unset'}"
+        )
 
 
 def use_server(mode: str, server: str) -> None:

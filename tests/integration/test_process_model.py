@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from tests.integration.conftest import Lab
+from tests.integration.conftest import Lab, workers_in_force
 
 Interval = tuple[float, float]
 
@@ -75,6 +75,10 @@ def test_asgi_worker_has_many_requests_in_flight(lab: Lab) -> None:
 
 def test_asgi_blocking_coffee_serialises_the_loop(lab: Lab) -> None:
     """time.sleep inside async def: requests in one worker stop overlapping."""
-    by_pid = lanes(fire(lab, "/asgi/blocking-coffee?ms=150", 8))
+    # More requests at once than ASGI workers, so some worker must take several:
+    # only then does "no overlap inside a worker" say anything about its loop.
+    n = max(8, 2 * workers_in_force(lab)["asgi"] + 2)
+    by_pid = lanes(fire(lab, "/asgi/blocking-coffee?ms=150", n))
+    assert any(len(ivs) > 1 for ivs in by_pid.values()), f"{n} requests, fewer workers"
     for pid, intervals in by_pid.items():
         assert max_overlap(intervals) == 1, f"worker {pid} overlapped blocked requests"

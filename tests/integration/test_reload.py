@@ -1,7 +1,7 @@
 """Reloads under load: nginx reloads, gunicorn graceful reloads (HUP) and mode switches
 while clients keep sending requests. Not one request may fail.
 
-The clients (``tests.integration.steady``) send an idempotent GET again, up to
+The clients (``tests.support.steady``) send an idempotent GET again, up to
 MAX_RETRIES times, only when the connection was closed or refused before any
 byte of a response arrived: the race every graceful reload has (RFC 9112
 §9.6), which RFC 9112 §9.3.1 lets a client retry. Any HTTP error status, a
@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lab import faults
-from lab.config import LabConfig
+from lab.settings import LabSettings
 from tests.integration.conftest import LAB, MODES, ROOT, Lab
-from tests.integration.steady import SteadyClient, Totals, closed_or_refused, finish
+from tests.support import faults
+from tests.support.steady import SteadyClient, Totals, closed_or_refused, finish
 
 CLIENTS = 6
 PATHS = ("/wsgi/", "/cgi/", "/asgi/", "/", "/wsgi/coffee?ms=20", "/asgi/coffee?ms=20")
@@ -98,7 +98,7 @@ def test_nginx_reloads_and_mode_switches_drop_nothing(
 def test_gateway_graceful_reloads_drop_nothing(
     target: str, under_load: Callable[[], Totals], lab: Lab
 ) -> None:
-    cfg = LabConfig.from_env()
+    cfg = LabSettings.from_env()
     for mode in MODES:
         worker = int(lab.get(f"/{mode}/").headers["X-Gateway-Worker"])
         family = faults.worker_family(target, mode, worker)

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import Lab, _lab
-from tests.integration.steady import SteadyClient, finish, header
+from tests.support.steady import SteadyClient, finish, header
 
 MODE = "wsgi"
 REPLICAS = 3

@@ -19,8 +19,8 @@ import pytest
 
 from gateway.servers.registry import default_server
 from tests.integration.conftest import LAB, MODES, ROOT, Lab, _lab, use_server
-from tests.integration.steady import SteadyClient, finish, header
 from tests.integration.test_process_model import fire, lanes, max_overlap
+from tests.support.steady import SteadyClient, finish, header
 
 
 def status() -> dict[str, object]:
@@ -44,7 +44,7 @@ def defaults_after(lab: Lab) -> Iterator[None]:
 def proc_name(lab: Lab, pid: str) -> str:
     """The command name of ``pid`` in the cgi gateway's pid namespace."""
     if lab.target == "docker":
-        from lab.docker import compose_args
+        from lab.targets.compose import compose_args
 
         cmd = compose_args("exec", "-T", "gateway-cgi", "cat", f"/proc/{pid}/comm")
         return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()

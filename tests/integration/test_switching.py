@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import MODES, Lab, _lab
-from tests.integration.steady import SteadyClient, finish
+from tests.support.steady import SteadyClient, finish
 
 SPLIT = {"wsgi": 70, "asgi": 30}
 SPLIT_REQUESTS = 1000
@@ -170,12 +170,12 @@ def test_bad_input_exits_nonzero_and_changes_nothing(
 
 
 def test_switched_mode_survives_an_nginx_restart(lab: Lab, original: str) -> None:
-    from lab import faults
-    from lab.config import LabConfig
+    from lab.settings import LabSettings
+    from tests.support import faults
 
     chosen = next(m for m in MODES if m != default_of_root(lab))
     code, out = lab_cli("switch", chosen)
     assert code == 0, out
-    faults.restart_nginx(LabConfig.from_env(), lab.target)
+    faults.restart_nginx(LabSettings.from_env(), lab.target)
     assert active_mode() == chosen
     assert {default_of_root(lab) for _ in range(5)} == {chosen}

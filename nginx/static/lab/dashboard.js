@@ -340,28 +340,36 @@ async function fire(event) {
   document.body.dataset.runId = String(state.runId);
   $("fire").setAttribute("aria-disabled", "true");
   $("fire").textContent = "Firing\u2026";
-  const keys = panelKeys(form.mode);
-  showPanels(keys);
-  for (const panel of state.panels) panel.state = "queued";
-  const lines = [];
-  const clickStart = performance.now();
-  for (const panel of state.panels) {
-    const path = buildPath(panel.key, form.endpoint, form.params);
-    $("run-status").textContent = `Firing ${count} \u00d7 GET ${path}\u2026`;
-    const s = await runPanel(panel, path, count);
-    lines.push(
-      `${EXPLAIN[panel.key].title}: ${s.requests} requests, ${s.processes} processes, ` +
-        `at most ${s.maxOverlap} at once in one process, ${Math.round(s.wallMs)} ms, ` +
-        `${s.rps.toFixed(1)} requests/s, ${s.errors} errors.`,
-    );
+  // Whatever happens below (a redraw that throws included), the page leaves
+  // "Firing..." and the button works again: the finally block.
+  try {
+    const keys = panelKeys(form.mode);
+    showPanels(keys);
+    for (const panel of state.panels) panel.state = "queued";
+    const lines = [];
+    const clickStart = performance.now();
+    for (const panel of state.panels) {
+      const path = buildPath(panel.key, form.endpoint, form.params);
+      $("run-status").textContent = `Firing ${count} \u00d7 GET ${path}\u2026`;
+      const s = await runPanel(panel, path, count);
+      lines.push(
+        `${EXPLAIN[panel.key].title}: ${s.requests} requests, ${s.processes} processes, ` +
+          `at most ${s.maxOverlap} at once in one process, ${Math.round(s.wallMs)} ms, ` +
+          `${s.rps.toFixed(1)} requests/s, ${s.errors} errors.`,
+      );
+    }
+    const totalMs = performance.now() - clickStart;
+    $("run-status").textContent = `${lines.join(" ")} Done in ${formatMs(totalMs)} ms.`;
+    $("run-status").dataset.totalMs = totalMs.toFixed(0);
+  } catch (error) {
+    addError({ mode: "page", status: 0, message: `the page failed: ${error}`, path: "/lab/" });
+    $("run-status").textContent = "The run stopped: see the error list.";
+  } finally {
+    state.running = false;
+    document.body.dataset.run = "done";
+    $("fire").removeAttribute("aria-disabled");
+    $("fire").textContent = "Fire";
   }
-  const totalMs = performance.now() - clickStart;
-  $("run-status").textContent = `${lines.join(" ")} Done in ${formatMs(totalMs)} ms.`;
-  $("run-status").dataset.totalMs = totalMs.toFixed(0);
-  state.running = false;
-  document.body.dataset.run = "done";
-  $("fire").removeAttribute("aria-disabled");
-  $("fire").textContent = "Fire";
 }
 
 // -- the lab_mode cookie and what "/" reaches -----------------------------------------

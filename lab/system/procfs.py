@@ -1,0 +1,98 @@
+"""The one /proc reader (Linux): every process's pid, parent, group, state and title.
+
+Standard library only, and runnable as a script: the docker target runs this
+file's own source inside a container (``python3 -c SOURCE rows``), so the host
+and the containers answer the same question with the same code.
+
+    python3 procfs.py rows           # JSON list of [pid, ppid, pgrp, state, title]
+    python3 procfs.py cpus [PID]     # CPUs PID (default: this process) may use
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+
+class Proc(NamedTuple):
+    pid: int
+    ppid: int
+    pgrp: int
+    state: str  # "R", "S", "Z", "T", ...
+    title: str  # the command line, NULs as spaces (a process may rename itself)
+
+
+def read_proc(root: Path | None = None) -> list[Proc]:
+    """Every process /proc lists; processes that vanish while being read are skipped."""
+    rows = []
+    for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            rows.append(
+                Proc(int(stat.parent.name), int(fields[1]), int(fields[2]), fields[0], title)
+            )
+        except (OSError, IndexError, ValueError, UnicodeDecodeError):
+            continue
+    return rows
+
+
+def has_proc(root: Path | None = None) -> bool:
+    return ((root or Path("/proc")) / "self" / "stat").exists()
+
+
+def group_states(rows: Iterable[Proc], pgid: int) -> list[str]:
+    """States of the members of process group ``pgid``."""
+    return [p.state for p in rows if p.pgrp == pgid]
+
+
+def children(rows: Iterable[Proc], parent: int, *, live_only: bool = True) -> list[int]:
+    """Pids whose parent is ``parent`` (zombies left out unless ``live_only`` is false)."""
+    return sorted(p.pid for p in rows if p.ppid == parent and (p.state != "Z" or not live_only))
+
+
+def parent_of(rows: Iterable[Proc], pid: int) -> int | None:
+    return next((p.ppid for p in rows if p.pid == pid), None)
+
+
+def source() -> str:
+    """This module's text, to run with ``python3 -c`` where the lab package is not installed."""
+    return Path(__file__).read_text(encoding="utf-8")
+
+
+def cpu_limit(pid: int = 0, cgroup_root: Path | None = None) -> float:
+    """CPUs ``pid`` (0: this process) may use: its affinity mask, capped by the cgroup v2
+    quota (``cpu.max``: "QUOTA PERIOD" or "max PERIOD") of the cgroup this process sees."""
+    cpus = float(len(os.sched_getaffinity(pid)))
+    try:
+        quota, period = ((cgroup_root or Path("/sys/fs/cgroup")) / "cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["rows"]:
+        print(json.dumps([list(p) for p in read_proc()]))
+        return 0
+    if argv[:1] == ["cpus"] and len(argv) <= 2:
+        print(json.dumps(cpu_limit(int(argv[1]) if len(argv) == 2 else 0)))
+        return 0
+    print("usage: procfs.py rows | cpus [PID]", file=sys.stderr)
+    return 2
+
+
+def rows_from_json(text: str) -> list[Proc]:
+    """The output of ``procfs.py rows`` back as Procs."""
+    return [Proc(int(a), int(b), int(c), str(d), str(e)) for a, b, c, d, e in json.loads(text)]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

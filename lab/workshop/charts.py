@@ -1,0 +1,215 @@
+"""PNG charts for the bench and the timeline (matplotlib, Agg backend: no display needed).
+
+Colours stay the same everywhere: one per mode, the dashboard's Okabe-Ito
+palette (safe for colour-blind viewers; nginx/static/lab/dashboard.css
+``--cgi``, ``--wsgi``, ``--asgi``, ``--error``; tests/unit/lab/test_workshop.py
+checks they match), so a learner who has seen the dashboard recognises the
+bench chart's bars and the timeline's lanes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 -- after choosing the backend
+
+if TYPE_CHECKING:
+    from lab.workshop.analysis import Lane
+
+MODE_COLOURS: Final = {"cgi": "#e69f00", "wsgi": "#56b4e9", "asgi": "#009e73"}
+ERROR_COLOUR: Final = "#d55e00"
+PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
+DPI: Final = 120
+LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale
+TRACK_GROWTH: Final = 0.3  # extra lane height per extra track (request in flight at once)
+SMALL_LABELS_FROM: Final = 48  # lanes in a panel from which pid labels get a smaller font
+
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11})
+
+
+def _colour(mode: str) -> str:
+    return MODE_COLOURS.get(mode, "#666666")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _ordered(values: Sequence[Any]) -> list[Any]:
+    return list(dict.fromkeys(values))
+
+
+def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = "") -> Path:
+    """One panel per scenario: requests/s against concurrency, one line per mode."""
+    scenarios = _ordered([r["scenario"] for r in rows])
+    modes = _ordered([r["mode"] for r in rows])
+    levels = sorted({int(r["concurrency"]) for r in rows})
+    cols = min(3, len(scenarios))
+    nrows = math.ceil(len(scenarios) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
+    for ax, scenario in zip(axes.flat, scenarios, strict=False):
+        path_shown = next(r["path"] for r in rows if r["scenario"] == scenario)
+        for mode in modes:
+            points = sorted(
+                (int(r["concurrency"]), float(r["rps"]))
+                for r in rows
+                if r["scenario"] == scenario and r["mode"] == mode
+            )
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", linewidth=2, color=_colour(mode), label=mode.upper())
+        ax.set_title(f"{scenario}: {path_shown}")
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel("successful requests per second")
+        if len(levels) > 1 and levels[-1] / max(levels[0], 1) >= 10:
+            ax.set_xscale("log")
+        ax.set_xticks(levels, [str(x) for x in levels])
+        ax.minorticks_off()
+        rates = [float(r["rps"]) for r in rows if r["scenario"] == scenario and float(r["rps"]) > 0]
+        if rates and max(rates) / min(rates) >= LOG_SPREAD:
+            ax.set_yscale("log")  # e.g. hello: CGI's few req/s next to ASGI's thousands
+            ax.set_ylabel("successful requests/s (log scale)")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best")
+    for ax in list(axes.flat)[len(scenarios) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"Throughput vs concurrency, per scenario ({note})" if note else "Throughput")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def error_share(row: Mapping[str, Any]) -> float:
+    """Errors among all answers of one bench cell (0 when nothing was answered)."""
+    requests = int(row.get("requests") or 0)
+    return int(row.get("errors") or 0) / requests if requests else 0.0
+
+
+def latency_chart(
+    rows: Sequence[Mapping[str, Any]], path: Path, concurrency: int, note: str = ""
+) -> Path:
+    """One panel per mode: p50, p95, p99 latency per scenario at one concurrency level."""
+    chosen = [r for r in rows if int(r["concurrency"]) == concurrency]
+    modes = _ordered([r["mode"] for r in chosen])
+    scenarios = _ordered([r["scenario"] for r in chosen])
+    fig, axes = plt.subplots(
+        1, len(modes), figsize=(4.8 * len(modes), 4.4), squeeze=False, sharey=True
+    )
+    width = 0.8 / len(PERCENTILE_SHADES)
+    for ax, mode in zip(axes.flat, modes, strict=True):
+        by_scenario = {r["scenario"]: r for r in chosen if r["mode"] == mode}
+        for i, (key, alpha) in enumerate(PERCENTILE_SHADES.items()):
+            xs = [j + (i - 1) * width for j in range(len(scenarios))]
+            ys = [
+                max(float(by_scenario[s][key]), 0.01) if s in by_scenario else 0 for s in scenarios
+            ]
+            ax.bar(xs, ys, width, color=_colour(mode), alpha=alpha, label=key.removesuffix("_ms"))
+        for j, s in enumerate(scenarios):
+            # A refusal (e.g. CGI's 503 past its script limit) is fast: say how many
+            # answers were errors, so short bars are not read as fast service.
+            share = error_share(by_scenario[s]) if s in by_scenario else 0.0
+            if share > 0:
+                top = max(float(by_scenario[s]["p99_ms"]), 0.01) * 1.4
+                ax.text(
+                    j,
+                    top,
+                    f"{share:.0%}\nerrors",
+                    ha="center",
+                    va="bottom",
+                    fontsize=9,
+                    color=ERROR_COLOUR,
+                )
+        clients = "1 client" if concurrency == 1 else f"{concurrency} clients"
+        ax.set_title(f"{mode.upper()} at {clients}")
+        ax.set_xticks(range(len(scenarios)), scenarios, rotation=20)
+        ax.set_yscale("log")
+        tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
+        lowest = min((float(r["p50_ms"]) for r in chosen if float(r["p50_ms"]) > 0), default=1.0)
+        # Log bars need an explicit floor; the top leaves room for the legend.
+        ax.set_ylim(bottom=lowest / 3, top=max(tallest, 1.0) * 8)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(loc="upper left", fontsize=9, ncols=3)
+    axes.flat[0].set_ylabel("latency, ms (log scale)")
+    fig.suptitle(f"Latency percentiles per mode ({note})" if note else "Latency percentiles")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def bench_charts(
+    rows: Sequence[Mapping[str, Any]], out_dir: Path, title_note: str = ""
+) -> list[Path]:
+    """throughput.png plus latency-c<N>.png for the lowest and highest concurrency level."""
+    if not rows:
+        return []
+    paths = [throughput_chart(rows, out_dir / "throughput.png", title_note)]
+    levels = sorted({int(r["concurrency"]) for r in rows})
+    for level in dict.fromkeys((levels[0], levels[-1])):
+        paths.append(latency_chart(rows, out_dir / f"latency-c{level}.png", level, title_note))
+    return paths
+
+
+def timeline_chart(panels: Sequence[tuple[str, str, Sequence[Lane]]], path: Path) -> Path:
+    """Stacked panels (mode, title, lanes): one lane per process, one bar per request.
+
+    Requests that overlap inside one process are drawn on separate tracks of
+    its lane, so overlap is visible as stacked bars, not hidden behind each other.
+    """
+    heights = [max(sum(lane_height(lane.tracks) for lane in lanes), 1.0) for _, _, lanes in panels]
+    fig_h = min(1.5 + 0.28 * sum(heights) + 1.3 * len(panels), 60.0)
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(12, fig_h),
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"height_ratios": [h + 2 for h in heights]},
+    )
+    for ax, (mode, title, lanes) in zip(axes.flat, panels, strict=True):
+        _draw_lanes(ax, mode, lanes)
+        ax.set_title(title, loc="left")
+        ax.tick_params(labelbottom=True)  # every panel keeps its time axis
+    axes.flat[-1].set_xlabel("ms since the first request of the panel started (app start to end)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def lane_height(tracks: int) -> float:
+    """A lane grows with its tracks, so stacked (overlapping) bars stay visible."""
+    return 1.0 + TRACK_GROWTH * (tracks - 1)
+
+
+def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
+    y = 0.0
+    ticks: list[float] = []
+    labels: list[str] = []
+    many = len(lanes) >= SMALL_LABELS_FROM
+    for lane in lanes:
+        height = lane_height(lane.tracks)
+        track_h = height / lane.tracks
+        for bar in lane.bars:
+            bottom = y + bar.track * track_h + 0.08 * track_h
+            colour = _colour(mode) if bar.ok else ERROR_COLOUR
+            ax.broken_barh(
+                [(bar.start_ms, max(bar.end_ms - bar.start_ms, 0.2))],
+                (bottom, 0.84 * track_h),
+                facecolors=colour,
+                edgecolors="white",
+                linewidth=0.5,
+            )
+        ticks.append(y + height / 2)
+        labels.append(lane.label)
+        y += height
+        ax.axhline(y, color="#bbbbbb", linewidth=0.6)
+    ax.set_yticks(ticks, labels, fontsize=7 if many else 9)
+    ax.set_ylim(y + 0.1, -0.1)  # first process at the top
+    ax.set_ylabel("process (X-Gateway-Pid)")
+    ax.grid(True, axis="x", alpha=0.3)

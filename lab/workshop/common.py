@@ -1,0 +1,95 @@
+"""What every workshop tool needs: URLs, output folders, machine and lab metadata,
+and the check that the lab is up before any load is sent."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from lab.errors import LabError
+from lab.nginx.routing import MODES
+from lab.settings import ROOT, LabSettings
+from lab.system.http import is_healthy
+
+# The CLI's error policy (lab.cli.reports_lab_errors), handed to each tool's register().
+Guard: TypeAlias = Callable[[Callable[..., None]], Callable[..., None]]
+
+
+def mode_url(base: str, mode: str, path: str) -> str:
+    """The fixed route of one mode: ``http://host:8080/wsgi/coffee?ms=100``."""
+    return f"{base.rstrip('/')}/{mode}{path}"
+
+
+def lab_url(cfg: LabSettings | None = None) -> str:
+    """``LAB_URL`` if set, else nginx on ``127.0.0.1:$LAB_PORT``."""
+    return (cfg or LabSettings.from_env()).tools_url
+
+
+def require_lab(base: str) -> None:
+    """LabError unless nginx and every mode's gateway answer at ``base`` (through nginx)."""
+    down = [m for m in MODES if not is_healthy(mode_url(base, m, "/healthz"), timeout=3.0)]
+    if not is_healthy(base.rstrip("/") + "/nginx-health", timeout=3.0):
+        raise LabError(f"no lab answers at {base}: start it with `make up` (or set LAB_URL)")
+    if down:
+        raise LabError(
+            f"the lab at {base} answers, but not its {', '.join(down)} gateway(s): "
+            "see `lab status` and `lab logs`"
+        )
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "host": platform.node(),
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        # Other programs on the machine share its cores: the 1-minute load at the start.
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def lab_info(cfg: LabSettings | None = None) -> dict[str, Any]:
+    """What the recorded run ran on: the target, the CPUs each gateway may use and the
+    worker processes in force per mode (read from the running processes).
+
+    Empty values when the lab at LAB_URL is not one this machine manages.
+    """
+    from lab.targets import FaultTarget, get_target
+    from lab.targets.state import current_target_name
+
+    cfg = cfg or LabSettings.from_env()
+    try:
+        target = get_target(current_target_name(cfg))
+        status = target.status(cfg)
+        cpus: dict[str, float] = {}
+        if isinstance(target, FaultTarget):
+            services = target.services(cfg)
+            cpus = {m: services.cpus(f"gateway-{m}") for m in MODES}
+    except (LabError, OSError, ValueError) as exc:
+        return {"target": None, "gateway_cpus": {}, "workers": {}, "note": str(exc)}
+    return {
+        "target": status["target"],
+        "gateway_cpus": cpus,
+        "workers": status.get("workers", {}),
+    }
+
+
+def timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+
+def default_out_dir() -> Path:
+    return ROOT / "results" / timestamp()

@@ -1,0 +1,157 @@
+"""``lab timeline``: fire N requests at a mode and draw who ran each one, and when.
+
+One lane per process that ran app code (``X-Gateway-Pid``), one bar per request
+from its ``X-Gateway-Start`` to its ``X-Gateway-End``. CGI: a new lane for every
+request (a new process each time). WSGI: a few lanes, the bars in each never
+overlap (a sync worker does one thing at a time). ASGI: few lanes, bars stacked
+on top of each other (one event loop with many requests in flight).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Final
+
+import typer
+
+from lab.errors import UsageError
+from lab.nginx.routing import MODES
+from lab.workshop.analysis import Sample, build_lanes, drawable, overlap_per_pid
+from lab.workshop.common import Guard, default_out_dir, lab_url, mode_url, require_lab
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+DEFAULT_ENDPOINT: Final = "/coffee?ms=100"
+DEFAULT_REQUESTS: Final = 30
+DEFAULT_CONCURRENCY: Final = 10
+
+
+@dataclass(frozen=True)
+class TimelineSummary:
+    mode: str
+    requests: int
+    drawn: int  # requests with a pid, Start and End
+    processes: int
+    max_overlap: int
+    wall_ms: float  # first app start to last app end
+
+    def line(self) -> str:
+        return (
+            f"{self.mode}: {self.requests} requests, {self.processes} processes ran app code, "
+            f"at most {self.max_overlap} at once in one process, "
+            f"{self.wall_ms:,.0f} ms from first start to last end"
+        )
+
+
+def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
+    usable = drawable(samples)
+    overlaps = overlap_per_pid(usable)
+    starts = [s.trace.start for s in usable if s.trace.start is not None]
+    ends = [s.trace.end for s in usable if s.trace.end is not None]
+    return TimelineSummary(
+        mode=mode,
+        requests=len(samples),
+        drawn=len(usable),
+        processes=len(overlaps),
+        max_overlap=max(overlaps.values(), default=0),
+        wall_ms=(max(ends) - min(starts)) * 1000 if starts else 0.0,
+    )
+
+
+def panel_title(summary: TimelineSummary, endpoint: str, concurrency: int) -> str:
+    return (
+        f"{summary.mode.upper()}  GET {endpoint}, {summary.requests} requests, "
+        f"{concurrency} clients: {summary.processes} processes, "
+        f"at most {summary.max_overlap} at once per process"
+    )
+
+
+@dataclass(frozen=True)
+class TimelineRun:
+    endpoint: str
+    concurrency: int
+    samples: dict[str, list[Sample]]  # mode -> samples
+    summaries: dict[str, TimelineSummary]
+    png: Path
+
+
+def run_timeline(
+    mode: str = "wsgi",
+    endpoint: str = DEFAULT_ENDPOINT,
+    requests_total: int = DEFAULT_REQUESTS,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    url: str | None = None,
+    out: Path | None = None,
+    console: Console | None = None,
+) -> TimelineRun:
+    """Fire the requests (one mode, or each mode in turn for ``all``), draw, print a summary.
+
+    ``out`` is the PNG path, or a directory to put ``timeline-<mode>.png`` in.
+    """
+    from rich.console import Console
+
+    from lab.workshop.charts import timeline_chart
+    from lab.workshop.loadgen import run_load
+
+    console = console or Console()
+    modes = list(MODES) if mode == "all" else [mode]
+    if any(m not in MODES for m in modes):
+        raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
+    if not endpoint.startswith("/"):
+        endpoint = "/" + endpoint
+    base = (url or lab_url()).rstrip("/")
+    require_lab(base)
+    samples: dict[str, list[Sample]] = {}
+    summaries: dict[str, TimelineSummary] = {}
+    for m in modes:
+        result = run_load(mode_url(base, m, endpoint), concurrency, requests_total=requests_total)
+        samples[m] = result.samples
+        summaries[m] = summarize_timeline(m, result.samples)
+    png = _png_path(out, mode)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    panels = [
+        (m, panel_title(summaries[m], endpoint, concurrency), build_lanes(samples[m]))
+        for m in modes
+    ]
+    timeline_chart(panels, png)
+    for m in modes:
+        s = summaries[m]
+        errors = sum(1 for x in samples[m] if not x.ok)
+        console.print(s.line() + (f", [red]{errors} errors[/red]" if errors else ""))
+    console.print(f"saved: {png}")
+    return TimelineRun(endpoint, concurrency, samples, summaries, png)
+
+
+def _png_path(out: Path | None, mode: str) -> Path:
+    name = f"timeline-{mode}.png"
+    if out is None:
+        return default_out_dir() / name
+    if out.suffix.lower() == ".png":
+        return out
+    return out / name
+
+
+def register(app: typer.Typer, guard: Guard) -> None:
+    """Add ``lab timeline`` to ``app``; ``guard`` is the CLI's error policy (lab.cli)."""
+
+    @app.command()
+    @guard
+    def timeline(
+        mode: Annotated[str, typer.Option(help=f"{', '.join(MODES)} or all")] = "wsgi",
+        endpoint: Annotated[str, typer.Option(help="path and query")] = DEFAULT_ENDPOINT,
+        requests: Annotated[int, typer.Option("--requests", "-n", min=1, max=2000)] = (
+            DEFAULT_REQUESTS
+        ),
+        concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=200)] = (
+            DEFAULT_CONCURRENCY
+        ),
+        url: Annotated[str | None, typer.Option(help="the lab (default LAB_URL or :8080)")] = None,
+        out: Annotated[Path | None, typer.Option(help="PNG file or directory")] = None,
+    ) -> None:
+        """Draw one lane per process that ran app code, one bar per request."""
+        if mode != "all" and mode not in MODES:
+            raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
+        run_timeline(mode, endpoint, requests, concurrency, url, out)

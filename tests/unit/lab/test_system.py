@@ -1,0 +1,126 @@
+"""lab.system: the /proc reader, service process groups, the port probe, on this host."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab.system import processes, procfs
+from lab.system.ports import first_free, port_free
+from lab.system.procfs import Proc, children, cpu_limit, parent_of, read_proc, rows_from_json
+from lab.targets.switching import worker_counts
+
+ROWS = [
+    Proc(1, 0, 1, "S", "tini -- python -m gateway"),
+    Proc(10, 1, 10, "S", "python -m gateway serve --mode wsgi"),
+    Proc(11, 10, 10, "S", "python -m gateway serve --mode wsgi"),
+    Proc(12, 10, 10, "Z", "python -m gateway serve --mode wsgi"),
+    Proc(13, 10, 10, "R", "python -m gateway serve --mode wsgi"),
+]
+
+
+def test_family_helpers() -> None:
+    assert children(ROWS, 10) == [11, 13]  # the zombie is not a live worker
+    assert children(ROWS, 10, live_only=False) == [11, 12, 13]
+    assert parent_of(ROWS, 11) == 10 and parent_of(ROWS, 99) is None
+    assert worker_counts(ROWS, {"wsgi": [10], "asgi": []}) == {"wsgi": 2, "asgi": 0}
+
+
+def test_rows_round_trip_through_json() -> None:
+    assert rows_from_json(json.dumps([list(p) for p in ROWS])) == ROWS
+
+
+def test_read_proc_sees_this_process_and_its_group() -> None:
+    me = next(p for p in read_proc() if p.pid == __import__("os").getpid())
+    assert me.state in "RS" and "python" in me.title
+
+
+def test_the_module_source_runs_where_lab_is_not_installed(tmp_path: Path) -> None:
+    """What the docker target does in a container: ``python3 -c SOURCE rows``."""
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", procfs.source(), "rows"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert any(p.pid == 1 for p in rows_from_json(run.stdout))
+    cpus = subprocess.run(
+        [sys.executable, "-I", "-c", procfs.source(), "cpus"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert float(cpus.stdout) >= 0.01
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cap"), [("max 100000", None), ("50000 100000", 0.5), ("200000 100000", 2.0)]
+)
+def test_cpu_limit_takes_the_cgroup_quota(tmp_path: Path, cpu_max: str, cap: float | None) -> None:
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    affinity = cpu_limit(0, tmp_path / "nowhere")
+    assert cpu_limit(0, tmp_path) == (affinity if cap is None else min(affinity, cap))
+
+
+def test_a_listening_port_is_not_free() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not port_free(port)
+        assert first_free([port], 1) is None
+    assert port_free(port)
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A service process group (the 'gateway' in its command line marks it as ours)."""
+    proc = processes.spawn(
+        [sys.executable, "-c", "import time; time.sleep(60)", "gateway-test"],
+        tmp_path / "logs" / "sleeper.log",
+        {},
+    )
+    yield proc.pid
+    processes.signal_group(proc.pid, __import__("signal").SIGKILL)
+    processes.wait_gone([proc.pid], 5)
+
+
+def test_a_service_runs_in_its_own_group_and_stops_with_it(sleeper: int, tmp_path: Path) -> None:
+    assert processes.group_alive(sleeper)
+    assert any(p.pid == sleeper and p.pgrp == sleeper for p in read_proc())
+    log = (tmp_path / "logs" / "sleeper.log").read_text()
+    assert log.startswith(processes.START_MARKER)
+    processes.stop_groups({"gateway-test": sleeper}, deadline_s=5, say=lambda _: None)
+    assert not processes.group_alive(sleeper)
+
+
+def test_freeze_and_thaw(sleeper: int) -> None:
+    processes.freeze(sleeper)
+    deadline = time.monotonic() + 5
+    while next(p.state for p in read_proc() if p.pid == sleeper) != "T":
+        assert time.monotonic() < deadline, "never stopped"
+        time.sleep(0.02)
+    processes.thaw(sleeper)
+    while next(p.state for p in read_proc() if p.pid == sleeper) == "T":
+        assert time.monotonic() < deadline, "never continued"
+        time.sleep(0.02)
+
+
+def test_kill_group_works_on_a_frozen_group(sleeper: int) -> None:
+    processes.freeze(sleeper)
+    assert processes.kill_group(sleeper, 5)
+    processes.reap(sleeper)
+    assert not processes.group_alive(sleeper)
+
+
+def test_wait_healthy_names_a_service_that_exits(tmp_path: Path) -> None:
+    proc = processes.spawn([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "x.log", {})
+    with pytest.raises(processes.StartFailed, match="gateway-x exited during start-up"):
+        processes.wait_healthy({"gateway-x": (proc.pid, "http://127.0.0.1:1/healthz")}, 10)
+
+
+def test_wait_healthy_gives_up_after_its_deadline(sleeper: int) -> None:
+    with pytest.raises(processes.StartFailed, match="did not answer"):
+        processes.wait_healthy({"gateway-test": (sleeper, "http://127.0.0.1:1/healthz")}, 0.3)

@@ -1,0 +1,379 @@
+"""Pure parts of the workshop tools: trace parsing, percentiles, overlap, lanes, files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.errors import LabError
+from lab.workshop import bench
+from lab.workshop.analysis import (
+    Sample,
+    Trace,
+    assign_tracks,
+    build_lanes,
+    max_overlap,
+    parse_trace,
+    percentile,
+    summarize,
+)
+from lab.workshop.timeline import summarize_timeline
+from lab.workshop.wrk import WrkError, build_command, parse_output
+
+
+def sample(pid: int | None, start: float | None, end: float | None, status: int = 200) -> Sample:
+    return Sample(
+        sent=start or 0.0,
+        latency_s=((end or 0) - (start or 0)) or 0.001,
+        status=status,
+        trace=Trace(mode="wsgi", pid=pid, worker=pid, start=start, end=end),
+    )
+
+
+# -- trace headers ----------------------------------------------------------------------
+
+
+def test_parse_trace_reads_every_header_in_any_case() -> None:
+    trace = parse_trace(
+        {
+            "X-Gateway-Mode": "cgi",
+            "x-gateway-pid": "123",
+            "X-GATEWAY-WORKER": "7",
+            "X-Gateway-Start": "1700000000.000001",
+            "X-Gateway-End": "1700000000.100002",
+            "X-Request-Id": "abc",
+        }
+    )
+    assert trace == Trace("cgi", 123, 7, 1700000000.000001, 1700000000.100002, "abc")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="none"),
+        pytest.param({"X-Gateway-Pid": "x", "X-Gateway-Start": "soon"}, id="garbled"),
+        pytest.param({"X-Gateway-Start": "1.5"}, id="streamed-start-only"),
+    ],
+)
+def test_parse_trace_missing_or_garbled_values_are_none(headers: dict[str, str]) -> None:
+    trace = parse_trace(headers)
+    assert trace.pid is None and trace.end is None
+
+
+# -- percentiles ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "p", "expected"),
+    [
+        pytest.param([], 50, 0.0, id="empty"),
+        pytest.param([5.0], 99, 5.0, id="one-value"),
+        pytest.param([1.0, 2.0, 3.0, 4.0], 50, 2.5, id="median-between-ranks"),
+        pytest.param([4.0, 1.0, 3.0, 2.0], 50, 2.5, id="unsorted-input"),
+        pytest.param([1.0, 2.0, 3.0, 4.0, 5.0], 0, 1.0, id="p0-is-min"),
+        pytest.param([1.0, 2.0, 3.0, 4.0, 5.0], 100, 5.0, id="p100-is-max"),
+        pytest.param(list(range(1, 101)), 95, 95.05, id="p95-of-1-to-100"),
+    ],
+)
+def test_percentile(values: list[float], p: float, expected: float) -> None:
+    assert percentile(values, p) == pytest.approx(expected)
+
+
+def test_percentile_out_of_range_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+# -- overlap ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("intervals", "expected"),
+    [
+        pytest.param([], 0, id="nothing"),
+        pytest.param([(0, 1)], 1, id="one"),
+        pytest.param([(0, 1), (1, 2), (2, 3)], 1, id="back-to-back-is-not-overlap"),
+        pytest.param([(0, 10), (1, 2), (3, 4)], 2, id="two-inside-one"),
+        pytest.param([(0, 5), (1, 6), (2, 7), (8, 9)], 3, id="three-at-once"),
+    ],
+)
+def test_max_overlap(intervals: list[tuple[float, float]], expected: int) -> None:
+    assert max_overlap(intervals) == expected
+
+
+def test_summarize_counts_pids_errors_and_overlap_per_process() -> None:
+    samples = [
+        sample(1, 0.0, 1.0),
+        sample(1, 0.5, 1.5),  # overlaps the first one in pid 1
+        sample(2, 0.0, 1.0),
+        sample(2, 1.0, 2.0),  # back to back in pid 2
+        Sample(sent=0.0, latency_s=0.1, status=0, error="ConnectError"),
+        sample(3, 0.0, 0.1, status=503),
+    ]
+    s = summarize(samples, wall_s=2.0)
+    assert (s.requests, s.errors, s.distinct_pids, s.max_overlap) == (6, 2, 3, 2)
+    assert s.rps == pytest.approx(2.0)  # successful answers only
+
+
+# -- timeline lanes ---------------------------------------------------------------------
+
+
+def test_assign_tracks_uses_as_many_tracks_as_the_most_overlap() -> None:
+    intervals = [(0.0, 10.0), (1.0, 2.0), (3.0, 4.0), (5.0, 12.0), (11.0, 13.0)]
+    tracks, used = assign_tracks(intervals)
+    assert used == max_overlap(intervals) == 2
+    for i, a in enumerate(intervals):
+        for j, b in enumerate(intervals[:i]):
+            if tracks[i] == tracks[j]:
+                assert a[0] >= b[1] or b[0] >= a[1], "two bars on one track overlap"
+
+
+def test_build_lanes_one_lane_per_pid_in_order_of_first_start_and_ms_from_first_start() -> None:
+    samples = [
+        sample(20, 100.5, 100.6),
+        sample(10, 100.0, 100.2),
+        sample(10, 100.1, 100.3),
+        sample(None, None, None, status=0),  # no answer: not drawn
+        sample(30, 100.7, None),  # streamed, Start only: not drawn
+    ]
+    lanes = build_lanes(samples)
+    assert [lane.pid for lane in lanes] == [10, 20]
+    assert lanes[0].tracks == 2 and lanes[1].tracks == 1
+    assert lanes[0].bars[0].start_ms == pytest.approx(0.0)
+    assert lanes[1].bars[0].start_ms == pytest.approx(500.0)
+    summary = summarize_timeline("wsgi", samples)
+    assert (summary.requests, summary.drawn, summary.processes, summary.max_overlap) == (5, 3, 2, 2)
+    assert summary.wall_ms == pytest.approx(600.0)
+
+
+# -- wrk's result line ------------------------------------------------------------------
+
+WRK_STDOUT = """Running 2s test @ http://127.0.0.1:8080/asgi/
+  2 threads and 10 connections
+Requests/sec:   4905.37
+LAB-RESULT {"requests": 1000, "duration_us": 2000000, "errors": {"connect": 1, "read": 2, \
+"write": 0, "status": 5, "timeout": 3}, "latency_us": {"50": 1500, "95": 3000, "99": 7000}, \
+"pids": {"22556": 600, "22557": 400}, "statuses": {"200": 995, "503": 5}}
+"""
+
+
+def test_parse_wrk_output() -> None:
+    result = parse_output(WRK_STDOUT)
+    assert result.pids == {22556: 600, 22557: 400}
+    s = result.summary()
+    assert s.rps == pytest.approx(497.5)  # the five 503s are not throughput
+    assert (s.p50_ms, s.p95_ms, s.p99_ms) == (1.5, 3.0, 7.0)
+    assert s.errors == 1 + 2 + 3 + 5  # socket errors and timeouts, plus 5xx answers
+    assert s.distinct_pids == 2 and s.max_overlap is None
+
+
+def test_wrk_output_without_result_line_is_an_error() -> None:
+    with pytest.raises(WrkError):
+        parse_output("unable to connect to 127.0.0.1:8080 Connection refused\n")
+
+
+def test_wrk_command_never_has_more_threads_than_connections() -> None:
+    headers = {"X-Lab-Mode": "asgi"}
+    cmd = build_command("/bin/wrk", "http://127.0.0.1:8080/", 1, 2.4, Path("/tmp/x.lua"), headers)
+    assert cmd[0] == "/bin/wrk"
+    assert "--threads=1" in cmd and "--connections=1" in cmd and "--duration=2s" in cmd
+    assert cmd[-3:] == ["--header", "X-Lab-Mode: asgi", "http://127.0.0.1:8080/"]
+
+
+# -- bench options and files ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("1,10,50", [1, 10, 50], id="plain"),
+        pytest.param("50, 1,10,10", [1, 10, 50], id="sorted-deduplicated"),
+    ],
+)
+def test_parse_levels(text: str, expected: list[int]) -> None:
+    assert bench.parse_levels(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "0,1", "a"])
+def test_parse_levels_rejects(text: str) -> None:
+    with pytest.raises(LabError):
+        bench.parse_levels(text)
+
+
+def test_parse_names() -> None:
+    assert bench.parse_names("all", ("cgi", "wsgi"), "mode") == ["cgi", "wsgi"]
+    assert bench.parse_names("wsgi", ("cgi", "wsgi"), "mode") == ["wsgi"]
+    with pytest.raises(LabError, match="unknown mode: fcgi"):
+        bench.parse_names("fcgi", ("cgi", "wsgi"), "mode")
+
+
+@pytest.mark.parametrize(
+    ("engine", "has_wrk", "expected"),
+    [
+        pytest.param("auto", True, "wrk", id="auto-with-wrk"),
+        pytest.param("auto", False, "python", id="auto-without-wrk"),
+        pytest.param("python", True, "python", id="asked-for-python"),
+    ],
+)
+def test_pick_engine(engine: str, has_wrk: bool, expected: str) -> None:
+    assert bench.pick_engine(engine, has_wrk) == expected
+
+
+def test_mode_url_uses_the_fixed_route() -> None:
+    assert bench.mode_url("http://127.0.0.1:8080/", "wsgi", "/coffee?ms=1") == (
+        "http://127.0.0.1:8080/wsgi/coffee?ms=1"
+    )
+
+
+def _run() -> bench.BenchRun:
+    s = summarize([sample(1, 0.0, 0.1), sample(2, 0.0, 0.2)], wall_s=1.0)
+    run = bench.BenchRun(meta={"scenarios": ["io"], "machine": {"cores": 2}})
+    run.cells.append(bench.Cell("wsgi", "io", "/coffee?ms=100", 10, "python", s))
+    return run
+
+
+def test_csv_has_the_documented_columns_and_one_row_per_cell() -> None:
+    rows = list(csv.DictReader(io.StringIO(bench.to_csv(_run().rows()))))
+    assert tuple(rows[0]) == bench.CSV_COLUMNS
+    assert len(rows) == 1
+    assert rows[0]["mode"] == "wsgi" and rows[0]["distinct_pids"] == "2"
+    assert float(rows[0]["rps"]) == pytest.approx(2.0)
+
+
+def test_json_has_meta_and_results_with_every_csv_column() -> None:
+    data = json.loads(bench.to_json(_run()))
+    assert set(data) == {"meta", "results"}
+    assert set(bench.CSV_COLUMNS) <= set(data["results"][0])
+
+
+def test_markdown_report_has_a_row_per_cell() -> None:
+    text = bench.report_markdown(_run(), ["/x/throughput.png"])
+    assert "| wsgi | io | 10 | python |" in text
+    assert "![throughput](throughput.png)" in text
+
+
+def test_generator_check_sentence_states_the_ratio() -> None:
+    check = bench.GeneratorCheck(50, 1000.0, 50000.0)
+    assert check.ratio == pytest.approx(0.02)
+    assert "ratio 0.020" in check.sentence()
+    assert bench.GeneratorCheck(50, 1000.0, None).ratio is None
+
+
+@pytest.mark.parametrize(
+    ("row", "share"),
+    [
+        pytest.param({"requests": 100, "errors": 95}, 0.95, id="mostly-503s"),
+        pytest.param({"requests": 10, "errors": 0}, 0.0, id="clean"),
+        pytest.param({"requests": 0, "errors": 0}, 0.0, id="nothing-answered"),
+        pytest.param({}, 0.0, id="missing-fields"),
+    ],
+)
+def test_error_share(row: dict[str, int], share: float) -> None:
+    from lab.workshop.charts import error_share
+
+    assert error_share(row) == pytest.approx(share)
+
+
+# -- colours, idleness, the lab-is-up check, the tools' error policy -------------------
+
+
+def test_chart_colours_are_the_dashboard_s() -> None:
+    import re
+
+    from lab.settings import ROOT
+    from lab.workshop.charts import ERROR_COLOUR, MODE_COLOURS
+
+    css = (ROOT / "nginx" / "static" / "lab" / "dashboard.css").read_text(encoding="utf-8")
+    declared = dict(re.findall(r"--(cgi|wsgi|asgi|error):\s*(#[0-9a-fA-F]{6})", css))
+    assert declared == MODE_COLOURS | {"error": ERROR_COLOUR}
+
+
+class _Server:
+    """A local HTTP server answering every GET with one fixed status, at once."""
+
+    def __init__(self, status: int) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/healthz"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize(("status", "idle"), [(200, True), (502, False), (503, False)])
+def test_wait_idle_does_not_count_fast_failures_as_idle(status: int, idle: bool) -> None:
+    from lab.workshop.loadgen import wait_idle
+
+    server = _Server(status)
+    try:
+        assert wait_idle(server.url, deadline_s=1.0) is idle
+    finally:
+        server.close()
+
+
+def test_wait_idle_does_not_count_a_refused_connection_as_idle() -> None:
+    from lab.workshop.loadgen import wait_idle
+
+    assert wait_idle("http://127.0.0.1:1/healthz", deadline_s=0.5) is False
+
+
+def test_require_lab_says_no_lab_answers() -> None:
+    from lab.workshop.common import require_lab
+
+    with pytest.raises(LabError, match="no lab answers at http://127.0.0.1:1"):
+        require_lab("http://127.0.0.1:1")
+
+
+NO_LAB = "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        pytest.param(["bench", "--url", NO_LAB], 1, "no lab answers", id="bench-no-lab"),
+        pytest.param(["timeline", "--url", NO_LAB], 1, "no lab answers", id="timeline-no-lab"),
+        pytest.param(["claims", "--url", NO_LAB], 1, "no lab answers", id="claims-no-lab"),
+        pytest.param(["bench", "--levels", "a"], 2, "levels", id="bench-bad-levels"),
+        pytest.param(["bench", "--engine", "go"], 2, "engine", id="bench-bad-engine"),
+        pytest.param(["timeline", "--mode", "php"], 2, "mode", id="timeline-bad-mode"),
+        pytest.param(["claims", "--only", "nope"], 2, "unknown claims", id="claims-bad-id"),
+    ],
+)  # fmt: skip
+def test_workshop_tools_fail_with_a_lab_line(args: list[str], code: int, message: str) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from lab import cli
+
+    app = typer.Typer()
+    cli.register_tools(app)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert result.output.startswith("lab: ") and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_wrk_missing_is_a_lab_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.workshop import wrk
+
+    monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match="wrk"):
+        wrk.run_wrk("http://127.0.0.1:1/", 1, 1.0)
