@@ -19,9 +19,8 @@ import os
 import subprocess
 import sys
 
-from lab.wrk import WrkResult, run_wrk
-
 from gateway.servers.registry import SERVERS, default_server
+from lab.workshop.wrk import WrkResult, run_wrk
 
 LAB = [sys.executable, "-m", "lab.cli"]
 
