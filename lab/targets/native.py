@@ -230,7 +230,9 @@ class NativeTarget:
         services = {name: False for name in health_checks(cfg, None)}
         workers = {m: 0 for m in MODES}
         live = state if state is not None and self.is_running(cfg) else None
-        servers = servers_in_force(live) if live else chosen_servers(os.environ, {})
+        servers = (
+            servers_in_force(live) if live else chosen_servers(os.environ, rendered_servers(cfg))
+        )
         if live is not None:
             limits = cast(LimitsDict, live.limits) if live.limits else limits
             port = live.port or port
