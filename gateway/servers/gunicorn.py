@@ -10,6 +10,11 @@ gracefully on HUP. What each mode asks of it:
   the app is ``apps.breakfast.wsgi_app``.
 - asgi: ``asgi``, gunicorn's asyncio worker with many requests in flight per
   process; the app is ``apps.breakfast.asgi_app``.
+
+Those are the default servers (``runner``, ``sync``, ``gunicorn``); the wsgi
+mode's ``gthread`` and ``uwsgi`` servers are gunicorn too, with the changes in
+``server_options``. fcgiwrap and uvicorn have launchers of their own
+(gateway/servers/fcgiwrap.py, uvicorn.py); gateway/servers/registry.py lists them all.
 """
 
 from __future__ import annotations
