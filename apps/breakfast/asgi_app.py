@@ -50,7 +50,21 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
 def app_path(scope: Scope) -> str:
     # ASGI HTTP scope: "path" is the whole path and so still begins with "root_path",
     # the mount point (/asgi). The app routes on what follows it.
-    return scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+    path = str(scope["path"])
+    if path[:8].lower().startswith(("http://", "https://")):
+        # RFC 9112 §3.2.2: a server MUST accept the absolute-form
+        # ("GET http://host/env HTTP/1.1"); a server that leaves the scheme and
+        # authority in "path" (gunicorn's asyncio worker, reached directly) would
+        # make every such request a 404. Route on the path part, as the others do.
+        path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+    return without_fragment(path).removeprefix(scope.get("root_path", "")) or "/"
+
+
+def without_fragment(text: str) -> str:
+    # RFC 9112 §3.2: a request-target has no fragment ("#..." stays with the
+    # client). CGI and WSGI servers drop one a careless client sends; an ASGI
+    # server may leave it in path or query_string, so drop it here the same way.
+    return text.partition("#")[0]
 
 
 def mount_point(scope: Scope) -> str:
@@ -117,7 +131,9 @@ def jsonable(value: object) -> object:
 
 
 def query_string(scope: Scope) -> str:
-    return bytes(scope.get("query_string", b"")).decode("latin-1")
+    if "#" in str(scope["path"]):
+        return ""  # "/coffee#top?ms=5": the "?ms=5" is part of the fragment too
+    return without_fragment(bytes(scope.get("query_string", b"")).decode("latin-1"))
 
 
 async def coffee(scope: Scope, receive: Receive, send: Send) -> None:
@@ -293,7 +309,10 @@ async def form(scope: Scope, receive: Receive, send: Send) -> None:
     body = await read_body(scope, receive, kitchen.FORM_MAX_BYTES)
     if body is None:
         return
-    fields = kitchen.parse_form(header(scope, b"content-type") or "", body)
+    # Parsing a form is CPU work with no await in it: up to 1 MiB of MIME on the
+    # event loop would stall every other request of this worker meanwhile, so
+    # it runs in a thread and the loop keeps serving.
+    fields = await asyncio.to_thread(kitchen.parse_form, header(scope, b"content-type") or "", body)
     person = kitchen.validate_form(fields)
     await respond(scope, send, kitchen.html_reply(kitchen.thank_you_page(person, form_url)))
 
@@ -315,8 +334,7 @@ async def websocket_echo(scope: Scope, receive: Receive, send: Send, path: str) 
         message = await receive()
         if message["type"] == "websocket.connect":
             if path != "/ws":
-                # ASGI: close before accept, and the server answers the handshake with 403.
-                await send({"type": "websocket.close", "code": 1008})
+                await refuse_handshake(scope, send, path)
                 return
             await send({"type": "websocket.accept"})
         elif message["type"] == "websocket.receive":
@@ -326,6 +344,32 @@ async def websocket_echo(scope: Scope, receive: Receive, send: Send, path: str) 
                 await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
         elif message["type"] == "websocket.disconnect":
             return
+
+
+async def refuse_handshake(scope: Scope, send: Send, path: str) -> None:
+    """A WebSocket handshake on a path other than /ws: the JSON 404 an HTTP GET gets.
+
+    Through nginx this does not happen: nginx passes Upgrade on only to /ws, so
+    elsewhere the handshake arrives as the plain GET it also is (RFC 9110 §7.8: a
+    server MAY ignore Upgrade) and is answered like one, in every mode. Reached
+    directly, the server has already chosen WebSocket. The ASGI "WebSocket Denial
+    Response" extension lets the app answer the handshake with any HTTP response;
+    a server without it (gunicorn's asyncio worker) can only say 403 after a
+    close before accept, with an empty body.
+    """
+    if "websocket.http.response" in scope.get("extensions", {}):
+        try:
+            kitchen.check_route(path, "GET")
+            error = kitchen.HTTPError(404, f"no WebSocket endpoint at {path!r}: it is /ws")
+        except kitchen.HTTPError as unknown:
+            error = unknown
+        reply = error.reply()
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
+        start = {"type": "websocket.http.response.start", "status": reply.status}
+        await send(start | {"headers": headers})
+        await send({"type": "websocket.http.response.body", "body": reply.body})
+        return
+    await send({"type": "websocket.close", "code": 1008})
 
 
 HANDLERS: dict[str, Handler] = {

@@ -195,6 +195,8 @@ def breakfast() -> None:
 
 def stream() -> None:
     numbers = query("/stream")
+    # The runner ends a script after 30 s: a longer stream is refused, not cut off.
+    kitchen.check_stream_length(numbers["chunks"], numbers["interval_ms"])
     # No Content-Length: the body ends when the script exits (RFC 3875 §6.4: the
     # server reads "until the script signals the end ... by way of an end-of-file").
     # X-Accel-Buffering asks nginx to pass each line on at once.

@@ -20,6 +20,26 @@ endpoint           parameter                     default    range
 /stream            chunks, interval_ms           5, 200     0..1000, 0..10000
 /events            count, interval_ms            5, 100     0..1000, 0..10000
 =================  ============================  =========  =======
+
+Limits the app keeps so that what it accepts, its server can finish:
+
+- ``FORM_MAX_BYTES``, ``FORM_MAX_FIELDS``: a POST /form body of at most 1 MiB
+  and 100 fields, urlencoded or multipart (413 and 400 beyond). Multipart
+  parts are counted before anything is parsed, so a body of 60,000 empty parts
+  costs one pass over the bytes, not seconds of MIME parsing.
+- ``STREAM_MAX_MS``: in CGI and WSGI a /stream must end within 20 s in all
+  (``chunks x interval_ms``; a longer one is a 400 that says so). The CGI
+  runner ends a script after 30 s and gunicorn's sync worker is killed when
+  it has been busy for 35 s (``GATEWAY_TIMEOUT_S``, 30 by default, + 5): a
+  stream past those would be cut off halfway, and would hold a script slot or
+  the worker all along. ASGI streams with no such limit: a waiting coroutine
+  holds no worker, and nginx allows 5 minutes between two lines.
+- ``WS_MAX_MESSAGE_BYTES``: /ws takes messages of at most 64 KiB; a bigger
+  one closes the connection with 1009 (message too big, RFC 6455 §7.4.1). The
+  ASGI server enforces it (gateway/servers/gunicorn.py), before it reads the
+  message. The server also stops reading while 32 messages wait for the app,
+  so a peer that sends and never reads pins a few MiB (2.6 MiB measured), not
+  hundreds (tests/integration/test_hostile_app.py reads the worker's RSS).
 """
 
 from __future__ import annotations
@@ -36,6 +56,7 @@ from http import HTTPStatus
 # need it while type checking (mypy reads any name TYPE_CHECKING as true).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from email.message import MIMEPart
     from typing import Final
 
 Headers = list[tuple[str, str]]
@@ -249,9 +270,34 @@ def elapsed_ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
 
 
+# --- WebSocket -------------------------------------------------------------------------------
+
+# Largest /ws message: 64 KiB (the server closes with 1009 past it, before reading it).
+WS_MAX_MESSAGE_BYTES: Final = 64 * 1024
+
 # --- streamed lines --------------------------------------------------------------------------
 
 CHUNK_BYTES: Final = 64 * 1024  # how much of a request body to read at a time
+
+
+# In CGI and WSGI a /stream must be over within this many ms in all (the module
+# docstring says why); ASGI streams are not limited by it.
+STREAM_MAX_MS: Final = 20_000
+
+
+def check_stream_length(chunks: int, interval_ms: int) -> None:
+    """400 when a stream would run past ``STREAM_MAX_MS``: refused before it starts.
+
+    The CGI runner and gunicorn's sync worker end a request after 30 s; a
+    stream they would cut off halfway is refused up front instead, with the limit.
+    """
+    if chunks * interval_ms > STREAM_MAX_MS:
+        raise HTTPError(
+            400,
+            f"chunks x interval_ms must be at most {STREAM_MAX_MS} in this mode "
+            f"(a stream must end within {STREAM_MAX_MS // 1000} s, before the server's "
+            f"30 s request deadline), got {chunks} x {interval_ms} = {chunks * interval_ms}",
+        )
 
 
 def stream_line(chunk: int) -> bytes:
@@ -263,6 +309,9 @@ def stream_line(chunk: int) -> bytes:
 
 FORM_FIELDS: Final = ("first_name", "last_name", "email")
 FORM_MAX_BYTES: Final = 1024 * 1024  # a bigger POST /form body is a 413
+# More fields (urlencoded pairs or multipart parts) than this is a 400; the form
+# has three. Counted before parsing, so refusing costs one pass over the bytes.
+FORM_MAX_FIELDS: Final = 100
 FIELD_MAX_CHARS: Final = 100
 _EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
@@ -314,9 +363,11 @@ def parse_form(content_type: str, body: bytes) -> dict[str, list[str]]:
         text = body.decode("utf-8", errors="replace")
         fields: dict[str, list[str]] = {}
         try:
-            pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=100)
+            pairs = urllib.parse.parse_qsl(
+                text, keep_blank_values=True, max_num_fields=FORM_MAX_FIELDS
+            )
         except ValueError:
-            raise HTTPError(400, "too many form fields (at most 100)") from None
+            raise HTTPError(400, f"too many form fields (at most {FORM_MAX_FIELDS})") from None
         for name, value in pairs:
             fields.setdefault(name, []).append(value)
         return fields
@@ -338,25 +389,59 @@ def _parse_multipart(content_type: str, body: bytes) -> dict[str, list[str]]:
     from email.parser import BytesParser
 
     head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", errors="replace")
-    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    parser = BytesParser(policy=email.policy.HTTP)
+    boundary = parser.parsebytes(head, headersonly=True).get_boundary()
+    if not boundary:
+        raise HTTPError(400, "multipart/form-data without a boundary parameter")
+    # RFC 2046 §5.1.1: every part begins with "--" + boundary (the last one is
+    # followed by "--" once more), and the boundary never occurs inside a part.
+    # So this count bounds the parts from above, at the cost of one bytes.count.
+    parts = body.count(b"--" + boundary.encode("latin-1", errors="replace")) - 1
+    if parts > FORM_MAX_FIELDS:
+        raise HTTPError(400, f"too many form fields: {parts} parts (at most {FORM_MAX_FIELDS})")
+    try:
+        message = parser.parsebytes(head + body)
+    except (LookupError, UnicodeError):  # see _form_part: an RFC 2231 charset in a part header
+        raise HTTPError(400, "a part's header uses a charset that cannot decode text") from None
     if not message.is_multipart():
         raise HTTPError(400, "multipart/form-data body has no boundary or no parts")
     fields: dict[str, list[str]] = {}
-    for part in message.iter_parts():
+    for number, part in enumerate(message.iter_parts(), start=1):
+        name, value = _form_part(number, part)
+        if name:
+            fields.setdefault(name, []).append(value)
+    return fields
+
+
+def _form_part(number: int, part: MIMEPart) -> tuple[str, str]:
+    """One multipart part as (name, text); ("", "") for a part without a name.
+
+    Decoding is where a hostile part bites: a charset Python knows but cannot
+    decode with. LookupError: a charset Python does not know, or a codec that is
+    not a text encoding (base64, rot13, zlib). UnicodeError: one that cannot
+    decode with errors="replace" (idna, punycode, undefined), in the value or in
+    an RFC 2231 parameter (``name*=idna''...``). Either is a 400 naming the part.
+    """
+    try:
         # RFC 7578 §4.2: each part has 'Content-Disposition: form-data; name="..."'.
         disposition = part.get("content-disposition")
-        name = disposition.params.get("name") if disposition is not None else None
-        if not name:
-            continue
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
+        name = str(disposition.params.get("name") or "") if disposition is not None else ""
+        # RFC 7578 §4.4: a part's text is in the charset its Content-Type names.
         charset = part.get_content_charset() or "utf-8"
-        try:
-            value = data.decode(charset, errors="replace")
-        except LookupError:
-            raise HTTPError(400, f"unknown charset {charset!r} in part {name!r}") from None
-        fields.setdefault(str(name), []).append(value)
-    return fields
+    except (LookupError, UnicodeError):
+        raise HTTPError(
+            400, f"part {number} has a header in a charset that cannot decode text"
+        ) from None
+    if not name:
+        return "", ""
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    try:
+        return name, data.decode(charset, errors="replace")
+    except (LookupError, UnicodeError):
+        raise HTTPError(
+            400, f"part {number} ({name!r}) has charset {charset!r}, which cannot decode text"
+        ) from None
 
 
 def validate_form(fields: Mapping[str, Iterable[str]]) -> dict[str, str]:

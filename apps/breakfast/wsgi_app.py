@@ -113,6 +113,9 @@ def breakfast(environ: Environ, start_response: StartResponse) -> list[bytes]:
 
 def stream(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     query = kitchen.parse_query("/stream", environ.get("QUERY_STRING", ""))
+    # A sync worker busy for longer than its timeout is killed (the stream with
+    # it, and the worker is gone for everyone): a longer stream is refused.
+    kitchen.check_stream_length(query["chunks"], query["interval_ms"])
     # No Content-Length: the length is unknown until the end, so the server frames
     # the body itself (chunked encoding on HTTP/1.1). X-Accel-Buffering asks nginx
     # to pass each piece on at once instead of collecting the whole response.

@@ -37,7 +37,7 @@ class JSONErrorsHttpTools(HttpToolsProtocol):
     """
 
     def send_400_response(self, msg: str) -> None:
-        self.transport.write(json_error(400, "Bad Request", msg.rstrip(".").lower()))
+        self.transport.write(json_error(400, msg.rstrip(".").lower()))
         self.transport.close()
 
 

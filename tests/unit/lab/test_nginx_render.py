@@ -157,9 +157,10 @@ def test_every_route_reaches_its_server_through_a_pass_file() -> None:
 
 
 def test_mode_routes_keep_their_prefix() -> None:
-    # No URI part after the upstream: /wsgi/env reaches the gateway as /wsgi/env.
+    # The path goes on as the client's target (without a fragment), so /wsgi/env
+    # reaches the gateway as /wsgi/env.
     assert _directive_lines((TEMPLATES / "pass_http.conf").read_text(), "proxy_pass") == [
-        "proxy_pass http://gateway_@@mode;"
+        "proxy_pass http://gateway_@@mode$lab_request_uri;"
     ]
 
 

@@ -63,7 +63,7 @@ def test_every_choice_of_servers_passes_nginx_t(
     assert done.returncode == 0, done.stderr
     for mode, server in servers.items():
         text = (conf.parent / f"pass_{mode}.conf").read_text()
-        assert f"{DIRECTIVE[wire(mode, server)]}gateway_{mode};" in text
+        assert f"\n{DIRECTIVE[wire(mode, server)]}gateway_{mode}" in text
         assert nginx_conf.read_server(text) == (mode, server)
 
 

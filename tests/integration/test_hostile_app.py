@@ -1,0 +1,496 @@
+"""Hostile and careless clients the app and nginx must answer, through nginx and at each gateway.
+
+Every test runs in every mode, and for each mode against two endpoints: the
+mode's mount point through nginx, and the gateway's own address from
+`lab status --json` (under Docker the gateways are not published and only
+nginx is tried). Requests are raw bytes read back by h11 (tests/integration/
+rawhttp.py), or a real WebSocket client where the protocol is WebSocket.
+
+- a multipart form of 60,000 empty parts: a 400 naming the part cap, while
+  other requests are served;
+- a part in a charset Python knows but cannot decode with: a 400 naming it;
+- a stream longer than the request deadline: refused up front in CGI and WSGI
+  (a stream at the limit still finishes), served to the end in ASGI;
+- absolute-form targets and fragments: the app sees the target's authority
+  as Host (through nginx) and never a fragment in its path or query;
+- WebSocket: a message over the limit closes with 1009, a peer that sends and
+  never reads pins bounded memory in the worker (RSS from /proc), a handshake
+  on another path is answered in JSON;
+- /ws without Upgrade is a JSON 426 "Upgrade Required", and HEAD on /stream
+  does not claim a length of 0.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import pytest
+
+from apps.breakfast import kitchen
+from lab.targets.compose import SERVICES, compose_args
+from tests.integration.conftest import LAB, ROOT, Lab
+from tests.support.rawhttp import RawResponse, RawResult, exchange
+
+MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # "nginx/cgi", "gw/cgi"
+    host: str
+    port: int
+    prefix: str  # the mount point ("" straight at a gateway)
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def request(
+        self,
+        target: str,
+        *,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: bytes = b"",
+        deadline_s: float = 30.0,
+        raw_target: bool = False,
+    ) -> RawResult:
+        """One request on a fresh connection (Connection: close); ``target`` after the prefix."""
+        line_target = target if raw_target else self.prefix + target
+        lines = [f"{method} {line_target} HTTP/1.1", f"Host: {self.hostport}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if body or method == "POST":
+            lines.append(f"Content-Length: {len(body)}")
+        if "Connection" not in (headers or {}):
+            lines.append("Connection: close")
+        wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        return exchange(self.host, self.port, wire, deadline_s=deadline_s, method=method)
+
+
+def lab_status() -> dict[str, Any]:
+    proc = subprocess.run(
+        [*LAB, "status", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+@pytest.fixture(scope="module")
+def gateways(lab: Lab) -> dict[str, str]:
+    found = lab_status().get("gateways", {}) if lab.target != "external" else {}
+    assert isinstance(found, dict)
+    return found
+
+
+@pytest.fixture
+def endpoints(lab: Lab, gateways: dict[str, str], mode: str) -> list[Endpoint]:
+    """The mode through nginx, and its gateway directly where the host can reach it."""
+    nginx = urlsplit(lab.url)
+    assert nginx.hostname and nginx.port
+    found = [Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")]
+    if mode in gateways:
+        direct = urlsplit(gateways[mode])
+        assert direct.hostname and direct.port
+        found.append(Endpoint(f"gw/{mode}", direct.hostname, direct.port, ""))
+    return found
+
+
+def only(result: RawResult, name: str) -> RawResponse:
+    assert len(result.responses) == 1, (name, result.outcome(), result.protocol_error)
+    return result.responses[0]
+
+
+def json_error(response: RawResponse, status: int, name: str) -> str:
+    """The lab's error shape with ``status``; returns the message."""
+    assert response.status == status, (name, response.status, response.body[:300])
+    assert response.headers.get("content-type", "").startswith("application/json"), name
+    data = response.json()
+    assert data["status"] == status, (name, data)
+    return str(data["error"])
+
+
+# -- a multipart form with a huge number of parts ----------------------------------------
+
+FLOOD_PARTS: Final = 60_000
+
+
+def part_flood() -> tuple[str, bytes]:
+    body = b"--B\r\n\r\n\r\n" * FLOOD_PARTS + b"--B--\r\n"
+    return "multipart/form-data; boundary=B", body
+
+
+class TestMultipartFlood:
+    def test_sixty_thousand_parts_are_refused_while_others_are_served(
+        self, endpoints: list[Endpoint], mode: str
+    ) -> None:
+        ctype, body = part_flood()
+        assert len(body) < MIB  # under the form's own 1 MiB limit: only the count refuses it
+        for endpoint in endpoints:
+            started = time.monotonic()
+            with ThreadPoolExecutor(6) as pool:
+                floods = [
+                    pool.submit(
+                        endpoint.request,
+                        "/form",
+                        method="POST",
+                        headers={"Content-Type": ctype},
+                        body=body,
+                        deadline_s=60,
+                    )
+                    for _ in range(3)
+                ]
+                others = [pool.submit(endpoint.request, "/coffee?ms=50") for _ in range(3)]
+                flood_results = [f.result() for f in floods]
+                other_results = [f.result() for f in others]
+            for result in flood_results:
+                message = json_error(only(result, endpoint.name), 400, endpoint.name)
+                assert f"at most {kitchen.FORM_MAX_FIELDS}" in message, (endpoint.name, message)
+            for result in other_results:
+                assert only(result, endpoint.name).status == 200, endpoint.name
+            elapsed = time.monotonic() - started
+            print(f"{endpoint.name}: 3 floods of {FLOOD_PARTS} parts + 3 requests: {elapsed:.2f} s")
+
+
+# -- a part in a charset Python knows but cannot decode with -------------------------------
+
+
+def form_with_charset(charset: str) -> tuple[str, bytes]:
+    parts = [
+        'Content-Disposition: form-data; name="first_name"\r\n\r\nAda',
+        'Content-Disposition: form-data; name="last_name"\r\n'
+        f"Content-Type: text/plain; charset={charset}\r\n\r\nxn--\xff",
+        'Content-Disposition: form-data; name="email"\r\n\r\nada@example.org',
+    ]
+    body = "".join(f"--B\r\n{part}\r\n" for part in parts) + "--B--\r\n"
+    return "multipart/form-data; boundary=B", body.encode("latin-1")
+
+
+@pytest.mark.parametrize("charset", ["idna", "punycode", "undefined", "rot13"])
+def test_an_undecodable_charset_is_a_400_naming_the_part(
+    endpoints: list[Endpoint], charset: str
+) -> None:
+    ctype, body = form_with_charset(charset)
+    for endpoint in endpoints:
+        result = endpoint.request(
+            "/form", method="POST", headers={"Content-Type": ctype}, body=body
+        )
+        message = json_error(only(result, endpoint.name), 400, endpoint.name)
+        assert "'last_name'" in message and charset in message, (endpoint.name, message)
+
+
+# -- streams longer than the request deadline --------------------------------------------
+
+# Longer than the CGI runner's 30 s and gunicorn's 35 s sync timeout.
+LONG_STREAM: Final = (4, 10_000)
+# The longest stream CGI and WSGI accept.
+LIMIT_STREAM: Final = (kitchen.STREAM_MAX_MS // 10_000, 10_000)
+
+
+def read_stream(endpoint: Endpoint, chunks: int, interval_ms: int) -> RawResult:
+    deadline = chunks * interval_ms / 1000 + 30
+    return endpoint.request(
+        f"/stream?chunks={chunks}&interval_ms={interval_ms}", deadline_s=deadline
+    )
+
+
+@pytest.fixture(scope="module")
+def streams(lab: Lab, gateways: dict[str, str]) -> Iterator[dict[str, Future[RawResult]]]:
+    """Every long stream of the class below, started at once so they overlap (~40 s in all)."""
+    nginx = urlsplit(lab.url)
+    assert nginx.hostname and nginx.port
+    jobs: dict[str, tuple[Endpoint, tuple[int, int]]] = {}
+    for mode in ("cgi", "wsgi", "asgi"):
+        points = [Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")]
+        if mode in gateways:
+            direct = urlsplit(gateways[mode])
+            assert direct.hostname and direct.port
+            points.append(Endpoint(f"gw/{mode}", direct.hostname, direct.port, ""))
+        for point in points:
+            shape = LONG_STREAM if mode == "asgi" else LIMIT_STREAM
+            jobs[point.name] = (point, shape)
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        yield {
+            name: pool.submit(read_stream, point, *shape) for name, (point, shape) in jobs.items()
+        }
+
+
+class TestStreamsAndDeadlines:
+    def test_a_stream_longer_than_the_deadline(
+        self, endpoints: list[Endpoint], mode: str, streams: dict[str, Future[RawResult]]
+    ) -> None:
+        for endpoint in endpoints:
+            if mode != "asgi":
+                # Refused before a line is sent, with the limit in the answer.
+                result = read_stream(endpoint, *LONG_STREAM)
+                message = json_error(only(result, endpoint.name), 400, endpoint.name)
+                assert str(kitchen.STREAM_MAX_MS) in message, (endpoint.name, message)
+            chunks = (LONG_STREAM if mode == "asgi" else LIMIT_STREAM)[0]
+            started = time.monotonic()
+            response = only(streams[endpoint.name].result(), endpoint.name)
+            assert response.status == 200, (endpoint.name, response.body[:200])
+            lines = [json.loads(line) for line in response.body.splitlines()]
+            assert [line["chunk"] for line in lines] == list(range(chunks)), endpoint.name
+            print(f"{endpoint.name}: {chunks} lines, waited {time.monotonic() - started:.1f} s")
+
+
+# -- absolute-form targets and fragments ---------------------------------------------------
+
+
+def protocol_view(mode: str, variables: dict[str, Any]) -> tuple[str, str, str]:
+    """(host, path, query) as the app received them: CGI/WSGI variables or the ASGI scope."""
+    if mode == "asgi":
+        host = next(value for name, value in variables["headers"] if name == "host")
+        return host, variables["path"], variables["query_string"]
+    return variables["HTTP_HOST"], variables["PATH_INFO"], variables["QUERY_STRING"]
+
+
+class TestRequestTargets:
+    def test_absolute_form_host_is_the_targets_authority(self, lab: Lab, mode: str) -> None:
+        # RFC 9112 §3.2.2: the Host header is ignored for the target's authority.
+        nginx = urlsplit(lab.url)
+        assert nginx.hostname and nginx.port
+        endpoint = Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")
+        target = f"http://example.test:9000/{mode}/env?a=1"
+        response = only(endpoint.request(target, raw_target=True), endpoint.name)
+        assert response.status == 200, response.body[:200]
+        host, path, query = protocol_view(mode, response.json()["variables"])
+        assert host == "example.test:9000"
+        assert (path.removeprefix(f"/{mode}"), query) == ("/env", "a=1")
+
+    def test_absolute_form_is_routed_like_origin_form(
+        self, endpoints: list[Endpoint], mode: str
+    ) -> None:
+        for endpoint in endpoints:
+            target = f"http://example.test:9000{endpoint.prefix}/coffee?ms=3"
+            response = only(endpoint.request(target, raw_target=True), endpoint.name)
+            assert response.status == 200, (endpoint.name, response.body[:200])
+            assert response.json()["ms"] == 3, endpoint.name
+
+    @pytest.mark.parametrize(
+        "target, ms",
+        [
+            pytest.param("/coffee?ms=5#ms=7", 5, id="in-query"),
+            pytest.param("/coffee#frag?ms=7", 100, id="before-query"),
+            pytest.param("/coffee?ms=6#", 6, id="empty"),
+        ],
+    )
+    def test_no_fragment_reaches_the_app(
+        self, endpoints: list[Endpoint], target: str, ms: int
+    ) -> None:
+        for endpoint in endpoints:
+            response = only(endpoint.request(target), endpoint.name)
+            assert response.status == 200, (endpoint.name, response.body[:200])
+            assert response.json()["ms"] == ms, endpoint.name
+
+    def test_no_fragment_in_the_protocol_view_through_nginx(self, lab: Lab, mode: str) -> None:
+        nginx = urlsplit(lab.url)
+        assert nginx.hostname and nginx.port
+        endpoint = Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")
+        response = only(endpoint.request("/env?a=1#frag?b=2"), endpoint.name)
+        _, path, query = protocol_view(mode, response.json()["variables"])
+        assert (path.removeprefix(f"/{mode}"), query) == ("/env", "a=1")
+
+
+# -- WebSocket: limits, memory, handshakes ------------------------------------------------
+
+WS_HANDSHAKE: Final = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+@pytest.fixture
+def asgi_ws_urls(lab: Lab, gateways: dict[str, str]) -> list[str]:
+    urls = [lab.url.replace("http://", "ws://") + "/asgi/ws"]
+    if "asgi" in gateways:
+        urls.append(gateways["asgi"].replace("http://", "ws://") + "/ws")
+    return urls
+
+
+class TestWebSocket:
+    def test_a_message_over_the_limit_closes_with_1009(self, asgi_ws_urls: list[str]) -> None:
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        limit = kitchen.WS_MAX_MESSAGE_BYTES
+        for url in asgi_ws_urls:
+            with connect(url, open_timeout=10, max_size=None) as ws:
+                ws.send(b"x" * limit)
+                assert len(ws.recv(timeout=10)) == limit, url
+                ws.send(b"x" * (limit + 1))
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009, url
+
+    @pytest.mark.parametrize("times_the_limit", [1, 16])
+    def test_a_peer_that_never_reads_pins_bounded_memory(
+        self, lab: Lab, asgi_ws_urls: list[str], times_the_limit: int
+    ) -> None:
+        size = kitchen.WS_MAX_MESSAGE_BYTES * times_the_limit
+        # Per peer: gunicorn's receive queue (32 messages), one in the app, one
+        # being written, one being read, plus read/write buffers; and some
+        # allocator slack for the whole worker.
+        per_peer = 36 * kitchen.WS_MAX_MESSAGE_BYTES
+        slack = 16 * MIB
+        for url in asgi_ws_urls:
+            peers = [Peer(url) for _ in range(4)]
+            try:
+                before = {pid: rss_bytes(lab.target, pid) for pid in {p.pid for p in peers}}
+                outcomes = [peer.flood(size) for peer in peers]
+                during = {pid: rss_bytes(lab.target, pid) for pid in before}
+            finally:
+                for peer in peers:
+                    peer.close()
+            bound = len(peers) * per_peer + slack
+            grown = sum(during[pid] - before[pid] for pid in before)
+            print(
+                f"{url}: {times_the_limit} x limit, {outcomes}, worker RSS +{grown / MIB:.1f} MiB"
+            )
+            if times_the_limit > 1:
+                # The first message is refused unread (1009: test above) and the
+                # connection ends.
+                assert set(outcomes) == {"closed"}, (url, outcomes)
+            else:
+                assert set(outcomes) == {"stalled"}, (url, outcomes)
+            assert grown <= bound, f"{url}: RSS grew {grown / MIB:.1f} MiB (bound {bound / MIB})"
+            # Once the peers are gone their memory is released (or stays within the bound).
+            deadline = time.monotonic() + 10
+            while True:
+                after = sum(rss_bytes(lab.target, pid) - before[pid] for pid in before)
+                if after <= bound or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            print(f"{url}: after the peers left, RSS +{after / MIB:.1f} MiB")
+            assert after <= bound, f"{url}: {after / MIB:.1f} MiB still held after the peers left"
+
+    def test_a_handshake_on_another_path_is_answered_in_json(
+        self, endpoints: list[Endpoint], mode: str
+    ) -> None:
+        for endpoint in endpoints:
+            result = endpoint.request("/no-such-socket", headers=WS_HANDSHAKE)
+            message = json_error(only(result, endpoint.name), 404, endpoint.name)
+            assert "/no-such-socket" in message, (endpoint.name, message)
+
+    def test_ws_without_upgrade_is_a_json_426_or_501(
+        self, endpoints: list[Endpoint], mode: str
+    ) -> None:
+        for endpoint in endpoints:
+            result = endpoint.request("/ws")
+            if mode == "asgi":
+                response = only(result, endpoint.name)
+                json_error(response, 426, endpoint.name)
+                assert response.headers.get("upgrade") == "websocket", endpoint.name
+                assert status_line(endpoint, "/ws").endswith(" 426 Upgrade Required"), endpoint
+            else:
+                json_error(only(result, endpoint.name), 501, endpoint.name)
+                assert status_line(endpoint, "/ws").endswith(" 501 Not Implemented"), endpoint
+
+
+def status_line(endpoint: Endpoint, target: str) -> str:
+    """The status line exactly as sent (h11 keeps the reason phrase; RawResponse does not)."""
+    wire = (
+        f"GET {endpoint.prefix}{target} HTTP/1.1\r\nHost: {endpoint.hostport}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as sock:
+        sock.sendall(wire)
+        data = b""
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.partition(b"\r\n")[0].decode("latin-1")
+
+
+def test_head_on_a_stream_does_not_claim_a_length_of_zero(endpoints: list[Endpoint]) -> None:
+    # RFC 9110 §9.3.2: HEAD gets the headers a GET would; the streamed GET has no length.
+    for endpoint in endpoints:
+        get = only(endpoint.request("/stream?chunks=2&interval_ms=1"), endpoint.name)
+        head = only(
+            endpoint.request("/stream?chunks=2&interval_ms=1", method="HEAD"), endpoint.name
+        )
+        assert (get.status, head.status) == (200, 200), endpoint.name
+        assert "content-length" not in get.headers, endpoint.name
+        assert "content-length" not in head.headers, (endpoint.name, head.headers)
+
+
+# -- a WebSocket peer that sends and never reads --------------------------------------------
+
+
+class Peer:
+    """A WebSocket client that sends and never reads (websockets' sans-I/O client on a socket)."""
+
+    STALL_S: Final = 2.0  # no byte accepted for this long: the server stopped reading
+
+    def __init__(self, url: str) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.http11 import Response
+        from websockets.uri import parse_uri
+
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        parts = urlsplit(url)
+        assert parts.hostname and parts.port
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        self.protocol.send_request(self.protocol.connect())
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+        response = None
+        while response is None:
+            data = self.sock.recv(65536)
+            assert data, f"{url}: closed during the handshake"
+            self.protocol.receive_data(data)
+            response = next(
+                (e for e in self.protocol.events_received() if isinstance(e, Response)), None
+            )
+        assert response.status_code == 101, (url, response.status_code)
+        self.pid = int(response.headers["X-Gateway-Pid"])
+
+    def flood(self, size: int) -> str:
+        """Send ``size``-byte messages, reading nothing, until the server stops taking them.
+
+        "stalled": nothing more was accepted for STALL_S (the server stopped
+        reading: backpressure); "closed": the server ended the connection.
+        """
+        self.sock.settimeout(self.STALL_S)
+        sent = 0
+        while sent < 1024 * MIB:  # a server that never pushes back fails, it does not hang
+            self.protocol.send_binary(b"m" * size)
+            try:
+                self.sock.sendall(b"".join(self.protocol.data_to_send()))
+            except TimeoutError:
+                return "stalled"
+            except (BrokenPipeError, ConnectionResetError):
+                return "closed"
+            sent += size
+        return "never pushed back"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_RSS_PROGRAM: Final = """
+import sys
+for line in open(f"/proc/{sys.argv[1]}/status"):
+    if line.startswith("VmRSS:"):
+        print(int(line.split()[1]) * 1024)
+"""
+
+
+def rss_bytes(target: str, pid: int) -> int:
+    """One gateway worker's resident set, from /proc (inside the container under Docker)."""
+    if target == "docker":
+        args = compose_args("exec", "-T", SERVICES["asgi"], "python", "-c", _RSS_PROGRAM, str(pid))
+    else:
+        args = [sys.executable, "-c", _RSS_PROGRAM, str(pid)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
+    return int(done.stdout)
