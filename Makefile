@@ -11,7 +11,7 @@ LAB := $(VENV)/bin/lab
 MODE ?=
 export LAB_PORT ?= 8080
 
-.PHONY: install up down status switch split scale logs test test-unit test-integration \
+.PHONY: install up down status switch split scale server logs test test-unit test-integration \
 	test-native test-docker check fmt bench timeline claims clean docker-engine base-image \
 	system-deps
 
@@ -43,6 +43,9 @@ logs: install
 
 scale: install         ## make scale MODE=wsgi N=3: N replicas of one gateway behind nginx
 	$(LAB) scale "$(MODE)" "$(N)"
+
+server: install        ## make server MODE=wsgi SERVER=gthread: another server behind one mode
+	$(LAB) server "$(MODE)" "$(SERVER)"
 
 system-deps:           ## the system tools the tests and workshop commands use (apt-get, as root)
 	bash scripts/system-deps.sh

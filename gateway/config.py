@@ -18,6 +18,7 @@ from typing import Final, Literal, get_args
 
 from gateway.cpus import available_cpus
 from gateway.numbers import parse_digits
+from gateway.servers.registry import ServerError, check_server, default_server
 
 Mode = Literal["cgi", "wsgi", "asgi"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
@@ -94,6 +95,14 @@ class Settings:
     cgi_queue_wait_s: float = 10.0
     cgi_max_output_bytes: int = 64 * MIB
     log_level: str = "info"
+    # The server behind the mode (gateway/servers/registry.py); "" is the mode's default.
+    server: str = ""
+    # Threads per worker under the wsgi "gthread" server. Four: enough for a
+    # worker to hold several waiting requests at once (the lesson), few enough
+    # that CPU-bound requests, which share one GIL per process, do not queue
+    # many deep inside one worker. Workers stay as many as the sync server's,
+    # so threads are the one thing that differs between the two.
+    threads: int = 4
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -106,6 +115,18 @@ class Settings:
                 raise SettingsError(f"{name} must be >= 0, not {getattr(self, name)!r}")
         if self.timeout_s <= 0:
             raise SettingsError(f"timeout_s must be positive, not {self.timeout_s!r}")
+        if self.threads <= 0:
+            raise SettingsError(f"threads must be positive, not {self.threads!r}")
+        if self.server:
+            try:
+                check_server(self.mode, self.server)
+            except ServerError as exc:
+                raise SettingsError(str(exc)) from None
+
+    @property
+    def server_name(self) -> str:
+        """The server in force: the one asked for, else the mode's default."""
+        return self.server or default_server(self.mode)
 
     @property
     def worker_count(self) -> int:

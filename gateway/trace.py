@@ -12,6 +12,7 @@ import uuid
 from typing import Final
 
 MODE: Final = "X-Gateway-Mode"
+SERVER: Final = "X-Gateway-Server"  # which server runs the mode (gateway/servers/registry.py)
 PID: Final = "X-Gateway-Pid"
 WORKER: Final = "X-Gateway-Worker"
 START: Final = "X-Gateway-Start"
@@ -53,6 +54,7 @@ def request_id_from(value: str | None) -> str:
 def trace_headers(
     *,
     mode: str,
+    server: str,
     pid: int,
     worker: int,
     start: float,
@@ -65,7 +67,13 @@ def trace_headers(
     ``end`` is None for streamed responses: their headers leave before the app
     has finished, so they carry Start only.
     """
-    headers = [(MODE, mode), (WORKER, str(worker)), (HOST, HOSTNAME), (REQUEST_ID, request_id)]
+    headers = [
+        (MODE, mode),
+        (SERVER, server),
+        (WORKER, str(worker)),
+        (HOST, HOSTNAME),
+        (REQUEST_ID, request_id),
+    ]
     app_headers = [(PID, str(pid)), (START, timestamp(start))]
     if end is not None:
         app_headers.append((END, timestamp(end)))

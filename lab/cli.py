@@ -22,8 +22,17 @@ from rich.table import Table
 
 from lab.errors import LabError
 from lab.nginx.routing import MAX_REPLICAS, MODES, RenderError
+from lab.servers import all_servers, check_choice
 from lab.settings import LabSettings
-from lab.targets import ScalableTarget, StatusDict, Target, get_target, state, target_name
+from lab.targets import (
+    ScalableTarget,
+    ServerTarget,
+    StatusDict,
+    Target,
+    get_target,
+    state,
+    target_name,
+)
 from lab.targets.switching import check_mode, parse_replicas, parse_weights
 
 P = ParamSpec("P")
@@ -155,6 +164,30 @@ def scale(
 
 @app.command()
 @reports_lab_errors
+def server(
+    mode: Annotated[str, typer.Argument(help=f"one of {', '.join(MODES)}")],
+    name: Annotated[str, typer.Argument(metavar="SERVER", help=all_servers())],
+) -> None:
+    """Put SERVER behind MODE's route; returns once the new server answers.
+
+    The new server starts beside the old one; once it answers /healthz, nginx
+    is pointed at it (a graceful reload) and the old one is stopped: no
+    request is dropped. Kept across nginx restarts; `lab up` starts each mode
+    under LAB_SERVER_<MODE>, else the last choice, else the default. Every
+    answer's X-Gateway-Server says which server ran it.
+    """
+    check_mode(mode)  # bad input: LabError before anything changes
+    check_choice(mode, name)
+    cfg = LabSettings.from_env()
+    target = current_target(cfg)
+    if not isinstance(target, ServerTarget):
+        raise LabError(f"the {target.name} target cannot swap servers")
+    with state.exclusive(cfg, "server"):
+        target.server(cfg, mode, name)
+
+
+@app.command()
+@reports_lab_errors
 def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep following")] = False,
 ) -> None:
@@ -174,9 +207,12 @@ def status_table(info: StatusDict) -> Table:
     # active_mode is a mode, or the label of a split such as "wsgi=90,asgi=10".
     table.add_row("active mode of /", str(info["active_mode"] or "-"))
     replicas = info.get("replicas", {})
+    servers = info.get("servers", {})
     workers = info.get("workers", {})
     for mode in MODES:
-        where = info["gateways"].get(mode, "(not published)")
+        where = info["gateways"].get(mode, "(no HTTP address)")
+        if mode in servers:
+            where = f"{servers[mode]}: {where}"
         if replicas.get(mode, 1) > 1:
             where += f" + {replicas[mode] - 1} replica(s)"
         if mode in workers:

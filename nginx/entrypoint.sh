@@ -8,9 +8,16 @@
 #   lab-nginx reload         `nginx -t`, then graceful reload (re-resolves the gateways'
 #                            names, e.g. after `docker compose up --scale`)
 #   lab-nginx mode           print the active mode (or split)
+#   lab-nginx server MODE=SERVER [--set MODE_server=ADDR]
+#                            reach MODE's gateway as SERVER speaks (proxy, FastCGI,
+#                            uwsgi): re-render pass_MODE.conf (and, with --set,
+#                            pin upstreams.conf to ADDR), `nginx -t`, graceful
+#                            reload; on a failed test the previous files are put back
 #
 # LAB_MODE sets the mode (or split) at first start; after a switch the choice is
-# recorded in $STATE_FILE and a restarted container starts in it. The LAB_*
+# recorded in $STATE_FILE and a restarted container starts in it. LAB_SERVER_CGI,
+# _WSGI and _ASGI set the server behind each mode at first start; after
+# `lab-nginx server` the choice is recorded in $SERVERS_FILE likewise. The LAB_*
 # limits are read by the renderer (lab/settings.py).
 set -eu
 
@@ -20,6 +27,32 @@ STATE_FILE=${LAB_STATE_FILE:-/var/lib/lab/active_mode}
 # The lab's CA and nginx's certificate: the volume the renderer's compose
 # target points ssl_certificate at (lab/nginx/render.py COMPOSE_TLS_DIR).
 TLS_DIR=/var/lib/lab-tls
+SERVERS_FILE=${LAB_SERVERS_FILE:-/var/lib/lab/servers}
+
+# --server MODE=SERVER for each mode: the recorded choice, else LAB_SERVER_<MODE>.
+server_args() {
+    for mode in cgi wsgi asgi; do
+        chosen=""
+        if [ -s "$SERVERS_FILE" ]; then
+            chosen=$(sed -n "s/^$mode=//p" "$SERVERS_FILE" | tail -n 1)
+        fi
+        if [ -z "$chosen" ]; then
+            chosen=$(printenv "LAB_SERVER_$(echo "$mode" | tr a-z A-Z)" || true)
+        fi
+        if [ -n "$chosen" ]; then
+            printf ' --server %s=%s' "$mode" "$chosen"
+        fi
+    done
+}
+
+# Remember MODE=SERVER (one line per mode) for a restart, where the volume is.
+record_server() {
+    dir=$(dirname "$SERVERS_FILE")
+    [ -d "$dir" ] && [ -w "$dir" ] || return 0
+    mode=${1%%=*}
+    { grep -v "^$mode=" "$SERVERS_FILE" 2>/dev/null || true; echo "$1"; } > "$SERVERS_FILE.new"
+    mv "$SERVERS_FILE.new" "$SERVERS_FILE"
+}
 
 # --mode M or --split A=n,B=m, whichever the argument is.
 active_args() {
@@ -44,7 +77,7 @@ case ${1:-start} in
         lab-make-certs "$TLS_DIR"
         # shellcheck disable=SC2046
         python3 -m lab.nginx render --target compose --out "$CONF_DIR" \
-            $(active_args "$mode")
+            $(active_args "$mode") $(server_args)
         # -e: errors before the config is read go to stderr too (the
         # default log path under /var/log is not writable here).
         exec nginx -e stderr -c "$CONF"
@@ -67,6 +100,27 @@ case ${1:-start} in
         if [ -d "$(dirname "$STATE_FILE")" ] && [ -w "$(dirname "$STATE_FILE")" ]; then
             printf '%s\n' "$2" > "$STATE_FILE"
         fi
+        ;;
+    server)
+        [ $# -ge 2 ] || { echo "usage: lab-nginx server MODE=SERVER [--set MODE_server=ADDR]" >&2; exit 2; }
+        choice=$2
+        shift 2
+        mode=${choice%%=*}
+        saved=$CONF_DIR/.server.previous
+        mkdir -p "$saved"
+        cp "$CONF_DIR/pass_$mode.conf" "$CONF_DIR/upstreams.conf" "$saved/"
+        # The renderer rejects an unknown mode or server before writing anything.
+        python3 -m lab.nginx server --target compose --out "$CONF_DIR" "$choice"
+        # Pinned to an address (a container that is not the service yet), or back to the names.
+        python3 -m lab.nginx upstreams --target compose --out "$CONF_DIR" "$@"
+        if ! test_config; then
+            cp "$saved/pass_$mode.conf" "$saved/upstreams.conf" "$CONF_DIR/"
+            echo "lab-nginx: the new config fails nginx -t; kept the previous one" >&2
+            exit 1
+        fi
+        rm -rf "$saved"
+        nginx -e stderr -c "$CONF" -s reload
+        record_server "$choice"
         ;;
     reload)
         test_config

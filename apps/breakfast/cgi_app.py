@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env -S python3 -IS
 """The breakfast app as a CGI script (RFC 3875, CGI/1.1).
 
 The server starts this program afresh for every request: the request is the
@@ -15,6 +15,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+STARTED = time.time()  # X-Gateway-Start under fcgiwrap: when this script's code began
+
 # Not `from typing import TYPE_CHECKING`: importing typing would add ~15 ms to
 # every request (a CGI script starts from nothing each time). mypy reads any
 # name TYPE_CHECKING as true.
@@ -29,6 +31,12 @@ else:
     import kitchen
 
 MODE = "cgi"
+# Set in the script's environment by the FastCGI server's launcher
+# (gateway/servers/fcgiwrap.py), never by a request: a client's headers arrive
+# as HTTP_* variables only. Under fcgiwrap no gateway layer wraps the script, so
+# the script adds the trace headers and answers /healthz itself; under the
+# lab's own runner the gateway does both and this stays empty.
+SERVER = os.environ.get("GATEWAY_SERVER", "")
 
 # RFC 3875 §4.1 names, plus a few that servers commonly add. /env shows these and the
 # HTTP_* ones (§4.1.18), not the rest of the process environment (PATH, LANG, ...).
@@ -64,6 +72,9 @@ def main() -> int:
     method = os.environ.get("REQUEST_METHOD", "GET")  # RFC 3875 §4.1.12
     # §4.1.5 PATH_INFO: the app-relative path; §4.1.13 SCRIPT_NAME: where the app is mounted.
     path = os.environ.get("PATH_INFO") or "/"
+    if path == "/healthz" and SERVER:
+        respond(kitchen.json_reply({"status": "ok", "mode": MODE}))
+        return 0
     try:
         kitchen.check_route(path, method)
         HANDLERS[path]()
@@ -81,13 +92,36 @@ def respond(reply: kitchen.Reply) -> None:
     out.flush()
 
 
-def write_headers(status: int, headers: kitchen.Headers) -> None:
+def write_headers(status: int, headers: kitchen.Headers, finished: bool = True) -> None:
     # RFC 3875 §6.3.3: "Status:" carries the status code and reason phrase; §6.3.1
     # Content-Type and the other fields follow. §7.2: on UNIX the newline is LF, and
     # an empty line ends the header block.
     lines = [f"Status: {kitchen.status_line(status)}"]
     lines += [f"{name}: {value}" for name, value in headers]
+    if SERVER:
+        lines += [f"{name}: {value}" for name, value in trace_headers(finished)]
     out.write(("\n".join(lines) + "\n\n").encode("latin-1"))
+
+
+def trace_headers(finished: bool) -> kitchen.Headers:
+    """Who served this and when (CONTRACT.md, trace headers), said by the script itself.
+
+    The Pid is this process, new for every request; the Worker is its parent, the
+    fcgiwrap process that forked it. A streamed answer (``finished`` false) has no End.
+    """
+    request_id = os.environ.get("HTTP_X_REQUEST_ID") or os.urandom(16).hex()  # set by nginx
+    headers = [
+        ("X-Gateway-Mode", MODE),
+        ("X-Gateway-Server", SERVER),
+        ("X-Gateway-Pid", str(os.getpid())),
+        ("X-Gateway-Worker", str(os.getppid())),
+        ("X-Gateway-Host", os.uname().nodename),
+        ("X-Request-Id", request_id),
+        ("X-Gateway-Start", f"{STARTED:.6f}"),
+    ]
+    if finished:
+        headers.append(("X-Gateway-End", f"{time.time():.6f}"))
+    return headers
 
 
 def query(path: str) -> dict[str, int]:
@@ -166,7 +200,8 @@ def stream() -> None:
     # No Content-Length: the body ends when the script exits (RFC 3875 §6.4: the
     # server reads "until the script signals the end ... by way of an end-of-file").
     # X-Accel-Buffering asks nginx to pass each line on at once.
-    write_headers(200, [("Content-Type", "application/x-ndjson"), ("X-Accel-Buffering", "no")])
+    headers = [("Content-Type", "application/x-ndjson"), ("X-Accel-Buffering", "no")]
+    write_headers(200, headers, finished=False)
     out.flush()
     if os.environ.get("REQUEST_METHOD") == "HEAD":  # §4.3.3: no body for HEAD
         return

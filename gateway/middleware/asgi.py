@@ -22,6 +22,7 @@ from gateway.framing import BodyLimit, BodyTooLarge
 from gateway.numbers import parse_digits
 from gateway.preflight import Answer, preflight
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+from gateway.servers.registry import default_server
 
 
 def header_map(scope: Scope) -> dict[bytes, str]:
@@ -35,8 +36,9 @@ def header_map(scope: Scope) -> dict[bytes, str]:
 class _Traced:
     """The trace headers of one request, added to a list of ASGI header pairs."""
 
-    def __init__(self, mode: str, start: float, request_id: str) -> None:
+    def __init__(self, mode: str, server: str, start: float, request_id: str) -> None:
         self.mode = mode
+        self.server = server
         self.start = start
         self.request_id = request_id
 
@@ -44,6 +46,7 @@ class _Traced:
         present = frozenset(bytes(k).decode("latin-1").lower() for k, _ in response)
         extra = trace.trace_headers(
             mode=self.mode,
+            server=self.server,
             pid=os.getpid(),
             worker=os.getpid(),
             start=self.start,
@@ -105,10 +108,18 @@ class _LimitedReceive:
 
 class GatewayASGI:
     def __init__(
-        self, app: ASGIApp, *, mode: str, allow: AllowList, max_body_bytes: int | None = None
+        self,
+        app: ASGIApp,
+        *,
+        mode: str,
+        allow: AllowList,
+        max_body_bytes: int | None = None,
+        server: str | None = None,
     ) -> None:
         self.app = app
         self.mode = mode
+        # X-Gateway-Server: the server running this layer (None: the mode's default).
+        self.server = server or default_server(mode)
         self.allow = allow
         self.max_body_bytes = max_body_bytes  # as in GatewayWSGI
 
@@ -124,7 +135,7 @@ class GatewayASGI:
         request_id = trace.request_id_from(headers.get(b"x-request-id") if trusted else None)
         if trusted:
             apply_forwarded(scope, headers)
-        traced = _Traced(self.mode, start, request_id)
+        traced = _Traced(self.mode, self.server, start, request_id)
 
         is_http = scope["type"] == "http"
         answer = preflight(

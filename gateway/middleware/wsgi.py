@@ -21,6 +21,7 @@ from gateway.framing import BodyLimit, BodyTooLarge
 from gateway.numbers import parse_digits
 from gateway.preflight import Answer, preflight
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+from gateway.servers.registry import default_server
 
 # An environ key of this gateway (PEP 3333: server extensions are named with a
 # prefix of their own): a callable that makes the server close the connection
@@ -46,10 +47,18 @@ def connection_closer(start_response: StartResponse) -> Callable[[], None]:
 
 class GatewayWSGI:
     def __init__(
-        self, app: WSGIApp, *, mode: str, allow: AllowList, max_body_bytes: int | None = None
+        self,
+        app: WSGIApp,
+        *,
+        mode: str,
+        allow: AllowList,
+        max_body_bytes: int | None = None,
+        server: str | None = None,
     ) -> None:
         self.app = app
         self.mode = mode
+        # X-Gateway-Server: the server running this layer (None: the mode's default).
+        self.server = server or default_server(mode)
         self.allow = allow
         # The body limit nginx enforces (client_max_body_size), enforced here too:
         # a declared length before the body is read, a chunked body as it is read.
@@ -70,6 +79,7 @@ class GatewayWSGI:
             present = frozenset(k.lower() for k, _ in headers)
             return headers + trace.trace_headers(
                 mode=self.mode,
+                server=self.server,
                 pid=os.getpid(),
                 worker=os.getpid(),
                 start=start,

@@ -11,6 +11,11 @@ gateway/config.py, ``MODE_OPTIONS`` here):
   the app is ``apps.breakfast.wsgi_app``.
 - asgi: ``asgi``, gunicorn's asyncio worker with many requests in flight per
   process; the app is ``apps.breakfast.asgi_app``.
+
+Those are the default servers (``runner``, ``sync``, ``gunicorn``); the wsgi
+mode's ``gthread`` and ``uwsgi`` servers are gunicorn too, with the changes in
+``server_options``. fcgiwrap and uvicorn have launchers of their own
+(gateway/servers/fcgiwrap.py, uvicorn.py); gateway/servers/registry.py lists them all.
 """
 
 from __future__ import annotations
@@ -43,7 +48,13 @@ def build_app(settings: Settings) -> Callable[..., Any]:
     app = target(settings) if spec.app_factory else target
     layer = LAYERS[spec.layer]
     allow = AllowList.parse(settings.forwarded_allow_ips)
-    return layer(app, mode=settings.mode, allow=allow, max_body_bytes=settings.max_body_bytes)
+    return layer(
+        app,
+        mode=settings.mode,
+        allow=allow,
+        max_body_bytes=settings.max_body_bytes,
+        server=settings.server_name,
+    )
 
 
 # gthread threads beyond the running and the queued scripts: /healthz and the
@@ -94,6 +105,34 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     return options | MODE_OPTIONS[settings.mode](settings)
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """What the wsgi servers other than ``sync`` change (CONTRACT.md, "Servers behind each route").
+
+    - gthread: the sync server's worker count, each worker with
+      ``settings.threads`` threads: several requests at once in one process.
+    - uwsgi: sync workers that read the uwsgi packet nginx's ``uwsgi_pass``
+      sends instead of an HTTP request (gunicorn 27's ``--protocol uwsgi``).
+    """
+    server = settings.server_name
+    if server == "gthread":
+        return {"worker_class": "gthread", "threads": settings.threads}
+    if server == "uwsgi":
+        return {"protocol": "uwsgi", "uwsgi_allow_ips": uwsgi_allow_ips(settings)}
+    return {}
+
+
+def uwsgi_allow_ips(settings: Settings) -> str:
+    """The peers that may send uwsgi packets: nginx's, as for forwarded headers.
+
+    gunicorn 27.0 compares the peer's address with each entry as a string
+    (gunicorn/uwsgi/message.py ``_check_allowed_ip``), so a network such as the
+    compose subnet would match nobody: there "*" stands in, which is safe only
+    where nginx alone can reach the gateway (compose's internal network).
+    """
+    entries = [e.strip() for e in settings.forwarded_allow_ips.split(",") if e.strip()]
+    return "*" if any("/" in e for e in entries) else ",".join(entries)
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [f"{settings.host}:{settings.port}"],
@@ -123,6 +162,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # docs/architecture.md, "Who the gateways trust".
         "forwarder_headers": "",
         **worker_options(settings),
+        **server_options(settings),
     }
 
 

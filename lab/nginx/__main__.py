@@ -5,7 +5,11 @@
         [--dashboard-dir DIR] [--templates DIR] [--set NAME=VALUE ...]
     python3 -m lab.nginx active --out DIR (--mode M | --split ...)
     python3 -m lab.nginx upstreams --target T --out DIR [--set wsgi_server="A B"]
+    python3 -m lab.nginx server --target T --out DIR MODE=SERVER   # only pass_MODE.conf
     python3 -m lab.nginx show --out DIR     # prints the active mode or split
+
+``render --server MODE=SERVER`` (repeatable) picks how nginx reaches a mode's
+server (pass_<mode>.conf); a mode left out gets its default server.
 
 Exit status 2 with one ``lab.nginx:`` line for a bad mode, split, value,
 setting or template; nothing is written then.
@@ -23,9 +27,12 @@ from lab.nginx.render import (
     TARGETS,
     UPSTREAMS_FILE,
     make_runtime_dirs,
+    parse_server,
+    pass_file,
     read_active_mode,
     render,
     render_active_mode,
+    render_pass,
     render_upstreams,
     target_values,
     write_files,
@@ -68,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one placeholder, e.g. cgi_server=127.0.0.1:9000 (several: space-separated)",
     )
     r.add_argument("--no-dirs", action="store_true", help="do not create temp/log directories")
+    r.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="MODE=SERVER",
+        help="the server behind a mode (several: repeat); others get their default",
+    )
     _active_args(r)
     u = sub.add_parser("upstreams", help=f"rewrite only {UPSTREAMS_FILE} in --out")
     u.add_argument("--target", choices=TARGETS, required=True)
@@ -85,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--templates", type=Path, default=None, help="template directory")
     _active_args(a)
+    v = sub.add_parser("server", help="rewrite only pass_<mode>.conf in --out for a server")
+    v.add_argument("--target", choices=TARGETS, required=True)
+    v.add_argument("--out", type=Path, required=True)
+    v.add_argument("--port", type=int, help="native: LAB_PORT")
+    v.add_argument("--templates", type=Path, default=None, help="template directory")
+    v.add_argument("choice", help="MODE=SERVER, e.g. wsgi=gthread")
     s = sub.add_parser("show", help=f"print the mode or split recorded in --out/{ACTIVE_FILE}")
     s.add_argument("--out", type=Path, required=True)
     return parser
@@ -113,12 +133,18 @@ def main(argv: list[str] | None = None) -> int:
             dashboard_dir=getattr(args, "dashboard_dir", None),
             tls_port=settings.tls_port if native else None,
         )
+        if args.command == "server":
+            chosen_mode, server = parse_server(args.choice)
+            text = render_pass(chosen_mode, server, values, templates)
+            write_files(args.out, {pass_file(chosen_mode): text})
+            return 0
         values = _parse_sets(args.set, values)
         if args.command == "upstreams":
             # Checked before writing: a bad address leaves the file as it was.
             write_files(args.out, {UPSTREAMS_FILE: render_upstreams(values, templates)})
             return 0
-        files = render(values, mode, split, templates)
+        servers = dict(parse_server(choice) for choice in args.server)
+        files = render(values, mode, split, templates, servers)
         if not args.no_dirs:
             make_runtime_dirs(values)
         write_files(args.out, files)

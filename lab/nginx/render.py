@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from gateway.servers.registry import ServerError, check_server, default_server, wire
 from lab.nginx.routing import (
     DEFAULT_MODE,
     MODES,
@@ -50,7 +51,15 @@ ROOT: Final = Path(__file__).resolve().parent.parent.parent
 TARGETS: Final = ("native", "compose")
 TEMPLATE_DIR: Final = ROOT / "nginx" / "templates"  # LabSettings.templates overrides it
 # Rendered in this order; nginx.conf includes the others by these names.
-CONF_FILES: Final = ("nginx.conf", "upstreams.conf", "proxy.conf", "server.conf", "tls.conf")
+CONF_FILES: Final = (
+    "nginx.conf",
+    "upstreams.conf",
+    "proxy.conf",
+    "server.conf",
+    "routes.conf",
+    "stream.conf",
+    "tls.conf",
+)
 UPSTREAMS_FILE: Final = "upstreams.conf"
 ACTIVE_FILE: Final = "active_mode.conf"
 COMPOSE_PORT: Final = 8080
@@ -61,6 +70,10 @@ COMPOSE_TLS_DIR: Final = Path("/var/lib/lab-tls")
 COMPOSE_GATEWAY_PORT: Final = 8000
 COMPOSE_DASHBOARD_DIR: Final = "/usr/share/lab/static"
 NATIVE_DASHBOARD_DIR: Final = ROOT / "nginx" / "static" / "lab"
+# The CGI script fcgiwrap runs (SCRIPT_FILENAME): a path in the gateway's filesystem.
+NATIVE_CGI_SCRIPT: Final = ROOT / "apps" / "breakfast" / "cgi_app.py"
+COMPOSE_CGI_SCRIPT: Final = "/app/apps/breakfast/cgi_app.py"
+_SERVER_MARKER_RE: Final = re.compile(r"^# lab-server: (\S+) (\S+)$", re.MULTILINE)
 _MARKER_RE: Final = re.compile(r"^# lab-(mode|split): (\S+)$", re.MULTILINE)
 # host:port, IPv4, or a bracketed IPv6 address: nothing that could end the line early.
 _ADDRESS_RE: Final = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
@@ -125,6 +138,7 @@ def target_values(
             "access_log": str(logs / "nginx-access.log"),
             "temp_dir": str(nginx_dir / "tmp"),
             "dashboard_dir": dashboard_dir or str(NATIVE_DASHBOARD_DIR),
+            "cgi_script_filename": str(NATIVE_CGI_SCRIPT),
         }
     if target == "compose":
         return common | {
@@ -139,6 +153,7 @@ def target_values(
             "access_log": "/dev/stdout",
             "temp_dir": "/tmp/nginx",
             "dashboard_dir": dashboard_dir or COMPOSE_DASHBOARD_DIR,
+            "cgi_script_filename": COMPOSE_CGI_SCRIPT,
         }
     raise RenderError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
 
@@ -199,6 +214,70 @@ def read_active_mode(text: str) -> str | Split | None:
     return active if isinstance(active, dict) == (kind == "split") else None
 
 
+# -- the server behind each mode ----------------------------------------------------
+
+
+def pass_file(mode: str) -> str:
+    """The file that says how nginx reaches ``mode``'s server: ``pass_wsgi.conf``."""
+    return f"pass_{check_mode(mode)}.conf"
+
+
+def check_servers(servers: Mapping[str, str] | None) -> dict[str, str]:
+    """mode -> server for every mode, the defaults filled in; RenderError naming a bad one."""
+    chosen = {m: default_server(m) for m in MODES}
+    for mode, server in (servers or {}).items():
+        try:
+            chosen[mode] = check_server(mode, server)
+        except ServerError as exc:
+            raise RenderError(str(exc)) from None
+    return chosen
+
+
+def parse_server(text: str) -> tuple[str, str]:
+    """``"wsgi=gthread"`` -> ``("wsgi", "gthread")``, checked against the registry."""
+    mode, sep, server = (part.strip() for part in text.partition("="))
+    if not sep:
+        raise RenderError(f"bad server choice {text!r}: write MODE=SERVER, e.g. wsgi=gthread")
+    return mode, check_servers({mode: server})[mode]
+
+
+def render_pass(
+    mode: str, server: str, values: Mapping[str, str], templates: Path = TEMPLATE_DIR
+) -> str:
+    """The text of pass_<mode>.conf for ``server``, from pass_<wire>.conf.
+
+    Its first line records the choice (``# lab-server: wsgi gthread``), which
+    ``read_server`` parses back: the file nginx reads is also the record.
+    """
+    server = check_servers({mode: server})[mode]
+    name = f"pass_{wire(mode, server)}.conf"
+    template = LabTemplate(_read_template(templates, name))
+    body = _substitute(template, name, dict(values) | {"mode": mode, "server": server})
+    return f"# lab-server: {mode} {server}\n{body}"
+
+
+def render_passes(
+    values: Mapping[str, str],
+    servers: Mapping[str, str] | None = None,
+    templates: Path = TEMPLATE_DIR,
+) -> dict[str, str]:
+    """pass_<mode>.conf for every mode: ``servers`` where given, else each mode's default."""
+    chosen = check_servers(servers)
+    return {pass_file(m): render_pass(m, s, values, templates) for m, s in chosen.items()}
+
+
+def read_server(text: str) -> tuple[str, str] | None:
+    """(mode, server) recorded in a pass_<mode>.conf text; None if none or not a valid pair."""
+    match = _SERVER_MARKER_RE.search(text)
+    if match is None:
+        return None
+    mode, server = match.groups()
+    try:
+        return mode, check_servers({mode: server})[mode]
+    except (RenderError, KeyError):
+        return None
+
+
 # -- rendering ----------------------------------------------------------------------
 
 
@@ -234,13 +313,19 @@ def render(
     mode: str | None = DEFAULT_MODE,
     split: Mapping[str, int] | None = None,
     templates: Path = TEMPLATE_DIR,
+    servers: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """File name -> text for every file of the config. Pure apart from reading templates."""
+    """File name -> text for every file of the config. Pure apart from reading templates.
+
+    ``servers`` (mode -> server) picks how nginx reaches each mode (pass_<mode>.conf);
+    a mode left out gets its default server.
+    """
     values = with_server_lines(values)
     files = {
         name: _substitute(LabTemplate(_read_template(templates, name)), name, values)
         for name in CONF_FILES
     }
+    files |= render_passes(values, servers, templates)
     files[ACTIVE_FILE] = render_active_mode(None if split else mode, split, templates)
     return files
 

@@ -192,23 +192,29 @@ def thaw(pgid: int) -> None:
     os.killpg(pgid, signal.SIGCONT)
 
 
-def wait_healthy(services: Mapping[str, tuple[int, str]], deadline_s: float) -> None:
-    """Return once each service (name -> (pgid, health URL)) answers 200.
+HealthCheck = str | Callable[[], bool]
 
+
+def wait_healthy(services: Mapping[str, tuple[int, HealthCheck]], deadline_s: float) -> None:
+    """Return once each service (name -> (pgid, check)) is healthy.
+
+    A check is a health URL (healthy when it answers 200) or a function (a
+    gateway whose server speaks no HTTP is asked in its own protocol).
     Raises StartFailed as soon as one exits, or once ``deadline_s`` has passed.
     """
     pending = dict(services)
     end = time.monotonic() + deadline_s
     while pending:
-        for service, (pgid, url) in list(pending.items()):
+        for service, (pgid, check) in list(pending.items()):
             reap(pgid)
             if not group_alive(pgid):
                 raise StartFailed(service, "exited during start-up")
-            if is_healthy(url, timeout=1.0):
+            if check() if callable(check) else is_healthy(check, timeout=1.0):
                 del pending[service]
         if pending and time.monotonic() > end:
-            service, (_, url) = next(iter(pending.items()))
-            raise StartFailed(service, f"did not answer {url} within {deadline_s:.0f}s")
+            service, (_, check) = next(iter(pending.items()))
+            what = check if isinstance(check, str) else "its /healthz"
+            raise StartFailed(service, f"did not answer {what} within {deadline_s:.0f}s")
         if pending:
             time.sleep(0.1)
 

@@ -62,6 +62,8 @@ class StatusDict(TypedDict):
     workers: NotRequired[dict[str, int]]
     # Gateways per mode (``lab scale``), from targets that can scale.
     replicas: NotRequired[dict[str, int]]
+    # The server behind each mode (``lab server``; lab/servers.py).
+    servers: NotRequired[dict[str, str]]
 
 
 class Services(Protocol):
@@ -122,6 +124,13 @@ class ScalableTarget(Target, Protocol):
     """A target that can run several replicas of one gateway (both real targets can)."""
 
     def scale(self, cfg: LabSettings, mode: str, replicas: int) -> None: ...
+
+
+@runtime_checkable
+class ServerTarget(Target, Protocol):
+    """A target that can swap the server behind a mode (``lab server``; lab/servers.py)."""
+
+    def server(self, cfg: LabSettings, mode: str, server: str) -> None: ...
 
 
 @runtime_checkable

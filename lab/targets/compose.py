@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from lab.nginx.routing import MODES
+from lab.servers import compose_server_env, recorded_servers
 from lab.settings import ROOT, LabSettings
 from lab.targets.switching import check_mode, check_replicas
 
@@ -54,6 +55,8 @@ def compose_env(
     env["LAB_PROXY_READ_TIMEOUT_S"] = str(cfg.limits.proxy_read_timeout_s)
     env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
     env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)
+    # The server behind each mode: LAB_SERVER_<MODE> if given, else the last `lab server`.
+    env |= compose_server_env(environ, recorded_servers(cfg))
     if base_image:
         env["LAB_BASE_IMAGE"] = base_image
     if bundle := ca_bundle(cfg.ca_bundle, environ.get("PIP_CERT")):

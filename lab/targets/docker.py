@@ -20,9 +20,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
+from gateway.servers.registry import default_server
 from lab.errors import LabError
 from lab.nginx.render import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
 from lab.nginx.routing import MODES, RenderError, active_label, format_split, parse_active
+from lab.servers import (
+    worker_counts,
+)
 from lab.settings import ROOT, LabSettings
 from lab.system import procfs
 from lab.system.http import is_healthy, wait_until
@@ -42,6 +46,7 @@ from lab.targets.compose import (
     up_args,
     workers_from_top,
 )
+from lab.targets.docker_server import DockerServerSwap, servers_in_container
 from lab.targets.docker_services import DockerServices
 from lab.targets.switching import (
     MASTER_TITLE,
@@ -340,6 +345,8 @@ class DockerTarget:
             else {NGINX: False} | {s: False for s in SERVICES.values()}
         )
         running = all(services.values())
+        servers = servers_in_container(self, cfg) if exists else {}
+        servers = {m: servers.get(m) or default_server(m) for m in MODES}
         return {
             "target": self.name,
             "url": cfg.url,
@@ -349,16 +356,29 @@ class DockerTarget:
             "active_mode": self.active_mode(cfg) if exists else None,
             # The gateways publish no port: only nginx reaches them.
             "gateways": {},
+            "servers": servers,
             "limits": limits_dict(cfg),
             "services": services,
-            "workers": self.workers(cfg) if exists else {m: 0 for m in MODES},
+            "workers": self.workers(cfg, servers) if exists else {m: 0 for m in MODES},
             "replicas": self._replica_counts(cfg) if running else {m: 1 for m in MODES},
         }
 
-    def workers(self, cfg: LabSettings) -> dict[str, int]:
-        """Worker processes per mode, from ``docker compose top`` (every replica)."""
+    def server(self, cfg: LabSettings, mode: str, server: str) -> None:
+        """Put ``server`` behind ``mode``, blue-green by container (lab.targets.docker_server)."""
+        DockerServerSwap(self, _run, _say).swap(cfg, mode, server)
+
+    def workers(self, cfg: LabSettings, servers: Mapping[str, str]) -> dict[str, int]:
+        """Worker processes per mode, from ``docker compose top`` (every replica).
+
+        fcgiwrap's and uvicorn's process trees are not gunicorn's: for those two,
+        the number each is configured to run (as on this host's CPU count).
+        """
         counts = {}
+        configured = worker_counts(servers, cfg.limits)
         for mode, service in SERVICES.items():
+            if servers.get(mode) in ("fcgiwrap", "uvicorn"):
+                counts[mode] = configured[mode]
+                continue
             top = self._compose(cfg, "top", service)
             counts[mode] = workers_from_top(top.stdout) if top.returncode == 0 else 0
         return counts

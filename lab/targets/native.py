@@ -26,16 +26,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
 from typing import Final, cast
 
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
 from lab.nginx.routing import MODES, active_label, replica_port
-from lab.settings import ROOT, LabSettings, Limits
+from lab.servers import check_choice, chosen_servers
+from lab.settings import ROOT, LabSettings
 from lab.system import processes, procfs
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import in_use_message, port_free
@@ -52,15 +51,25 @@ from lab.targets.native_nginx import (
     nginx_test,
     reload_with,
     render_config,
+    rendered_servers,
 )
+from lab.targets.native_server import (
+    base_ports,
+    gateway_check,
+    gateway_process,
+    health_checks,
+    http_gateways,
+    live_workers,
+    servers_in_force,
+    swap_server,
+)
+from lab.targets.state import RunState, load_state, replica_service, save_state
 from lab.targets.switching import (
     apply_split,
     check_mode,
     check_replicas,
-    gateway_env,
     limits_dict,
     wait_for_mode,
-    worker_counts,
 )
 
 START_DEADLINE_S: Final = 30.0
@@ -71,56 +80,6 @@ START_MARKER: Final = processes.START_MARKER
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-@dataclass
-class RunState:
-    """What ``up`` started: service name -> process group id, and how nginx runs."""
-
-    groups: dict[str, int] = field(default_factory=dict)
-    replicas: dict[str, int] = field(default_factory=dict)  # mode -> N when N > 1
-    nginx: str = ""
-    port: int = 0
-    tls_port: int = 0
-    limits: dict[str, int] = field(default_factory=dict)
-    started_at: float = 0.0
-
-    def settings(self, cfg: LabSettings) -> LabSettings:
-        """``cfg`` with the limits the running lab was started with."""
-        return cfg if not self.limits else replace(cfg, limits=Limits(**self.limits))
-
-
-def replica_service(mode: str, index: int) -> str:
-    """The service name of replica ``index`` (0-based): gateway-wsgi, gateway-wsgi-2, ..."""
-    return f"gateway-{mode}" if index == 0 else f"gateway-{mode}-{index + 1}"
-
-
-def gateway_process(cfg: LabSettings, mode: str, port: int) -> tuple[list[str], dict[str, str]]:
-    """The command and environment that run gateway ``mode`` on 127.0.0.1:``port``.
-
-    The environment is this process's plus ``cfg``'s settings (``GATEWAY_*``).
-    """
-    cmd = [
-        sys.executable, "-m", "gateway", "serve", "--mode", mode,
-        "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    return cmd, os.environ | gateway_env(cfg)
-
-
-def load_state(cfg: LabSettings) -> RunState | None:
-    try:
-        data = json.loads(Paths(cfg.state_dir).state.read_text(encoding="utf-8"))
-        return RunState(**data)
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def save_state(cfg: LabSettings, state: RunState) -> None:
-    path = Paths(cfg.state_dir).state
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def spawn_service(cfg: LabSettings, service: str, cmd: list[str], env: Mapping[str, str]) -> int:
@@ -136,12 +95,6 @@ def start_failure(cfg: LabSettings, failed: processes.StartFailed) -> LabError:
     )
 
 
-def health_urls(cfg: LabSettings) -> dict[str, str]:
-    urls = {f"gateway-{m}": f"http://127.0.0.1:{cfg.gateway_ports[m]}/healthz" for m in MODES}
-    urls["nginx"] = cfg.url + "/nginx-health"
-    return urls
-
-
 class NativeTarget:
     name = "native"
 
@@ -151,7 +104,10 @@ class NativeTarget:
 
     def healthy(self, cfg: LabSettings, state: RunState | None = None) -> dict[str, bool]:
         """Each service: answers its health check (nginx: and its master runs)."""
-        health = {name: is_healthy(url, timeout=1.0) for name, url in health_urls(cfg).items()}
+        health = {
+            name: check() if callable(check) else is_healthy(check, timeout=1.0)
+            for name, check in health_checks(cfg, state).items()
+        }
         # nginx's workers keep answering for a while after its master is killed.
         master = (state.groups.get("nginx") if state else None) or 0
         health["nginx"] = health["nginx"] and master_alive(master)
@@ -167,11 +123,14 @@ class NativeTarget:
             broken = ", ".join(n for n, ok in health.items() if not ok) or "a port changed"
             say(f"the lab is running but not healthy ({broken}): restarting it")
             self.down(cfg)
+        # LAB_SERVER_<MODE>, else the server the last `lab server` recorded: a bad
+        # name stops here, before anything starts.
+        servers = chosen_servers(os.environ, rendered_servers(cfg))
         self._check_ports(cfg)
         nginx = ensure_nginx(say)
         if made := make_certs(cfg.tls_dir):
             say(made)
-        render_config(cfg, active_mode(cfg) or cfg.mode)
+        render_config(cfg, active_mode(cfg) or cfg.mode, servers)
         nginx_test(nginx, cfg)
         state = RunState(
             nginx=nginx,
@@ -179,10 +138,12 @@ class NativeTarget:
             tls_port=cfg.tls_port,
             limits=cast(dict[str, int], limits_dict(cfg)),
             started_at=time.time(),
+            servers=servers,
         )
         try:
             self._start(cfg, state)
-            services = {s: (state.groups[s], url) for s, url in health_urls(cfg).items()}
+            checks = health_checks(cfg, state)
+            services = {s: (state.groups[s], check) for s, check in checks.items()}
             processes.wait_healthy(services, START_DEADLINE_S)
         except processes.StartFailed as failed:
             self.down(cfg, quiet=True)
@@ -204,7 +165,7 @@ class NativeTarget:
 
     def _start(self, cfg: LabSettings, state: RunState) -> None:
         for mode in MODES:
-            cmd, env = gateway_process(cfg, mode, cfg.gateway_ports[mode])
+            cmd, env = gateway_process(cfg, mode, cfg.gateway_ports[mode], state.servers[mode])
             state.groups[f"gateway-{mode}"] = spawn_service(cfg, f"gateway-{mode}", cmd, env)
             save_state(cfg, state)
         cmd = nginx_command(state.nginx, cfg)
@@ -234,13 +195,17 @@ class NativeTarget:
         state = load_state(cfg)
         limits = limits_dict(cfg)
         port, tls_port = cfg.port, cfg.tls_port
-        services = {name: False for name in health_urls(cfg)}
+        services = {name: False for name in health_checks(cfg, None)}
         workers = {m: 0 for m in MODES}
-        if state is not None and self.is_running(cfg):
-            limits = cast(LimitsDict, state.limits) if state.limits else limits
-            port, tls_port = state.port or port, state.tls_port or tls_port
-            services = self.healthy(cfg, state)
-            workers = self.workers(state)
+        live = state if state is not None and self.is_running(cfg) else None
+        servers = (
+            servers_in_force(live) if live else chosen_servers(os.environ, rendered_servers(cfg))
+        )
+        if live is not None:
+            limits = cast(LimitsDict, live.limits) if live.limits else limits
+            port, tls_port = live.port or port, live.tls_port or tls_port
+            services = self.healthy(cfg, live)
+            workers = self.workers(live)
         running = all(services.values())
         return {
             "target": self.name,
@@ -249,7 +214,8 @@ class NativeTarget:
             "ca_file": str(cfg.ca_file),
             "running": running,
             "active_mode": active_label(active_mode(cfg)),
-            "gateways": {m: f"http://127.0.0.1:{cfg.gateway_ports[m]}" for m in MODES},
+            "gateways": http_gateways(cfg, live),
+            "servers": servers,
             "limits": limits,
             "services": services,
             "workers": workers,
@@ -258,16 +224,7 @@ class NativeTarget:
 
     @staticmethod
     def workers(state: RunState) -> dict[str, int]:
-        """Worker processes per mode: children of every replica's gunicorn master."""
-        masters = {
-            m: [
-                g
-                for s, g in state.groups.items()
-                if s == f"gateway-{m}" or s.startswith(f"gateway-{m}-")
-            ]
-            for m in MODES
-        }
-        return worker_counts(read_proc(), masters)
+        return live_workers(state)
 
     def switch(self, cfg: LabSettings, mode: str) -> None:
         check_mode(mode)
@@ -308,6 +265,20 @@ class NativeTarget:
     def services(self, cfg: LabSettings) -> NativeServices:
         return NativeServices(cfg)
 
+    # -- the server behind a mode ---------------------------------------------------
+
+    def server(self, cfg: LabSettings, mode: str, server: str) -> None:
+        """Put ``server`` behind ``mode``'s route, dropping no request (``swap_server``)."""
+        check_mode(mode)
+        check_choice(mode, server)
+        state = self._running_nginx(cfg)
+
+        def start(service: str, port: int) -> int:
+            cmd, env = gateway_process(state.settings(cfg), mode, port, server)
+            return spawn_service(cfg, service, cmd, env)
+
+        swap_server(cfg, state, mode, server, start=start, save=lambda: save_state(cfg, state))
+
     # -- replicas ------------------------------------------------------------------
 
     def scale(self, cfg: LabSettings, mode: str, replicas: int) -> None:
@@ -342,17 +313,19 @@ class NativeTarget:
                 )
         started: dict[str, int] = {}
         try:
+            server = servers_in_force(state)[mode]
             for service, port in new.items():
-                cmd, env = gateway_process(cfg, mode, port)
+                cmd, env = gateway_process(cfg, mode, port, server)
                 started[service] = spawn_service(cfg, service, cmd, env)
                 state.groups[service] = started[service]
                 save_state(cfg, state)
             processes.wait_healthy(
-                {s: (started[s], f"http://127.0.0.1:{new[s]}/healthz") for s in started},
+                {s: (started[s], gateway_check(mode, server, new[s])) for s in started},
                 START_DEADLINE_S,
             )
             text = nginx_conf.render_upstreams(
-                native_values(cfg, state.replicas | {mode: wanted}), cfg.templates
+                native_values(cfg, state.replicas | {mode: wanted}, base_ports(cfg, state)),
+                cfg.templates,
             )
             reload_with(cfg, state.nginx, state.groups["nginx"], nginx_conf.UPSTREAMS_FILE, text)
         except BaseException as exc:
@@ -371,7 +344,8 @@ class NativeTarget:
         self, cfg: LabSettings, state: RunState, mode: str, current: int, wanted: int
     ) -> None:
         text = nginx_conf.render_upstreams(
-            native_values(cfg, state.replicas | {mode: wanted}), cfg.templates
+            native_values(cfg, state.replicas | {mode: wanted}, base_ports(cfg, state)),
+            cfg.templates,
         )
         master = state.groups["nginx"]
         old_workers = reload_with(cfg, state.nginx, master, nginx_conf.UPSTREAMS_FILE, text)
@@ -444,14 +418,16 @@ class NativeServices:
         if previous and processes.group_alive(previous):
             raise LabError(f"{service} is still running (process group {previous})")
         cfg = state.settings(self.cfg)
+        url: processes.HealthCheck
         if service == "nginx":
             cmd, env = nginx_command(state.nginx, cfg), dict(os.environ)
             url = cfg.url + "/nginx-health"
         else:
             mode = service.removeprefix("gateway-")
             check_mode(mode)
-            cmd, env = gateway_process(cfg, mode, cfg.gateway_ports[mode])
-            url = f"http://127.0.0.1:{cfg.gateway_ports[mode]}/healthz"
+            server, port = servers_in_force(state)[mode], base_ports(cfg, state)[mode]
+            cmd, env = gateway_process(cfg, mode, port, server)
+            url = gateway_check(mode, server, port)
         pgid = spawn_service(cfg, service, cmd, env)
         state = self._state()  # re-read just before writing: only this entry changes
         state.groups[service] = pgid

@@ -20,7 +20,7 @@ from typing import Final
 
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import Split
+from lab.nginx.routing import MODES, Split
 from lab.settings import ROOT, LabSettings
 from lab.system.processes import tail
 from lab.system.procfs import read_proc
@@ -117,8 +117,13 @@ def nginx_test(nginx: str, cfg: LabSettings) -> None:
         )
 
 
-def native_values(cfg: LabSettings, replicas: Mapping[str, int] | None = None) -> dict[str, str]:
-    return nginx_conf.target_values(
+def native_values(
+    cfg: LabSettings,
+    replicas: Mapping[str, int] | None = None,
+    bases: Mapping[str, int] | None = None,
+) -> dict[str, str]:
+    """The placeholders for this lab; ``bases`` moves a mode's first gateway to another port."""
+    values = nginx_conf.target_values(
         "native",
         limits=cfg.limits,
         port=cfg.port,
@@ -126,6 +131,10 @@ def native_values(cfg: LabSettings, replicas: Mapping[str, int] | None = None) -
         replicas=replicas,
         tls_port=cfg.tls_port,
     )
+    for mode, port in (bases or {}).items():
+        addresses = values[f"{mode}_server"].split()
+        values[f"{mode}_server"] = " ".join([f"127.0.0.1:{port}", *addresses[1:]])
+    return values
 
 
 def make_certs(tls_dir: Path) -> str:
@@ -139,13 +148,29 @@ def make_certs(tls_dir: Path) -> str:
     return proc.stdout.strip()
 
 
-def render_config(cfg: LabSettings, active: str | Split) -> None:
-    """Every file of the config, with ``active`` (a mode or a split) serving ``/``."""
+def render_config(
+    cfg: LabSettings, active: str | Split, servers: Mapping[str, str] | None = None
+) -> None:
+    """Every file of the config, with ``active`` (a mode or a split) serving ``/``
+    and each mode reached as its server speaks (``servers``; the defaults otherwise)."""
     values = native_values(cfg)
     mode, split = (None, active) if isinstance(active, dict) else (active, None)
-    files = nginx_conf.render(values, mode, split, cfg.templates)
+    files = nginx_conf.render(values, mode, split, cfg.templates, servers)
     nginx_conf.make_runtime_dirs(values)
     nginx_conf.write_files(Paths(cfg.state_dir).nginx_dir, files)
+
+
+def rendered_servers(cfg: LabSettings) -> dict[str, str]:
+    """mode -> server recorded in the rendered pass_<mode>.conf files (the last `lab server`)."""
+    found = {}
+    for mode in MODES:
+        try:
+            text = (Paths(cfg.state_dir).nginx_dir / nginx_conf.pass_file(mode)).read_text("utf-8")
+        except OSError:
+            continue
+        if (record := nginx_conf.read_server(text)) is not None:
+            found[mode] = record[1]
+    return found
 
 
 def active_mode(cfg: LabSettings) -> str | Split | None:
@@ -170,14 +195,22 @@ def reload_with(cfg: LabSettings, nginx: str, master: int, name: str, text: str)
     of them does any more. On any failure (the test, a dead master, a reload
     nginx did not take) the previous file is put back and LabError raised.
     """
+    return reload_with_files(cfg, nginx, master, {name: text})
+
+
+def reload_with_files(
+    cfg: LabSettings, nginx: str, master: int, files: Mapping[str, str]
+) -> set[int]:
+    """``reload_with`` for several files in one reload: all new, or (on failure) all as before."""
     if not master_alive(master):
         raise LabError(
             f"nginx's master process ({master}) is not running, so nginx cannot be "
             "reconfigured: restart the lab with `lab up`"
         )
-    path = Paths(cfg.state_dir).nginx_dir / name
-    before = path.read_text(encoding="utf-8") if path.exists() else None
-    nginx_conf.write_files(path.parent, {name: text})
+    nginx_dir = Paths(cfg.state_dir).nginx_dir
+    before = {n: (nginx_dir / n).read_text("utf-8") for n in files if (nginx_dir / n).exists()}
+    nginx_conf.write_files(nginx_dir, files)
+    name = ", ".join(files)
     try:
         nginx_test(nginx, cfg)
         # SIGHUP: nginx re-reads the config, starts new workers, and lets the old
@@ -186,10 +219,9 @@ def reload_with(cfg: LabSettings, nginx: str, master: int, name: str, text: str)
         os.kill(master, signal.SIGHUP)
         wait_for_reload(read_proc, master, old_workers)
     except (LabError, OSError) as exc:
-        if before is not None:
-            nginx_conf.write_files(path.parent, {name: before})
-        else:
-            path.unlink(missing_ok=True)
+        nginx_conf.write_files(nginx_dir, before)
+        for new in set(files) - set(before):
+            (nginx_dir / new).unlink(missing_ok=True)
         if isinstance(exc, LabError):
             raise
         raise LabError(f"could not reload nginx ({exc}); kept the previous {name}") from None

@@ -1,5 +1,6 @@
-"""Which target ran ``lab up`` here, so later commands talk to the same one; and the
-lock that keeps two ``lab up`` (or switch, split, scale, down) from running at once.
+"""Which target ran ``lab up`` here, so later commands talk to the same one; the
+lock that keeps two ``lab up`` (or switch, split, scale, down) from running at once;
+and the native target's run state (``RunState``: what it started, as JSON).
 
 ``lab up`` records the target name in ``<state_dir>/target``; ``down``,
 ``status``, ``switch`` and ``logs`` use it unless ``LAB_TARGET`` says otherwise,
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.settings import TARGET_NAMES, LabSettings
+from lab.settings import TARGET_NAMES, LabSettings, Limits
 from lab.targets import target_name
+from lab.targets.native_nginx import Paths
 
 TARGET_FILE = "target"
 LOCK_FILE = "lab.lock"
@@ -75,3 +79,46 @@ def exclusive(cfg: LabSettings, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# -- the native target's record of what `lab up` started --------------------------------
+
+
+@dataclass
+class RunState:
+    """What ``up`` started: service name -> process group id, and how nginx runs."""
+
+    groups: dict[str, int] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)  # mode -> N when N > 1
+    nginx: str = ""
+    port: int = 0
+    tls_port: int = 0
+    limits: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+    servers: dict[str, str] = field(default_factory=dict)  # mode -> server (`lab server`)
+    slots: dict[str, int] = field(default_factory=dict)  # mode -> 1 when on its other port
+
+    def settings(self, cfg: LabSettings) -> LabSettings:
+        """``cfg`` with the limits the running lab was started with."""
+        return cfg if not self.limits else replace(cfg, limits=Limits(**self.limits))
+
+
+def replica_service(mode: str, index: int) -> str:
+    """The service name of replica ``index`` (0-based): gateway-wsgi, gateway-wsgi-2, ..."""
+    return f"gateway-{mode}" if index == 0 else f"gateway-{mode}-{index + 1}"
+
+
+def load_state(cfg: LabSettings) -> RunState | None:
+    try:
+        data = json.loads(Paths(cfg.state_dir).state.read_text(encoding="utf-8"))
+        return RunState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def save_state(cfg: LabSettings, state: RunState) -> None:
+    path = Paths(cfg.state_dir).state
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

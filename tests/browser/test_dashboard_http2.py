@@ -50,7 +50,6 @@ from tests.browser.test_dashboard import (  # noqa: F401
     test_bars_are_reachable_by_keyboard_with_details,
     test_the_cookie_control_picks_the_mode_of_root,
 )
-from tests.integration.conftest import Lab, lab  # noqa: F401 (the session fixture)
 from tests.support.tls_lab import TLSLab, tls_lab  # noqa: F401 (the session fixture)
 
 pytestmark = pytest.mark.browser

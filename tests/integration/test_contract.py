@@ -1,7 +1,10 @@
-"""Every endpoint of the demo app, through nginx, in every mode (the `mode` fixture).
+"""Every endpoint of the demo app, through nginx, in every mode under every server.
 
-Written once and run three times: where CONTRACT.md says the modes differ
-(/breakfast timing, /ws and /events), the expectation branches on the mode.
+Written once and run for each (mode, server) pair (the `mode` fixture puts the
+pair's server behind the mode with `lab server`; CONTRACT.md, "Servers behind
+each route"): where CONTRACT.md says the modes differ (/breakfast timing, /ws
+and /events), the expectation branches on the mode. The servers differ in none
+of it: that is the contract.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import requests
 
 from tests.support.contract import json_error
 from tests.support.lab import Lab
+
+pytestmark = pytest.mark.every_server
 
 TRACE = ("X-Gateway-Mode", "X-Gateway-Pid", "X-Gateway-Worker", "X-Gateway-Start", "X-Request-Id")
 
@@ -38,6 +43,13 @@ class TestTraceHeaders:
         assert re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-Id"])  # nginx's $request_id
         start, end = float(r.headers["X-Gateway-Start"]), float(r.headers["X-Gateway-End"])
         assert start <= end and abs(start - time.time()) < 60
+
+    def test_the_server_names_itself(self, lab: Lab, mode: str, server: str) -> None:
+        for path in ("/", "/coffee?ms=nope", "/no/such/page"):
+            r = lab.get(f"/{mode}{path}")
+            assert r.headers["X-Gateway-Server"] == server, path
+        r = lab.get("/", headers={"X-Lab-Mode": mode})  # the active-mode route too
+        assert (r.headers["X-Gateway-Mode"], r.headers["X-Gateway-Server"]) == (mode, server)
 
     def test_client_request_id_is_replaced_at_the_edge(self, lab: Lab, mode: str) -> None:
         r = lab.get(f"/{mode}/", headers={"X-Request-Id": "client-made-this-up"})

@@ -37,7 +37,7 @@ import pytest
 
 from apps.breakfast import kitchen
 from lab.targets.compose import SERVICES, compose_args
-from tests.integration.conftest import LAB, ROOT, Lab
+from tests.support.lab import LAB, ROOT, Lab
 from tests.support.rawhttp import RawResponse, RawResult, exchange
 
 MIB: Final = 1024 * 1024

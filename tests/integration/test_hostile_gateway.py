@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integration.conftest import LAB, MODES, ROOT, Lab
+from tests.support.lab import LAB, MODES, ROOT, Lab
 from tests.support.rawhttp import RawResult, exchange
 
 FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "gateway" / "cgi_scripts" / "fixture_app.py"

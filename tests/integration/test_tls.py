@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integration.conftest import Lab, lab  # noqa: F401 (the session fixture)
 from tests.support.h2client import (
     ENHANCE_YOUR_CALM,
     MAX_CONCURRENT_STREAMS,
     REFUSED_STREAM,
     H2Client,
 )
+from tests.support.lab import Lab
 from tests.support.tls_lab import TLSLab, tls_lab  # noqa: F401 (the session fixture)
 
 TRACE = ("x-gateway-mode", "x-gateway-pid", "x-gateway-worker", "x-gateway-start")

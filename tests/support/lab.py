@@ -27,7 +27,17 @@ from lab.system import processes
 from lab.targets.state import recorded_target
 from tests.support import ROOT
 
-__all__ = ["LAB", "MODES", "ROOT", "Lab", "run_lab", "session_lab", "workers_in_force"]
+__all__ = [
+    "LAB",
+    "MODES",
+    "ROOT",
+    "SERVING",
+    "Lab",
+    "run_lab",
+    "session_lab",
+    "use_server",
+    "workers_in_force",
+]
 
 LAB = [sys.executable, "-m", "lab.cli"]
 
@@ -123,3 +133,15 @@ def _refuse_another_target(url: str, status: subprocess.CompletedProcess[str]) -
             f"(`LAB_TARGET={recorded or 'docker'} lab down`) or run the suite with "
             f"LAB_TARGET={recorded or 'unset'}"
         )
+
+
+# mode -> the server the suite last put behind it (every mode starts on its default).
+SERVING: dict[str, str] = {}
+
+
+def use_server(mode: str, server: str) -> None:
+    """`lab server MODE SERVER` on the running lab; fails the test when it fails."""
+    done = run_lab("server", mode, server, timeout=120)
+    if done.returncode != 0:
+        pytest.fail(f"`lab server {mode} {server}` failed:\n{done.stdout}\n{done.stderr}")
+    SERVING[mode] = server

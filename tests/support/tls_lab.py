@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Lab, _lab
+from tests.support.lab import Lab, run_lab
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ def tls_lab(lab: Lab) -> TLSLab:
         if not (url and ca_file):
             pytest.fail("LAB_URL names an outside lab: set LAB_TLS_URL and LAB_CA_FILE for it too")
     else:
-        status = _lab("status", "--json", timeout=60)
+        status = run_lab("status", "--json", timeout=60)
         if status.returncode != 0:
             pytest.fail(f"`lab status --json` failed:\n{status.stdout}\n{status.stderr}")
         got = json.loads(status.stdout)

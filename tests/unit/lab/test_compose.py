@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.servers.registry import default_server
+
 ROOT = Path(__file__).resolve().parents[3]
 GATEWAYS = ("gateway-cgi", "gateway-wsgi", "gateway-asgi")
 SERVICES = ("nginx", *GATEWAYS)
@@ -74,17 +76,12 @@ def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]], na
         assert key in check, key
 
 
-@pytest.mark.parametrize(
-    ("name", "path"),
-    [
-        pytest.param("nginx", "/nginx-health", id="nginx"),
-        *(pytest.param(g, "/healthz", id=g) for g in GATEWAYS),
-    ],
-)
-def test_healthchecks_ask_the_right_endpoint(
-    services: dict[str, dict[str, Any]], name: str, path: str
-) -> None:
-    assert f"GET {path} " in " ".join(services[name]["healthcheck"]["test"])
+def test_healthchecks_ask_the_right_endpoint(services: dict[str, dict[str, Any]]) -> None:
+    assert "GET /nginx-health " in " ".join(services["nginx"]["healthcheck"]["test"])
+    # A gateway's /healthz, asked in its server's protocol (HTTP, FastCGI or
+    # uwsgi): `gateway health` reads GATEWAY_MODE, GATEWAY_SERVER and GATEWAY_PORT.
+    for name in GATEWAYS:
+        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "gateway", "health"]
 
 
 def test_nginx_waits_for_healthy_gateways(services: dict[str, dict[str, Any]]) -> None:
@@ -92,10 +89,18 @@ def test_nginx_waits_for_healthy_gateways(services: dict[str, dict[str, Any]]) -
     assert depends == {g: {"condition": "service_healthy"} for g in GATEWAYS}
 
 
-def test_gateways_differ_only_in_mode(services: dict[str, dict[str, Any]]) -> None:
+def test_gateways_differ_only_in_mode_and_server(services: dict[str, dict[str, Any]]) -> None:
     def without_mode(svc: dict[str, Any]) -> dict[str, Any]:
-        env = {k: v for k, v in svc["environment"].items() if k != "GATEWAY_MODE"}
+        own = ("GATEWAY_MODE", "GATEWAY_SERVER")
+        env = {k: v for k, v in svc["environment"].items() if k not in own}
         return {**svc, "environment": env}
+
+    # Each server comes from LAB_SERVER_<MODE>, nginx's too, defaulting to the mode's first.
+    for name in GATEWAYS:
+        mode = services[name]["environment"]["GATEWAY_MODE"]
+        chosen = f"${{LAB_SERVER_{mode.upper()}:-{default_server(mode)}}}"
+        assert services[name]["environment"]["GATEWAY_SERVER"] == chosen
+        assert services["nginx"]["environment"][f"LAB_SERVER_{mode.upper()}"] == chosen
 
     modes = {name: services[name]["environment"]["GATEWAY_MODE"] for name in GATEWAYS}
     assert modes == {"gateway-cgi": "cgi", "gateway-wsgi": "wsgi", "gateway-asgi": "asgi"}

@@ -17,7 +17,8 @@ from lab.errors import LabError
 from lab.nginx import render
 from lab.settings import LabSettings
 from lab.targets import native, native_nginx, state
-from lab.targets.native import NativeTarget, RunState, save_state
+from lab.targets.native import NativeTarget
+from lab.targets.state import RunState, save_state
 
 runner = CliRunner()
 

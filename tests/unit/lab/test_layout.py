@@ -1,7 +1,8 @@
 """The shape of ``lab/``, checked so it stays true: no import cycle between its
 modules, no package folder with more than 10 modules of its own, no module over
 500 lines, and the nginx renderer (what nginx/Dockerfile copies into the nginx
-image) importing nothing but the standard library and itself."""
+image) importing nothing but the standard library, itself and the server
+registry (gateway/servers/registry.py, standard library only, copied beside it)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,16 @@ def all_imports(path: Path) -> set[str]:
             found |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module.split(".")[0])
+    return found
+
+
+def _imported_names(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
     return found
 
 
@@ -98,11 +109,11 @@ def test_no_module_is_over_500_lines() -> None:
 
 
 def image_files() -> list[Path]:
-    """What nginx/Dockerfile copies of lab/ into the nginx image."""
+    """What nginx/Dockerfile copies of lab/ (and of gateway/) into the nginx image."""
     dockerfile = (ROOT / "nginx" / "Dockerfile").read_text(encoding="utf-8")
     files: list[Path] = []
     for line in dockerfile.splitlines():
-        if match := re.match(r"COPY (.+) /opt/lab/lab/", line):
+        if match := re.match(r"COPY (.+) /opt/lab/(?:lab|gateway)/", line):
             for src in match.group(1).split():
                 path = ROOT / src
                 files += sorted(path.glob("*.py")) if path.is_dir() else [path]
@@ -112,12 +123,16 @@ def image_files() -> list[Path]:
 def test_the_nginx_image_gets_the_renderer_and_all_it_imports() -> None:
     shipped = {module_name(p) for p in image_files()}
     assert {"lab.nginx.render", "lab.nginx.routing", "lab.nginx.__main__"} <= shipped
+    assert "gateway.servers.registry" in shipped
     for path in image_files():
         missing = lab_imports(path) - shipped - {"lab"}
         assert not missing, f"{path.relative_to(ROOT)} imports {missing}, not in the image"
+        gateway = {n for n in _imported_names(path) if n.split(".")[0] == "gateway"}
+        assert gateway <= shipped, f"{path.relative_to(ROOT)} imports {gateway - shipped}"
 
 
 def test_the_nginx_renderer_is_standard_library_only() -> None:
     for path in image_files():
-        outside = all_imports(path) - set(sys.stdlib_module_names) - {"lab", "__future__"}
+        own = {"lab", "gateway", "__future__"}  # gateway: the registry alone, checked above
+        outside = all_imports(path) - set(sys.stdlib_module_names) - own
         assert not outside, f"{path.relative_to(ROOT)} imports {outside}: not in the nginx image"

@@ -133,35 +133,73 @@ def _location_blocks(text: str) -> dict[str, str]:
     return blocks
 
 
-def test_every_proxied_location_includes_the_snippet() -> None:
+def _routes() -> dict[str, str]:
+    """The locations of server.conf that reach a gateway: they set $lab_target."""
     blocks = _location_blocks((TEMPLATES / "server.conf").read_text())
-    proxied = {name: body for name, body in blocks.items() if "proxy_pass" in body}
-    assert {"/cgi/", "/wsgi/", "/asgi/", "/"} <= proxied.keys()
-    for name, body in proxied.items():
-        assert "include proxy.conf;" in body, name
-        assert "set $lab_target" in body and "set $lab_prefix" in body, name
+    return {name: body for name, body in blocks.items() if "set $lab_target" in body}
+
+
+def test_every_route_reaches_its_server_through_a_pass_file() -> None:
+    # A fixed route includes its mode's pass file; a route that picks the mode
+    # per request jumps to the mode's named location (routes.conf), which does.
+    routes = _routes()
+    assert {"/cgi/", "/wsgi/", "/asgi/", "/"} <= routes.keys()
+    for name, body in routes.items():
+        assert "set $lab_prefix" in body, name
+        assert "proxy_pass" not in body, name  # the server decides: proxy, fastcgi, uwsgi
+        assert re.search(r"include pass_(cgi|wsgi|asgi)\.conf;|try_files /\.lab-route @", body)
+    named = _location_blocks((TEMPLATES / "routes.conf").read_text())
+    for mode in MODES:
+        assert f"include pass_{mode}.conf;" in routes[f"/{mode}/"]
+        for name in (f"@{mode}", f"@{mode}_stream"):
+            assert f"include pass_{mode}.conf;" in named[name], name
+    # Over HTTP, every header nginx sets comes from the one snippet.
+    http = (TEMPLATES / "pass_http.conf").read_text()
+    assert http.index("\ninclude proxy.conf;") < http.index("\nproxy_pass ")
 
 
 def test_mode_routes_keep_their_prefix() -> None:
-    # No URI part after the upstream: /wsgi/env reaches the gateway as /wsgi/env.
-    blocks = _location_blocks((TEMPLATES / "server.conf").read_text())
-    for mode in MODES:
-        assert f"proxy_pass http://gateway_{mode}$lab_request_uri;" in blocks[f"/{mode}/"]
+    # The path goes on as the client's target (without a fragment), so /wsgi/env
+    # reaches the gateway as /wsgi/env.
+    assert _directive_lines((TEMPLATES / "pass_http.conf").read_text(), "proxy_pass") == [
+        "proxy_pass http://gateway_@@mode$lab_request_uri;"
+    ]
+
+
+def _streaming(name: str) -> bool:
+    return "stream|events" in name or name.endswith("_stream")
 
 
 def test_buffering_is_off_only_for_streaming_routes() -> None:
-    blocks = _location_blocks((TEMPLATES / "server.conf").read_text())
-    unbuffered = {name for name, body in blocks.items() if "proxy_buffering off;" in body}
-    assert unbuffered and all("stream|events" in name for name in unbuffered)
+    # stream.conf turns buffering off for every protocol; only the named
+    # locations of long-lived answers include it, and only the streaming
+    # routes jump to those.
+    stream = (TEMPLATES / "stream.conf").read_text()
+    for prefix in ("proxy", "fastcgi", "uwsgi"):
+        assert f"{prefix}_buffering off;" in stream
+    named = _location_blocks((TEMPLATES / "routes.conf").read_text())
+    including = {name for name, body in named.items() if "include stream.conf;" in body}
+    assert including == {f"@{m}_stream" for m in MODES}
+    jumping = {name for name, body in _routes().items() if "_stream;" in body}
+    assert len(jumping) == 2 and all(_streaming(name) for name in jumping)
+    for path in TEMPLATES.iterdir():
+        if path.name != "stream.conf":
+            for prefix in ("proxy", "fastcgi", "uwsgi"):
+                lines = _directive_lines(path.read_text(), f"{prefix}_buffering")
+                assert all(" off;" not in line for line in lines), path
 
 
 def test_long_lived_routes_wait_longer_than_the_default() -> None:
     # An idle WebSocket or a quiet event stream outlives proxy_read_timeout (30 s);
-    # every other route keeps the configured limit.
-    blocks = _location_blocks((TEMPLATES / "server.conf").read_text())
-    patient = {name for name, body in blocks.items() if "proxy_read_timeout 300s;" in body}
-    assert len(patient) == 2
-    assert all("stream|events|ws" in name for name in patient)
+    # every other route keeps the configured limit, whatever protocol nginx speaks.
+    stream = (TEMPLATES / "stream.conf").read_text()
+    for prefix in ("proxy", "fastcgi", "uwsgi"):
+        assert f"{prefix}_read_timeout 300s;" in stream
+    routes = (TEMPLATES / "routes.conf").read_text()
+    for prefix in ("fastcgi", "uwsgi"):
+        assert f"{prefix}_read_timeout @@proxy_read_timeout;" in routes
+    others = [p for p in TEMPLATES.iterdir() if p.name != "stream.conf"]
+    assert not any("_read_timeout 300s;" in p.read_text() for p in others)
 
 
 def test_proxy_intercept_errors_stays_off() -> None:

@@ -1,0 +1,75 @@
+"""The CGI script as fcgiwrap runs it: exec'd by its own shebang, in the
+environment gateway/servers/fcgiwrap.py gives fcgiwrap, reporting itself.
+
+Under the lab's runner the gateway adds the trace headers and answers /healthz;
+under fcgiwrap nothing wraps the script, so it does both, and only then.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from gateway.config import Settings
+from gateway.servers.fcgiwrap import script_env
+from tests.support.contract import Result
+from tests.unit.apps.test_cgi_app import SCRIPT, TIMEOUT, meta_variables, parse_cgi_output
+
+TRACE = (
+    "x-gateway-mode",
+    "x-gateway-server",
+    "x-gateway-pid",
+    "x-gateway-worker",
+    "x-gateway-host",
+    "x-request-id",
+    "x-gateway-start",
+)
+
+
+def exec_script(env: dict[str, str]) -> Result:
+    """Exec the file itself, as fcgiwrap does (no interpreter named by the caller)."""
+    done = subprocess.run([str(SCRIPT)], env=env, capture_output=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return parse_cgi_output(done.stdout)
+
+
+def fcgiwrap_env(**meta: str) -> dict[str, str]:
+    return script_env(Settings(mode="cgi", server="fcgiwrap")) | meta_variables(**meta)
+
+
+def test_the_script_reports_itself_under_fcgiwrap() -> None:
+    before = time.time()
+    env = fcgiwrap_env() | {"HTTP_X_REQUEST_ID": "0123abcd"}
+    r = exec_script(env)
+    assert r.status == 200
+    for name in (*TRACE, "x-gateway-end"):
+        assert name in r.headers, name
+    assert (r.headers["x-gateway-mode"], r.headers["x-gateway-server"]) == ("cgi", "fcgiwrap")
+    # The Worker is the process that started the script: here, this test.
+    assert r.headers["x-gateway-worker"] == str(os.getpid())
+    assert r.headers["x-gateway-pid"] != str(os.getpid())
+    assert r.headers["x-request-id"] == "0123abcd"  # nginx's id, passed as a parameter
+    start, end = float(r.headers["x-gateway-start"]), float(r.headers["x-gateway-end"])
+    assert before <= start <= end <= time.time()
+
+
+def test_a_stream_carries_start_but_no_end() -> None:
+    r = exec_script(fcgiwrap_env(path="/stream", query="chunks=1&interval_ms=0"))
+    assert r.status == 200 and "x-gateway-start" in r.headers
+    assert "x-gateway-end" not in r.headers
+
+
+def test_healthz_is_the_scripts_own_under_fcgiwrap() -> None:
+    r = exec_script(fcgiwrap_env(path="/healthz"))
+    assert r.status == 200 and b'"ok"' in r.body
+
+
+def test_under_the_runner_the_gateway_does_both() -> None:
+    # The runner's clean environment has no GATEWAY_SERVER: no trace headers
+    # from the script (the gateway adds them) and /healthz is the gateway's.
+    env = meta_variables() | {"PATH": script_env(Settings(mode="cgi"))["PATH"]}
+    r = exec_script(env)
+    assert r.status == 200 and not any(name in r.headers for name in TRACE)
+    env = meta_variables(path="/healthz") | {"PATH": env["PATH"]}
+    assert exec_script(env).status == 404

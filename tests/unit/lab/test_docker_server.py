@@ -1,0 +1,106 @@
+"""The docker target's `lab server`, step by step, against a recording stand-in for Docker.
+
+No engine here: every docker and compose command the swap would run is
+recorded, and answered the way a healthy (or a failing) engine would. The
+order is the property: the new server is running and healthy before nginx
+points at it, and the old one goes only after nginx has moved on.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab.errors import LabError
+from lab.servers import recorded_servers
+from lab.settings import LabSettings
+from lab.targets import docker, docker_server
+from lab.targets.compose import compose_env
+from lab.targets.docker import DockerTarget
+
+
+class Engine:
+    def __init__(self, healthy: bool = True) -> None:
+        self.healthy = healthy
+        self.log: list[str] = []
+
+    def run(self, cmd: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        self.log.append(" ".join(cmd))
+        ok = self.healthy or "health" not in cmd
+        out = "172.28.0.9 " if cmd[:2] == ["docker", "inspect"] else ""
+        return subprocess.CompletedProcess(cmd, 0 if ok else 1, out, "")
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
+    fake = Engine()
+    monkeypatch.setattr(docker, "_run", fake.run)
+    monkeypatch.setattr(docker_server, "SERVER_START_S", 0.3)
+    monkeypatch.setattr(docker_server, "DRAIN_DEADLINE_S", 0.3)
+    monkeypatch.setattr(docker_server, "wait_for_server", lambda cfg, mode, server: None)
+    return fake
+
+
+@pytest.fixture
+def target(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> DockerTarget:
+    t = DockerTarget({})
+    monkeypatch.setattr(t, "is_running", lambda cfg: True)
+    monkeypatch.setattr(docker_server, "servers_in_container", lambda target, cfg: {"wsgi": "sync"})
+    monkeypatch.setattr(t, "_replicas", lambda cfg, mode: [(1, "id", "172.28.0.3")])
+    monkeypatch.setattr(t, "_nginx_procs", lambda cfg: [])
+
+    def compose(cfg: LabSettings, *args: str, **_: object) -> subprocess.CompletedProcess[str]:
+        env = compose_env(cfg, {})
+        engine.log.append(f"compose {' '.join(args)} [LAB_SERVER_WSGI={env['LAB_SERVER_WSGI']}]")
+        return subprocess.CompletedProcess(list(args), 0, "", "")
+
+    def reload(cfg: LabSettings, *command: str, what: str) -> set[int]:
+        engine.log.append(f"lab-nginx {' '.join(command)}")
+        return set()
+
+    monkeypatch.setattr(t, "_compose", compose)
+    monkeypatch.setattr(t, "_reload", reload)
+    return t
+
+
+def test_the_new_server_is_healthy_before_nginx_moves_and_the_old_goes_last(
+    target: DockerTarget, engine: Engine, tmp_path: Path
+) -> None:
+    cfg = LabSettings(state_dir=tmp_path)
+    target.server(cfg, "wsgi", "gthread")
+    steps = engine.log
+    run = next(i for i, s in enumerate(steps) if s.startswith("compose run"))
+    assert "--env GATEWAY_SERVER=gthread gateway-wsgi" in steps[run]
+    health = next(i for i, s in enumerate(steps) if s.endswith("python -m gateway health"))
+    pin = steps.index("lab-nginx server wsgi=gthread --set wsgi_server=172.28.0.9:8000")
+    recreate = next(i for i, s in enumerate(steps) if s.startswith("compose up"))
+    back = steps.index("lab-nginx server wsgi=gthread")
+    removed = max(i for i, s in enumerate(steps) if s.startswith("docker rm --force"))
+    assert run < health < pin < recreate < back < removed
+    # The service is recreated with the new server, which is recorded for later `up`s.
+    assert steps[recreate].endswith("gateway-wsgi [LAB_SERVER_WSGI=gthread]")
+    assert recorded_servers(cfg) == {"wsgi": "gthread"}
+
+
+def test_a_server_that_never_answers_is_removed_and_nginx_never_moves(
+    target: DockerTarget, engine: Engine, tmp_path: Path
+) -> None:
+    engine.healthy = False
+    cfg = LabSettings(state_dir=tmp_path)
+    with pytest.raises(LabError, match="wsgi stays on sync: uwsgi did not answer /healthz"):
+        target.server(cfg, "wsgi", "uwsgi")
+    assert not any(s.startswith("lab-nginx") for s in engine.log)
+    assert engine.log[-1] == "docker rm --force gateway-lab-wsgi-uwsgi"
+    assert recorded_servers(cfg) == {}
+
+
+def test_bad_input_and_no_change_touch_nothing(
+    target: DockerTarget, engine: Engine, tmp_path: Path
+) -> None:
+    cfg = LabSettings(state_dir=tmp_path)
+    with pytest.raises(LabError, match="unknown server 'uvicorn' for wsgi"):
+        target.server(cfg, "wsgi", "uvicorn")
+    target.server(cfg, "wsgi", "sync")  # already there
+    assert engine.log == []

@@ -1,0 +1,160 @@
+"""The lab's side of the server choice: `lab server` input, LAB_SERVER_<MODE>, records, status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lab import cli, servers
+from lab.errors import LabError
+from lab.settings import LabSettings, Limits
+from lab.targets import ServerTarget, StatusDict
+from lab.targets.compose import compose_env
+from lab.targets.native_nginx import native_values
+from lab.targets.native_server import base_ports, servers_in_force, slot_port
+from lab.targets.state import RunState
+from lab.targets.switching import limits_dict
+
+runner = CliRunner()
+
+
+@dataclass
+class FakeServerTarget:
+    name: str = "native"
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def up(self, cfg: LabSettings) -> None: ...
+
+    def down(self, cfg: LabSettings) -> None: ...
+
+    def status(self, cfg: LabSettings) -> StatusDict:
+        return {
+            "target": self.name,
+            "url": cfg.url,
+            "tls_url": cfg.tls_url,
+            "ca_file": str(cfg.ca_file),
+            "running": True,
+            "active_mode": "wsgi",
+            "gateways": {"asgi": "http://127.0.0.1:8083"},
+            "servers": {"cgi": "fcgiwrap", "wsgi": "uwsgi", "asgi": "gunicorn"},
+            "workers": {"cgi": 16, "wsgi": 5, "asgi": 2},
+            "limits": limits_dict(cfg),
+        }
+
+    def switch(self, cfg: LabSettings, mode: str) -> None: ...
+
+    def split(self, cfg: LabSettings, weights: Mapping[str, int] | None) -> None: ...
+
+    def logs(self, cfg: LabSettings, follow: bool) -> None: ...
+
+    def is_running(self, cfg: LabSettings) -> bool:
+        return True
+
+    def server(self, cfg: LabSettings, mode: str, server: str) -> None:
+        self.calls.append((mode, server))
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeServerTarget:
+    target = FakeServerTarget()
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LAB_TARGET", "native")
+    monkeypatch.setattr(cli, "get_target", lambda name: target)
+    return target
+
+
+def test_the_fake_is_a_server_target() -> None:
+    assert isinstance(FakeServerTarget(), ServerTarget)
+
+
+def test_lab_server_delegates_to_the_target(fake: FakeServerTarget) -> None:
+    result = runner.invoke(cli.app, ["server", "wsgi", "gthread"])
+    assert result.exit_code == 0, result.output
+    assert fake.calls == [("wsgi", "gthread")]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["wsgi", "uvicorn"], "unknown server 'uvicorn' for wsgi"),
+        (["asgi", "sync"], "unknown server 'sync' for asgi"),
+        (["soap", "sync"], "unknown mode 'soap'"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_calls_nothing(
+    fake: FakeServerTarget, args: list[str], says: str
+) -> None:
+    result = runner.invoke(cli.app, ["server", *args])
+    assert result.exit_code != 0
+    assert says in result.output
+    assert fake.calls == []
+
+
+def test_status_table_names_each_server_and_its_workers(fake: FakeServerTarget) -> None:
+    result = runner.invoke(cli.app, ["status"])
+    assert result.exit_code == 0
+    assert "fcgiwrap: (no HTTP address), 16 worker(s)" in result.output
+    assert "uwsgi: (no HTTP address), 5 worker(s)" in result.output
+
+
+def test_lab_server_env_wins_then_the_record_then_the_default() -> None:
+    env = {"LAB_SERVER_WSGI": "gthread"}
+    recorded = {"wsgi": "uwsgi", "asgi": "uvicorn"}
+    assert servers.chosen_servers(env, recorded) == {
+        "cgi": "runner",
+        "wsgi": "gthread",
+        "asgi": "uvicorn",
+    }
+
+
+def test_a_bad_lab_server_variable_is_named() -> None:
+    with pytest.raises(LabError, match="LAB_SERVER_CGI='uwsgi'"):
+        servers.chosen_servers({"LAB_SERVER_CGI": "uwsgi"}, {})
+
+
+def test_workers_follow_each_server() -> None:
+    counts = servers.worker_counts(
+        {"cgi": "fcgiwrap", "wsgi": "gthread", "asgi": "uvicorn"}, Limits(cgi_max_scripts=9)
+    )
+    assert counts["cgi"] == 9  # one fcgiwrap process per script allowed at once
+    runner_counts = servers.worker_counts({"cgi": "runner"}, Limits())
+    assert runner_counts == {"cgi": 1}
+
+
+def test_only_http_servers_have_an_http_address() -> None:
+    assert servers.http_address("wsgi", "gthread", "127.0.0.1", 1) == "http://127.0.0.1:1"
+    assert servers.http_address("wsgi", "uwsgi", "127.0.0.1", 1) is None
+    assert servers.http_address("cgi", "fcgiwrap", "127.0.0.1", 1) is None
+
+
+def test_the_docker_record_round_trips_and_feeds_compose(tmp_path: Path) -> None:
+    cfg = LabSettings(state_dir=tmp_path)
+    assert servers.recorded_servers(cfg) == {}
+    servers.record_servers(cfg, {"wsgi": "uwsgi"})
+    assert servers.recorded_servers(cfg) == {"wsgi": "uwsgi"}
+    env = compose_env(cfg, {"LAB_SERVER_ASGI": "uvicorn"})
+    assert (env["LAB_SERVER_CGI"], env["LAB_SERVER_WSGI"], env["LAB_SERVER_ASGI"]) == (
+        "runner",
+        "uwsgi",
+        "uvicorn",
+    )
+    (tmp_path / servers.SERVERS_FILE).write_text('{"wsgi": "nonsense"}')
+    assert servers.recorded_servers(cfg) == {}
+
+
+def test_a_swap_moves_the_mode_to_its_other_port_and_back(tmp_path: Path) -> None:
+    cfg = LabSettings(port=24080, state_dir=tmp_path)
+    state = RunState(servers={"wsgi": "gthread"}, slots={"wsgi": 1})
+    ports = base_ports(cfg, state)
+    assert ports == {"cgi": 24081, "wsgi": slot_port(cfg, "wsgi", 1), "asgi": 24083}
+    # The other ports never meet the base ports, the replicas' or nginx's.
+    others = {slot_port(cfg, m, 1) for m in ("cgi", "wsgi", "asgi")}
+    assert others.isdisjoint({24080, 24081, 24082, 24083}) and min(others) < 24091
+    values = native_values(cfg, {"wsgi": 2}, ports)
+    assert values["wsgi_server"].split()[0] == f"127.0.0.1:{ports['wsgi']}"
+    assert len(values["wsgi_server"].split()) == 2
+    assert servers_in_force(state) == {"cgi": "runner", "wsgi": "gthread", "asgi": "gunicorn"}
