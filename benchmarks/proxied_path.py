@@ -27,6 +27,7 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -156,11 +157,14 @@ def fcgiwrap_anchor(port: int) -> Iterator[str]:
         )
         # fcgiwrap -c: its number of children, each running one script at a
         # time, as the lab's cap runs at most cgi_max_scripts at once.
+        # Each in its own process group: fcgiwrap -c forks its children, which
+        # a signal to the parent alone would leave running.
         procs = [
             subprocess.Popen(
                 [fcgiwrap, "-c", "16", "-s", f"unix:{sock}"],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
         ]
         try:
@@ -175,13 +179,14 @@ def fcgiwrap_anchor(port: int) -> Iterator[str]:
                     [nginx, "-c", str(conf), "-p", str(state), "-e", str(state / "error.log")],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
+                    start_new_session=True,
                 )
             )
             wait_port(port)
             yield f"http://127.0.0.1:{port}"
         finally:
             for proc in reversed(procs):
-                proc.terminate()
+                os.killpg(proc.pid, signal.SIGTERM)  # the group this script started
                 proc.wait(10)
 
 
