@@ -68,3 +68,19 @@ def test_client_address(value: str | None, expected: str | None) -> None:
 )
 def test_scheme_from(value: str | None, expected: str | None) -> None:
     assert scheme_from(value) == expected
+
+
+def test_remembered_verdicts_are_the_verdicts() -> None:
+    """The memoized parses answer a repeated value as they answered it first."""
+    allow = AllowList.parse("127.0.0.1")
+    for _ in range(2):
+        assert allow.trusts("127.0.0.1")
+        assert not allow.trusts("127.0.0.2")
+        assert not allow.trusts("/run/nginx.sock")
+        assert client_address("203.0.113.9") == "203.0.113.9"
+        assert client_address("not-an-address") is None
+        assert split_mount("/asgi/x", "/asgi") == ("/asgi", "/x")
+        assert split_mount("/a/../b", "/a/..") is None
+    # Two allow lists never share what one of them decided.
+    assert not AllowList.parse("10.0.0.0/8").trusts("127.0.0.1")
+    assert AllowList.parse("10.0.0.0/8") == AllowList.parse("10.0.0.0/8")

@@ -1,0 +1,46 @@
+"""The pure parts of benchmarks/proxied_path.py: round order, medians, the anchor's config."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from benchmarks.proxied_path import (
+    Side,
+    alternate,
+    fcgiwrap_nginx_conf,
+    ratio,
+    row,
+    wrapper_script,
+)
+from gateway.cgi.runner import PYTHON_FLAGS
+
+
+def test_rounds_alternate() -> None:
+    order: list[str] = []
+    alternate(3, lambda: order.append("A"), lambda: order.append("B"))
+    assert order == ["A", "B", "A", "B", "A", "B"]
+
+
+def test_sides_compare_by_median() -> None:
+    a, b = Side((10.0, 100.0, 12.0)), Side((20.0, 24.0, 1.0))
+    assert a.median == 12.0 and b.median == 20.0
+    assert ratio(a.median, b.median) == 0.6
+    assert math.isnan(ratio(1.0, 0.0))
+    line = row("x", a, b, "req/s", ("A", "B"))
+    assert "| 0.60 |" in line and "refused" not in line
+    assert "refused/failed: A 0/0, B 3/9" in row("x", a, Side((1.0,), 3, 9), "ms", ("A", "B"))
+
+
+def test_anchor_runs_the_same_script_the_same_way() -> None:
+    script = Path("/srv/apps/cgi_app.py")
+    wrapper = wrapper_script("/venv/bin/python", script)
+    assert wrapper.startswith("#!/bin/sh\n")
+    assert f'exec /venv/bin/python {" ".join(PYTHON_FLAGS)} {script} "$@"' in wrapper
+    conf = fcgiwrap_nginx_conf(
+        state=Path("/tmp/s"), port=1234, socket_path=Path("/tmp/s/f.sock"), script=script
+    )
+    assert "listen 127.0.0.1:1234;" in conf
+    assert "fastcgi_pass unix:/tmp/s/f.sock;" in conf
+    assert f"fastcgi_param SCRIPT_FILENAME {script};" in conf
+    assert "fastcgi_param SCRIPT_NAME /cgi;" in conf
