@@ -47,8 +47,14 @@ def _ordered(values: Sequence[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
-def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = "") -> Path:
-    """One panel per scenario: requests/s against concurrency, one line per mode."""
+Models = Mapping[tuple[str, str], Sequence[tuple[int, float]]]  # (scenario, mode) -> points
+
+
+def throughput_chart(
+    rows: Sequence[Mapping[str, Any]], path: Path, note: str = "", models: Models | None = None
+) -> Path:
+    """One panel per scenario: requests/s against concurrency, one line per mode, and
+    the model's prediction per mode as a dotted line (lab.workshop.models)."""
     scenarios = _ordered([r["scenario"] for r in rows])
     modes = _ordered([r["mode"] for r in rows])
     levels = sorted({int(r["concurrency"]) for r in rows})
@@ -66,6 +72,13 @@ def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = 
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o", linewidth=2, color=_colour(mode), label=mode.upper())
+            model = (models or {}).get((scenario, mode))
+            if model:
+                mx, my = zip(*model, strict=True)
+                ax.plot(
+                    mx, my, linestyle=":", linewidth=1.6, color=_colour(mode),
+                    label=f"{mode.upper()} model",
+                )  # fmt: skip
         ax.set_title(f"{scenario}: {path_shown}")
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel("successful requests per second")
@@ -145,12 +158,15 @@ def latency_chart(
 
 
 def bench_charts(
-    rows: Sequence[Mapping[str, Any]], out_dir: Path, title_note: str = ""
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    title_note: str = "",
+    models: Models | None = None,
 ) -> list[Path]:
     """throughput.png plus latency-c<N>.png for the lowest and highest concurrency level."""
     if not rows:
         return []
-    paths = [throughput_chart(rows, out_dir / "throughput.png", title_note)]
+    paths = [throughput_chart(rows, out_dir / "throughput.png", title_note, models)]
     levels = sorted({int(r["concurrency"]) for r in rows})
     for level in dict.fromkeys((levels[0], levels[-1])):
         paths.append(latency_chart(rows, out_dir / f"latency-c{level}.png", level, title_note))
@@ -177,7 +193,9 @@ def timeline_chart(panels: Sequence[tuple[str, str, Sequence[Lane]]], path: Path
         _draw_lanes(ax, mode, lanes)
         ax.set_title(title, loc="left")
         ax.tick_params(labelbottom=True)  # every panel keeps its time axis
-    axes.flat[-1].set_xlabel("ms since the first request of the panel started (app start to end)")
+    axes.flat[-1].set_xlabel(
+        "ms since the first request was sent; bar: app start to end; dashed: sent, waiting"
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -198,6 +216,17 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
         for bar in lane.bars:
             bottom = y + bar.track * track_h + 0.08 * track_h
             colour = _colour(mode) if bar.ok else ERROR_COLOUR
+            if bar.sent_ms is not None and bar.start_ms - bar.sent_ms > 0.5:
+                # The wait: sent by the client, not yet started by the app (dashed, as
+                # on the dashboard).
+                ax.plot(
+                    [bar.sent_ms, bar.start_ms],
+                    [bottom + 0.42 * track_h] * 2,
+                    color=colour,
+                    linestyle=(0, (2, 2)),
+                    linewidth=1.0,
+                    alpha=0.8,
+                )
             ax.broken_barh(
                 [(bar.start_ms, max(bar.end_ms - bar.start_ms, 0.2))],
                 (bottom, 0.84 * track_h),

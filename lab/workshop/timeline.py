@@ -9,10 +9,11 @@ on top of each other (one event loop with many requests in flight).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
@@ -117,12 +118,33 @@ def run_timeline(
         for m in modes
     ]
     timeline_chart(panels, png)
+    # The samples beside the picture, so every bar can be checked against a number.
+    data = {
+        "endpoint": endpoint,
+        "concurrency": concurrency,
+        "modes": {m: [sample_record(x) for x in samples[m]] for m in modes},
+    }
+    png.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     for m in modes:
         s = summaries[m]
         errors = sum(1 for x in samples[m] if not x.ok)
         console.print(s.line() + (f", [red]{errors} errors[/red]" if errors else ""))
-    console.print(f"saved: {png}")
+    console.print(f"saved: {png}, {png.with_suffix('.json')}")
     return TimelineRun(endpoint, concurrency, samples, summaries, png)
+
+
+def sample_record(s: Sample) -> dict[str, Any]:
+    """One request as saved beside a timeline PNG (Unix seconds, as the trace headers)."""
+    t = s.trace
+    return {
+        "sent": s.sent,
+        "latency_ms": round(s.latency_s * 1000, 3),
+        "status": s.status,
+        "pid": t.pid,
+        "worker": t.worker,
+        "start": t.start,
+        "end": t.end,
+    }
 
 
 def _png_path(out: Path | None, mode: str) -> Path:
