@@ -14,7 +14,8 @@ from rich.console import Console
 
 from lab.workshop import bench, claims, timeline
 from lab.workshop.analysis import distinct_pids, overlap_per_pid
-from lab.workshop.verdicts import judge
+from lab.workshop.claims import experiments
+from lab.workshop.verdicts import INCONCLUSIVE, judge
 from tests.integration.conftest import Lab, workers_in_force
 
 pytestmark = pytest.mark.tools
@@ -130,21 +131,41 @@ def _listening(port: int) -> bool:
 
 def test_claims_report_and_json_agree_with_the_rules(lab: Lab, tmp_path: Path) -> None:
     only = ["process-per-request", "one-at-a-time", "worker-formula", "blocking-hurts-asgi"]
-    listening_before = [p for p in claims.SPARE_PORTS if _listening(p)]
+    listening_before = [p for p in experiments.SPARE_PORTS if _listening(p)]
     results, out = claims.run_claims(
-        lab.url, only, duration_s=1, requests_total=6, out_dir=tmp_path, console=quiet()
+        lab.url,
+        only,
+        duration_s=1,
+        requests_total=6,
+        out_dir=tmp_path,
+        console=quiet(),
+        repeats=2,
     )
     assert [r.claim.id for r in results] == only
     data = json.loads((out / "claims.json").read_text())
+    assert data["meta"]["lab"]["workers"] == workers_in_force(lab)
+    assert {"target", "servers", "gateway_cpus"} <= set(data["meta"]["lab"])
     for recorded in data["claims"]:
-        verdict = judge(recorded["id"], recorded["numbers"])
+        numbers = recorded["numbers"]
+        verdict = judge(recorded["id"], numbers)
         assert recorded["verdict"] == verdict.level and recorded["why"] == verdict.why
+        assert recorded["model"]  # measured / model, with its spread
+        if numbers["load_1m_start"] > numbers["machine_cpus"] or sum(numbers["errors"]) > 0:
+            assert verdict.level == INCONCLUSIVE
     text = (out / "claims.md").read_text()
     for r in results:
         assert f"## {only.index(r.claim.id) + 1}. {r.claim.title}" in text
         assert f"**Verdict: {r.verdict.level}.**" in text
-    numbers = results[0].numbers
-    assert numbers["distinct_pids"] == numbers["requests"]  # CGI: a process per request
-    assert results[1].numbers["max_overlap"] == 1  # WSGI: one at a time per worker
+    # --rejudge reads the same file back without the lab and finds the same verdicts.
+    rejudged, changes, _ = claims.rejudge_file(out / "claims.json")
+    assert changes == [] and [r.verdict.why for r in rejudged] == [r.verdict.why for r in results]
+    cgi = results[0].numbers
+    assert cgi["distinct_pids"] == cgi["requests"]  # CGI: a process per request
+    assert len(cgi["cgi_p50_ms"]) == 2  # the repeats, interleaved
+    assert min(cgi["interpreter_ms"]) > 0 and cgi["major_faults"] >= 0
+    sync = results[1].numbers
+    assert sync["max_overlap"] == 1  # a sync WSGI worker: one at a time
+    assert sync["control_max_overlap"] > 1  # the threaded control overlaps
+    assert sync["workers"] == workers_in_force(lab)["wsgi"]
     # The extra WSGI gateways are gone again.
-    assert [p for p in claims.SPARE_PORTS if _listening(p)] == listening_before
+    assert [p for p in experiments.SPARE_PORTS if _listening(p)] == listening_before
