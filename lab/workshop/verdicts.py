@@ -43,6 +43,9 @@ MODEL_CEILING: Final = 1.25
 # 1. The script run alone (spawn, interpreter, imports, work) must account for at
 #    least this share of CGI's extra latency for "the process start is the cost".
 PROCESS_SHARE: Final = 0.5
+# 1. Fewer major page faults (pages read from disk) than this per process: the
+#    start did not wait on the disk in any way that matters next to its milliseconds.
+MAX_FAULTS_PER_PROCESS: Final = 1.0
 # 3. More workers help when they bring at least this share of the gain the model
 #    predicts (min(workers, clients) / sleep).
 GAIN_SHARE: Final = 0.5
@@ -139,7 +142,7 @@ def rerun(reasons: Sequence[str], model: dict[str, tuple[float, float, float]]) 
 
 def process_per_request(n: Numbers) -> Verdict:
     """requests, distinct_pids, cgi_p50_ms[], wsgi_p50_ms[], spawn_ms, interpreter_ms,
-    imports_ms, script_ms, major_faults (+ errors, load_1m_start, machine_cpus)."""
+    imports_ms, script_ms, major_faults, probe_processes (+ errors, load_1m_start, machine_cpus)."""
     overheads = [
         c - w for c, w in zip(values(n, "cgi_p50_ms"), values(n, "wsgi_p50_ms"), strict=False)
     ]
@@ -175,19 +178,22 @@ def process_per_request(n: Numbers) -> Verdict:
             model,
         )
     faults = med(n, "major_faults")
-    if faults == 0:
+    per_process = faults / med(n, "probe_processes")
+    if per_process < MAX_FAULTS_PER_PROCESS:
         return Verdict(
             CAVEAT,
             f"a new process per request holds: CGI cost {overhead:.1f} ms more than WSGI, and "
-            f"the script run alone accounts for it ({parts}). Loading from disk does not: the "
-            "script processes had 0 major page faults, so nothing was read from disk; the cost "
-            "is starting an interpreter and importing modules, every time.",
+            f"the script run alone accounts for it ({parts}). Loading from disk does not: "
+            f"{faults:.0f} major page faults in {med(n, 'probe_processes'):.0f} processes, so "
+            "next to nothing was read from disk; the cost is starting an interpreter and "
+            "importing modules, every time.",
             model,
         )
     return Verdict(
         HOLDS,
         f"each request got a new process and cost {overhead:.1f} ms more than WSGI ({parts}); "
-        f"the script processes also had {faults:.0f} major page faults (pages read from disk).",
+        f"the script processes also had {per_process:.1f} major page faults each (pages read "
+        "from disk).",
         model,
     )
 

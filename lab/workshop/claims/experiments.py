@@ -44,6 +44,14 @@ from lab.workshop.common import mode_url
 SPARE_PORTS: Final = range(18091, 18191)  # extra WSGI gateways for the worker-count claim
 GATEWAY_START_S: Final = 30.0
 PROBE_ROUNDS: Final = 20
+# What cgi_probe times, each ``rounds`` times, each run a process of its own.
+PROBE_PARTS: Final = (
+    "spawn_ms",
+    "interpreter_ms",
+    "runner_interpreter_ms",
+    "imports_ms",
+    "script_ms",
+)
 CONTROL_CLIENTS: Final = 8  # below the CGI gateway's script cap (16 by default)
 CGI_SCRIPT_IN_CONTAINER: Final = "/app/apps/breakfast/cgi_app.py"
 
@@ -166,9 +174,10 @@ def exp_process_per_request(ctx: Context) -> Numbers:
         total += len(cgi.samples)
     probe = probe_cgi(ctx.target)
     numbers |= {"requests": total, "distinct_pids": len(pids - {None})}
-    for key in ("spawn_ms", "interpreter_ms", "runner_interpreter_ms", "imports_ms", "script_ms"):
+    for key in PROBE_PARTS:
         numbers[key] = [round(x, 2) for x in probe[key]]
     numbers["major_faults"] = probe["major_faults"]
+    numbers["probe_processes"] = len(PROBE_PARTS) * probe["rounds"]
     return numbers
 
 
