@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MODE_COLOURS: Final = {"cgi": "#e69f00", "wsgi": "#56b4e9", "asgi": "#009e73"}
 ERROR_COLOUR: Final = "#d55e00"
+WAIT_COLOUR: Final = "#333333"  # a request sent but not yet started: dashed, over the bars
 PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
 DPI: Final = 120
 LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale
@@ -218,15 +219,18 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
             colour = _colour(mode) if bar.ok else ERROR_COLOUR
             if bar.sent_ms is not None and bar.start_ms - bar.sent_ms > 0.5:
                 # The wait: sent by the client, not yet started by the app (dashed, as
-                # on the dashboard).
+                # on the dashboard), drawn over the bars it waited behind, with a tick
+                # where it was sent.
+                wait_y = bottom + 0.7 * track_h
                 ax.plot(
                     [bar.sent_ms, bar.start_ms],
-                    [bottom + 0.42 * track_h] * 2,
-                    color=colour,
-                    linestyle=(0, (2, 2)),
-                    linewidth=1.0,
-                    alpha=0.8,
+                    [wait_y] * 2,
+                    color=WAIT_COLOUR,
+                    linestyle=(0, (2, 1.5)),
+                    linewidth=1.1,
+                    zorder=3,
                 )
+                ax.plot([bar.sent_ms], [wait_y], marker="|", color=WAIT_COLOUR, zorder=3)
             ax.broken_barh(
                 [(bar.start_ms, max(bar.end_ms - bar.start_ms, 0.2))],
                 (bottom, 0.84 * track_h),
