@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, get_args
 
 from gateway.cpus import available_cpus
+from gateway.numbers import parse_digits
 
 Mode = Literal["cgi", "wsgi", "asgi"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
@@ -25,21 +27,44 @@ APPS_DIR: Final = Path(__file__).resolve().parent.parent / "apps" / "breakfast"
 MIB: Final = 1024 * 1024
 
 
-def default_workers(mode: Mode, cores: int | None = None) -> int:
-    """Worker processes per mode when none are asked for.
+@dataclass(frozen=True)
+class ModeSpec:
+    """What one mode asks of the server: which layer, which app, which workers.
 
-    wsgi: the ``2 x cores + 1`` rule of thumb (gunicorn's docs), a starting
-    point the lab examines, not a maximum. asgi: one event loop per core.
-    cgi: one front process; the concurrency lives in the scripts it spawns.
+    A registry entry (as uvicorn's ``HTTP_PROTOCOLS``), so per-mode choices
+    live here once instead of in if-chains wherever a mode matters.
+    """
+
+    layer: Literal["wsgi", "asgi"]  # the gateway layer around the app (gateway/middleware/)
+    app: str  # "module:name" of the app a worker serves
+    app_factory: bool  # the name is called with the Settings to build the app
+    worker_class: str  # gunicorn's worker model
+    workers_per_cores: Callable[[int], int]  # the default worker count for N usable cores
+    fixed_workers: bool = False  # the count is not settable (the concurrency lives elsewhere)
+
+
+MODE_SPECS: Final[Mapping[Mode, ModeSpec]] = {
+    # One front process whose threads wait on scripts: the concurrency lives
+    # in the scripts it spawns (a fresh process per request, RFC 3875).
+    "cgi": ModeSpec("wsgi", "gateway.cgi.bridge:make_cgi_app", True, "gthread", lambda n: 1, True),
+    # The ``2 x cores + 1`` rule of thumb (gunicorn's docs): a starting point
+    # the lab examines, not a maximum.
+    "wsgi": ModeSpec(
+        "wsgi", "apps.breakfast.wsgi_app:application", False, "sync", lambda n: 2 * n + 1
+    ),
+    # One event loop per core, many requests in flight in each.
+    "asgi": ModeSpec("asgi", "apps.breakfast.asgi_app:application", False, "asgi", lambda n: n),
+}
+
+
+def default_workers(mode: Mode, cores: int | None = None) -> int:
+    """Worker processes per mode when none are asked for (MODE_SPECS).
+
     "cores" are the CPUs this process may use (its affinity and its cgroup's
     CPU quota: :mod:`gateway.cpus`), not the machine's count.
     """
     n = cores if cores is not None else available_cpus()
-    if mode == "wsgi":
-        return 2 * n + 1
-    if mode == "asgi":
-        return n
-    return 1
+    return MODE_SPECS[mode].workers_per_cores(n)
 
 
 class SettingsError(ValueError):
@@ -62,6 +87,11 @@ class Settings:
     timeout_s: float = 30.0
     cgi_script: Path = field(default=APPS_DIR / "cgi_app.py")
     cgi_max_scripts: int = 16
+    # Past the script cap a request waits its turn (first come, first served):
+    # at most this many wait at once, each at most this long; then 503 with
+    # Retry-After. 0 and 0 refuse at once, as a bare semaphore would.
+    cgi_queue_max: int = 64
+    cgi_queue_wait_s: float = 10.0
     cgi_max_output_bytes: int = 64 * MIB
     log_level: str = "info"
 
@@ -71,11 +101,16 @@ class Settings:
         for name in ("port", "max_body_bytes", "cgi_max_scripts", "cgi_max_output_bytes"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, not {getattr(self, name)!r}")
-        if self.workers < 0 or self.timeout_s <= 0:
-            raise SettingsError("workers must be >= 0 and timeout_s > 0")
+        for name in ("workers", "cgi_queue_max", "cgi_queue_wait_s"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must be >= 0, not {getattr(self, name)!r}")
+        if self.timeout_s <= 0:
+            raise SettingsError(f"timeout_s must be positive, not {self.timeout_s!r}")
 
     @property
     def worker_count(self) -> int:
+        if MODE_SPECS[self.mode].fixed_workers:
+            return default_workers(self.mode)
         return self.workers or default_workers(self.mode)
 
     @classmethod
@@ -96,12 +131,19 @@ class Settings:
             raise SettingsError(str(exc)) from exc
 
 
+# Numbers in settings are ASCII (gateway/numbers.py): int() and float() would
+# also take "١٢" or "1_000", which nobody means to write in an environment file.
+_FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
 def _cast(key: str, raw: str, type_name: object) -> object:
-    casts = {"int": int, "float": float, "Path": Path}
-    cast = casts.get(str(type_name))
-    if cast is None:
+    kind = str(type_name)
+    if kind == "Path":
+        return Path(raw)
+    if kind == "int" and (number := parse_digits(raw.strip())) is not None:
+        return number
+    if kind == "float" and _FLOAT_RE.fullmatch(raw.strip()):
+        return float(raw)
+    if kind not in ("int", "float"):
         return raw
-    try:
-        return cast(raw)
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not a valid {type_name}") from None
+    raise SettingsError(f"{key}={raw!r} is not a valid {type_name}")

@@ -1,10 +1,22 @@
 """Refusing a request body before the app reads it: too long, or coded oddly.
 
-Both layers (WSGI and ASGI) ask these before calling the app, so a gateway
-reached directly defends itself the way nginx does in front of it. Pure functions.
+Both layers (WSGI and ASGI) ask these, through gateway.preflight, before
+calling the app, so a gateway reached directly defends itself the way nginx
+does in front of it; ``BodyLimit`` then counts the bytes actually read, which
+is the only check a chunked body (no declared length) can get. Pure.
 """
 
 from __future__ import annotations
+
+from gateway.numbers import parse_digits
+
+
+class BodyTooLarge(Exception):
+    """Raised from a body read that went past the limit (the layer answers 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is over the limit of {limit} bytes")
+        self.limit = limit
 
 
 def over_limit(content_length: str | None, limit: int | None) -> str | None:
@@ -14,11 +26,35 @@ def over_limit(content_length: str | None, limit: int | None) -> str | None:
     is larger than it is willing to process; a declared length tells before a
     byte is read. An invalid value is left to the server and the app.
     """
-    if limit is None or not content_length or not content_length.isdigit():
-        return None
-    if int(content_length) <= limit:
+    length = parse_digits(content_length)
+    if limit is None or length is None or length <= limit:
         return None
     return f"request body of {content_length} bytes is over the limit of {limit} bytes"
+
+
+def has_body(content_length: str | None, transfer_encoding: str | None) -> bool:
+    """Whether the request carries a body (RFC 9112 §6.3: framed by one of the two)."""
+    if transfer_encoding is not None:
+        return True
+    return bool(content_length) and parse_digits(content_length) != 0
+
+
+class BodyLimit:
+    """Counts body bytes as the app reads them; past ``limit``: BodyTooLarge.
+
+    A chunked body declares no length (RFC 9112 §7.1), so ``over_limit`` cannot
+    see it coming; the bytes are counted instead, the way nginx counts them
+    against client_max_body_size.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.read = 0
+
+    def count(self, size: int) -> None:
+        self.read += size
+        if self.read > self.limit:
+            raise BodyTooLarge(self.limit)
 
 
 def unsupported_coding(transfer_encoding: str | None) -> str | None:

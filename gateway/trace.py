@@ -17,6 +17,9 @@ WORKER: Final = "X-Gateway-Worker"
 START: Final = "X-Gateway-Start"
 END: Final = "X-Gateway-End"
 REQUEST_ID: Final = "X-Request-Id"
+# CGI: how long the request waited for a script slot before its script started
+# (milliseconds, 0 when one was free), so Start minus this is when it arrived.
+QUEUE: Final = "X-Gateway-Queue-Ms"
 # Which machine or container: pids repeat across containers (each numbers its
 # processes from 1), so replicas of one gateway are told apart by host name.
 HOST: Final = "X-Gateway-Host"

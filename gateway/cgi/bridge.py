@@ -15,15 +15,22 @@ its body goes out as it is written, and the response carries Start only.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+import socket
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from typing import IO, Any, Final
+from typing import IO, Final
 from urllib.parse import unquote_to_bytes
 
 from gateway import trace
-from gateway.cgi.environ import CGIRequest, CGIRequestError, build_meta_variables
+from gateway._types import Environ, Headers, StartResponse
+from gateway.cgi.environ import (
+    CGIRequest,
+    CGIRequestError,
+    build_meta_variables,
+    oversized_variables,
+)
 from gateway.cgi.response import (
     CGIResponse,
     CGIResponseError,
@@ -31,20 +38,29 @@ from gateway.cgi.response import (
     parse_cgi_head,
     parse_cgi_response,
 )
-from gateway.cgi.runner import READ_SIZE, Body, CGIError, CGILimits, CGIProcess, ScriptSlots
+from gateway.cgi.runner import (
+    READ_SIZE,
+    Body,
+    CGIBodyTimeout,
+    CGIBusy,
+    CGIError,
+    CGILimits,
+    CGIProcess,
+    ScriptSlots,
+)
 from gateway.config import Settings
+from gateway.errors import error_body, status_line
+from gateway.framing import has_body
+from gateway.middleware.wsgi import CLOSE_CONNECTION
+from gateway.numbers import parse_digits
 
 logger = logging.getLogger("gateway.cgi")
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
-Headers = list[tuple[str, str]]
 
 # RFC 3875 §6.2.2 local redirects are followed inside the gateway; a script
 # that keeps redirecting to itself is stopped after this many.
 MAX_LOCAL_REDIRECTS: Final = 5
 # Response headers the bridge sets itself; the script's own are dropped.
-BRIDGE_HEADERS: Final = frozenset({"content-length"} | trace.APP_SET)
+BRIDGE_HEADERS: Final = frozenset({"content-length", trace.QUEUE.lower()} | trace.APP_SET)
 
 
 class BridgeError(Exception):
@@ -72,7 +88,7 @@ def _host_port(host: str, scheme: str) -> tuple[str, int | None]:
         name, _, port = host.partition(":")
     if not port:
         return name, 443 if scheme == "https" else 80
-    return name, int(port) if port.isdigit() else None
+    return name, parse_digits(port)  # RFC 3986 §3.2.3: port = *DIGIT (ASCII)
 
 
 def request_from_environ(environ: Environ, content_length: int | None) -> CGIRequest:
@@ -85,14 +101,14 @@ def request_from_environ(environ: Environ, content_length: int | None) -> CGIReq
     if environ.get("CONTENT_TYPE"):
         headers.append(("Content-Type", environ["CONTENT_TYPE"]))
     scheme = environ.get("wsgi.url_scheme", "http")
-    server_name, server_port = environ.get("SERVER_NAME", ""), int(environ.get("SERVER_PORT", 0))
+    server_name = environ.get("SERVER_NAME", "")
+    server_port = parse_digits(environ.get("SERVER_PORT")) or 0
     # PEP 3333 URL reconstruction prefers HTTP_HOST: it names the server the
     # client asked for (X-Forwarded-Host, when the gateway layer believed it).
     if host := environ.get("HTTP_HOST"):
         name, port = _host_port(host, scheme)
         if name and port is not None:
             server_name, server_port = name, port
-    remote_port = str(environ.get("REMOTE_PORT") or "")
     return CGIRequest(
         method=environ["REQUEST_METHOD"],
         script_name=environ.get("SCRIPT_NAME", ""),
@@ -100,7 +116,7 @@ def request_from_environ(environ: Environ, content_length: int | None) -> CGIReq
         query_string=environ.get("QUERY_STRING", ""),
         headers=headers,
         remote_addr=environ.get("REMOTE_ADDR", ""),
-        remote_port=int(remote_port) if remote_port.isdigit() else None,
+        remote_port=parse_digits(environ.get("REMOTE_PORT")),
         server_name=server_name,
         server_port=server_port,
         server_protocol=environ.get("SERVER_PROTOCOL", "HTTP/1.0"),
@@ -132,19 +148,56 @@ def redirected_request(req: CGIRequest, location: str) -> CGIRequest:
     )
 
 
-def _bounded(stream: IO[bytes], length: int) -> Iterator[bytes]:
-    """At most ``length`` bytes of ``stream`` (PEP 3333: never read past CONTENT_LENGTH)."""
-    remaining = length
-    while remaining > 0:
-        chunk = stream.read(min(READ_SIZE, remaining))
-        if not chunk:
-            return  # the client sent less than it announced
-        remaining -= len(chunk)
-        yield chunk
+class ClientBody:
+    """The request body from ``wsgi.input``, never read past its length or its deadline.
+
+    PEP 3333: never read past CONTENT_LENGTH. The deadline: every read waits
+    at most until ``deadline`` (``time.monotonic()``; set to the script's own
+    once it runs), so a client that stalls its body cannot hold a script slot
+    past the script's deadline: the read gives up (CGIBodyTimeout, 408). The
+    wait is bounded with a timeout on the connection's socket
+    (``gunicorn.socket``), the one way to bound a blocking read from outside.
+    """
+
+    def __init__(self, environ: Environ, length: int, deadline: float) -> None:
+        self.stream: IO[bytes] = environ["wsgi.input"]
+        self.sock: socket.socket | None = environ.get("gunicorn.socket")
+        self.remaining = length
+        self.deadline = deadline
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self.remaining > 0:
+            if self.sock is not None:
+                self.sock.settimeout(max(self.deadline - time.monotonic(), 0.001))
+            try:
+                chunk = self.stream.read(min(READ_SIZE, self.remaining))
+            except TimeoutError:
+                raise CGIBodyTimeout(
+                    f"the request body did not arrive in time ({self.remaining} bytes missing)"
+                ) from None
+            finally:
+                self.disarm()
+            if not chunk:
+                return  # the client sent less than it announced
+            self.remaining -= len(chunk)
+            yield chunk
+
+    def disarm(self) -> None:
+        """The socket back to blocking, for the server's own reads and writes."""
+        if self.sock is not None:
+            self.sock.settimeout(None)
+
+
+def _queue_ms(seconds: float) -> tuple[str, str]:
+    return (trace.QUEUE, f"{seconds * 1000:.3f}")
 
 
 def _trace(proc: CGIProcess, *, end: bool = True) -> Headers:
-    headers = [(trace.PID, str(proc.pid)), (trace.START, trace.timestamp(proc.start))]
+    headers = [
+        (trace.PID, str(proc.pid)),
+        (trace.START, trace.timestamp(proc.start)),
+        _queue_ms(proc.queued_s),
+    ]
     if end and proc.end is not None:
         headers.append((trace.END, trace.timestamp(proc.end)))
     return headers
@@ -161,36 +214,46 @@ class CGIBridge:
         self.limits = CGILimits(
             timeout_s=settings.timeout_s, max_output_bytes=settings.cgi_max_output_bytes
         )
-        self.slots = ScriptSlots(settings.cgi_max_scripts)
+        self.slots = ScriptSlots(
+            settings.cgi_max_scripts, settings.cgi_queue_max, settings.cgi_queue_wait_s
+        )
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
             return self._serve(environ, start_response)
         except BridgeError as fail:
-            body = json.dumps({"error": fail.message, "status": fail.status}).encode()
+            if has_body(environ.get("CONTENT_LENGTH"), environ.get("HTTP_TRANSFER_ENCODING")):
+                # The body may be partly unread: the connection cannot carry
+                # another request (RFC 9112 §9.3), so it ends after this answer.
+                environ.get(CLOSE_CONNECTION, lambda: None)()
+            body = error_body(fail.status, fail.message)
             headers = [
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
                 *fail.headers,
             ]
-            start_response(f"{fail.status} {_REASONS.get(fail.status, 'Error')}", headers)
+            start_response(status_line(fail.status), headers)
             return [body]
 
     def _request_body(self, environ: Environ) -> tuple[int | None, Body]:
         raw = environ.get("CONTENT_LENGTH") or ""
-        stream: IO[bytes] = environ["wsgi.input"]
+        # The deadline starts now for a body read before the script runs (a
+        # chunked one) and is moved to the script's own once it runs.
+        deadline = time.monotonic() + self.limits.timeout_s
         if raw:
-            if not raw.isdigit():
+            if (length := parse_digits(raw)) is None:
                 raise BridgeError(400, f"invalid Content-Length {raw!r}")
-            length = int(raw)
             if length > self.max_body_bytes:
                 limit = self.max_body_bytes
                 raise BridgeError(413, f"request body of {length} bytes is over {limit}")
-            return length, _bounded(stream, length)
+            return length, ClientBody(environ, length, deadline)
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             # RFC 3875 §4.2: the script is told the body's length, so a chunked
             # body is read first (bounded), then passed on with CONTENT_LENGTH.
-            data = b"".join(_bounded(stream, self.max_body_bytes + 1))
+            try:
+                data = b"".join(ClientBody(environ, self.max_body_bytes + 1, deadline))
+            except CGIBodyTimeout as exc:
+                raise BridgeError(exc.status, str(exc)) from None
             if len(data) > self.max_body_bytes:
                 raise BridgeError(413, f"request body is over {self.max_body_bytes} bytes")
             return len(data), data
@@ -198,6 +261,15 @@ class CGIBridge:
 
     def _serve(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         length, body = self._request_body(environ)
+        try:
+            return self._serve_body(environ, start_response, length, body)
+        finally:
+            if isinstance(body, ClientBody):
+                body.disarm()
+
+    def _serve_body(
+        self, environ: Environ, start_response: StartResponse, length: int | None, body: Body
+    ) -> Iterable[bytes]:
         req = request_from_environ(environ, length)
         head_only = req.method == "HEAD"
         for _ in range(MAX_LOCAL_REDIRECTS + 1):
@@ -205,6 +277,11 @@ class CGIBridge:
                 meta = build_meta_variables(req)
             except CGIRequestError as exc:
                 raise BridgeError(400, str(exc)) from None
+            if too_large := oversized_variables(meta):
+                # RFC 6585 §5: 431 when "its header fields are too large"; a
+                # script's environment string has a size limit of the kernel's.
+                message = f"header fields too large for a CGI environment: {too_large}"
+                raise BridgeError(431, message)
             result = self._run(meta, body, head_only, start_response)
             if isinstance(result, str):
                 req, body = redirected_request(req, result), b""
@@ -218,9 +295,15 @@ class CGIBridge:
         """Run the script once: the response body, or a local redirect's location."""
         try:
             proc = CGIProcess(self.script, meta, body, self.limits, slots=self.slots)
+        except CGIBusy as exc:
+            # RFC 9110 §10.2.3: Retry-After with a 503 says how long the client
+            # "ought to wait before making a follow-up request".
+            headers = [("Retry-After", "1"), _queue_ms(exc.queued_s)]
+            raise BridgeError(exc.status, str(exc), headers) from None
         except CGIError as exc:
-            retry = [("Retry-After", "1")] if exc.status == 503 else []
-            raise BridgeError(exc.status, str(exc), retry) from None
+            raise BridgeError(exc.status, str(exc)) from None
+        if isinstance(body, ClientBody):
+            body.deadline = proc.deadline  # the body shares the script's deadline
         streaming = False
         try:
             stdout = proc.stdout()
@@ -283,8 +366,8 @@ class CGIBridge:
         given = resp.header("Content-Length")
         if resp.status == 204:
             pass  # RFC 9110 §8.6: no Content-Length in a 204
-        elif head_only and given is not None and given.isdigit():
-            headers.append(("Content-Length", given))  # what a GET would have sent
+        elif head_only and (declared := parse_digits(given)) is not None:
+            headers.append(("Content-Length", str(declared)))  # what a GET would have sent
         elif head_only and not resp.body:
             # RFC 9110 §9.3.2: a HEAD answer carries the headers a GET would have.
             # A script that gives no length and (rightly, RFC 3875 §4.3.3) no body
@@ -309,15 +392,6 @@ def _streamed(proc: CGIProcess, first: bytes, stdout: Iterator[bytes]) -> Iterat
         raise
     finally:
         proc.close()
-
-
-_REASONS: Final = {
-    400: "Bad Request",
-    413: "Content Too Large",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
 
 
 def make_cgi_app(settings: Settings) -> CGIBridge:

@@ -47,6 +47,19 @@ DROPPED_HEADERS: Final = frozenset(
 )
 
 
+# Linux refuses to exec with an environment string ("NAME=value" and its NUL)
+# longer than MAX_ARG_STRLEN, 32 pages (execve(2), "Limits on size of
+# arguments and environment"): one header repeated until its joined value is
+# that long would fail the spawn with E2BIG.
+MAX_ENVIRONMENT_STRING: Final = 32 * 4096
+
+
+def oversized_variables(meta: dict[str, str]) -> str | None:
+    """The names of meta-variables too long for one environment string, or None."""
+    names = [k for k, v in meta.items() if len(k) + len(v) + 2 > MAX_ENVIRONMENT_STRING]
+    return ", ".join(names) or None
+
+
 class CGIRequestError(ValueError):
     """A request value that cannot be passed to a script (the bridge answers 400)."""
 

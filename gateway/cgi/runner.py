@@ -15,6 +15,7 @@ signalled while its leader is not yet reaped, so its id cannot have been reused.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -49,6 +50,7 @@ class CGIError(Exception):
 
 class CGIBusy(CGIError):
     status = 503
+    queued_s = 0.0  # how long the request waited in line before it was refused
 
 
 class CGITimeout(CGIError):
@@ -91,24 +93,89 @@ class CGIResult:
     stderr_tail: tuple[str, ...] = field(default=())
 
 
-class ScriptSlots:
-    """At most ``n`` scripts at once; one more is refused, not queued (CGIBusy).
+class CGIBodyTimeout(CGIError):
+    """The client did not send the request body within the script's deadline.
 
-    Refusing keeps a burst from piling up processes the machine cannot run;
-    the client is told to retry (503 with Retry-After).
+    RFC 9110 §15.5.9: 408 (Request Timeout) "indicates that the server did not
+    receive a complete request message within the time that it was prepared to
+    wait"; the connection cannot be reused (the body's end was never seen).
     """
 
-    def __init__(self, n: int, wait_s: float = 0.0) -> None:
-        self._sem = threading.BoundedSemaphore(n)
-        self.n = n
-        self.wait_s = wait_s
+    status = 408
 
-    def acquire(self) -> None:
-        if not self._sem.acquire(timeout=self.wait_s):  # timeout=0: do not wait
-            raise CGIBusy(f"{self.n} CGI scripts are already running")
+
+class CGIEnvironmentTooLarge(CGIError):
+    """The kernel refused the script's environment (E2BIG): a header too large for it.
+
+    RFC 6585 §5: 431 (Request Header Fields Too Large) "indicates that the
+    server is unwilling to process the request because its header fields are
+    too large"; bridge.py checks one string's size before a spawn, this is the
+    kernel's word on the total.
+    """
+
+    status = 431
+
+
+class ScriptSlots:
+    """At most ``n`` scripts at once; past that, requests wait their turn, first come first served.
+
+    At most ``queue_max`` wait at once, each at most ``wait_s`` seconds; a
+    request that finds the queue full, or waits out its time, gets CGIBusy
+    (503 with Retry-After). So a burst queues and gets slow, the way a CGI
+    server does, instead of failing at once, and cannot pile up processes the
+    machine cannot run. A freed slot is handed straight to the longest waiter
+    (a semaphore would let any thread, even a newcomer, take it).
+    """
+
+    def __init__(self, n: int, queue_max: int = 0, wait_s: float = 0.0) -> None:
+        self.n = n
+        self.queue_max = queue_max
+        self.wait_s = wait_s
+        self._lock = threading.Lock()
+        self._running = 0
+        self._waiting: deque[threading.Event] = deque()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def acquire(self) -> float:
+        """Take a slot, waiting in line if need be; the seconds waited."""
+        with self._lock:
+            if self._running < self.n and not self._waiting:
+                self._running += 1
+                return 0.0
+            if len(self._waiting) >= self.queue_max:
+                raise CGIBusy(
+                    f"{self.n} CGI scripts are running and {len(self._waiting)} requests "
+                    "are waiting for one"
+                )
+            turn = threading.Event()
+            self._waiting.append(turn)
+        started = time.monotonic()
+        handed = turn.wait(self.wait_s)
+        waited = time.monotonic() - started
+        if not handed:
+            with self._lock:
+                handed = turn.is_set()  # handed over between the timeout and the lock
+                if not handed:
+                    self._waiting.remove(turn)
+        if not handed:
+            busy = CGIBusy(f"waited {self.wait_s:g} s for one of {self.n} CGI scripts")
+            busy.queued_s = waited
+            raise busy
+        return waited
 
     def release(self) -> None:
-        self._sem.release()
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().set()  # the slot passes on, still counted
+            else:
+                self._running -= 1
 
 
 def script_argv(script: str | os.PathLike[str] | Sequence[str]) -> list[str]:
@@ -203,6 +270,7 @@ class CGIProcess:
         self._slots = slots
         self.end: float | None = None
         self.exit_code: int | None = None
+        self.queued_s = 0.0  # time spent waiting for a script slot
         self.output_bytes = 0
         # Native strings (PEP 3333) back to the bytes the client sent.
         env = {
@@ -210,7 +278,7 @@ class CGIProcess:
             for k, v in {**BASE_ENVIRONMENT, **meta}.items()
         }
         if slots is not None:
-            slots.acquire()
+            self.queued_s = slots.acquire()
         try:
             self._deadline = time.monotonic() + self.limits.timeout_s
             self.start = time.time()
@@ -229,10 +297,19 @@ class CGIProcess:
         except OSError as exc:
             if slots is not None:
                 slots.release()
+            if exc.errno == errno.E2BIG:
+                raise CGIEnvironmentTooLarge(
+                    "the request's header fields are too large for a CGI environment"
+                ) from None
             raise CGISpawnError(f"cannot start the CGI script: {exc.strerror or exc}") from None
         self.pid = self._proc.pid
         self._stderr = _StderrLog(self.pid, self.limits)
         self._released = False
+
+    @property
+    def deadline(self) -> float:
+        """When the script is killed, on the ``time.monotonic()`` clock."""
+        return self._deadline
 
     @property
     def stderr_tail(self) -> tuple[str, ...]:

@@ -1,8 +1,10 @@
 """The gateway layer around an ASGI app (ASGI mode).
 
 The same steps as the WSGI layer, in ASGI terms: trusted forwarded headers
-become ``client``/``scheme``, the mount point becomes ``root_path``, /healthz
-is answered here, and the trace headers go on ``http.response.start`` (or on
+become ``client``/``scheme``, the mount point becomes ``root_path``, what
+gateway.preflight answers (Host, 413, 501, /healthz) is sent without calling
+the app, a chunked body is counted against the limit as ``receive()`` hands it
+over, and the trace headers go on ``http.response.start`` (or on
 ``websocket.accept``).
 """
 
@@ -11,18 +13,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway import trace
-from gateway.framing import over_limit, unsupported_coding
+from gateway._types import ASGIApp, Message, Receive, Scope, Send
+from gateway.errors import error_data
+from gateway.framing import BodyLimit, BodyTooLarge
+from gateway.numbers import parse_digits
+from gateway.preflight import Answer, preflight
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def header_map(scope: Scope) -> dict[bytes, str]:
@@ -33,6 +32,77 @@ def header_map(scope: Scope) -> dict[bytes, str]:
     return found
 
 
+class _Traced:
+    """The trace headers of one request, added to a list of ASGI header pairs."""
+
+    def __init__(self, mode: str, start: float, request_id: str) -> None:
+        self.mode = mode
+        self.start = start
+        self.request_id = request_id
+
+    def __call__(self, response: list[tuple[bytes, bytes]], end: float | None) -> list[Any]:
+        present = frozenset(bytes(k).decode("latin-1").lower() for k, _ in response)
+        extra = trace.trace_headers(
+            mode=self.mode,
+            pid=os.getpid(),
+            worker=os.getpid(),
+            start=self.start,
+            end=end,
+            request_id=self.request_id,
+            present=present,
+        )
+        return list(response) + [(k.encode(), v.encode()) for k, v in extra]
+
+
+class _TracedSend:
+    """The app's ``send``, holding ``http.response.start`` until End is known.
+
+    The status line waits for the first body message, which says whether this
+    is the whole response (End known) or a stream (Start only) - the ASGI twin
+    of the WSGI layer's ``_Response``.
+    """
+
+    def __init__(self, send: Send, traced: _Traced) -> None:
+        self.send = send
+        self.traced = traced
+        self.held: Message | None = None
+        self.started = False  # a response start went out (or is held)
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.held = message
+            self.started = True
+            return
+        if kind == "http.response.body" and self.held is not None:
+            done = not message.get("more_body", False)
+            start_message = dict(self.held)
+            start_message["headers"] = self.traced(
+                self.held.get("headers", []), time.time() if done else None
+            )
+            self.held = None
+            await self.send(start_message)
+        elif kind == "websocket.accept":
+            self.started = True
+            message = dict(message)
+            message["headers"] = self.traced(message.get("headers", []), None)
+        await self.send(message)
+
+
+class _LimitedReceive:
+    """The app's ``receive``, counting body bytes; past the limit: BodyTooLarge."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = BodyLimit(limit)
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.limit.count(len(message.get("body", b"")))
+        return message
+
+
 class GatewayASGI:
     def __init__(
         self, app: ASGIApp, *, mode: str, allow: AllowList, max_body_bytes: int | None = None
@@ -40,7 +110,7 @@ class GatewayASGI:
         self.app = app
         self.mode = mode
         self.allow = allow
-        self.max_body_bytes = max_body_bytes  # as in GatewayWSGI: a declared length over it is 413
+        self.max_body_bytes = max_body_bytes  # as in GatewayWSGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -54,81 +124,58 @@ class GatewayASGI:
         request_id = trace.request_id_from(headers.get(b"x-request-id") if trusted else None)
         if trusted:
             apply_forwarded(scope, headers)
+        traced = _Traced(self.mode, start, request_id)
 
-        def traced(response: list[tuple[bytes, bytes]], end: float | None) -> list[Any]:
-            present = frozenset(bytes(k).decode("latin-1").lower() for k, _ in response)
-            extra = trace.trace_headers(
-                mode=self.mode,
-                pid=os.getpid(),
-                worker=os.getpid(),
-                start=start,
-                end=end,
-                request_id=request_id,
-                present=present,
-            )
-            return list(response) + [(k.encode(), v.encode()) for k, v in extra]
-
-        async def answer(status: int, data: dict[str, object]) -> None:
-            if scope["type"] == "websocket":
-                # Before websocket.accept, a close is the server's "no" (a 403).
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            content_type = [(b"content-type", b"application/json")]
-            response_start = {"type": "http.response.start", "status": status}
-            await send(response_start | {"headers": traced(content_type, time.time())})
-            await send({"type": "http.response.body", "body": json.dumps(data).encode()})
-
-        if scope.get("http_version") == "1.1" and b"host" not in headers:
-            # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
-            # code to any HTTP/1.1 request message that lacks a Host header field".
-            error = "HTTP/1.1 request without a Host header"
-            await answer(400, {"error": error, "status": 400})
-            return
-
-        declared = headers.get(b"content-length")
-        if (too_big := over_limit(declared, self.max_body_bytes)) is not None:
-            await answer(413, {"error": too_big, "status": 413})
-            return
-
-        if (coding := unsupported_coding(headers.get(b"transfer-encoding"))) is not None:
-            await answer(501, {"error": coding, "status": 501})
+        is_http = scope["type"] == "http"
+        answer = preflight(
+            http_version=scope.get("http_version", ""),
+            host=headers.get(b"host"),
+            proxied=trusted and b"x-forwarded-for" in headers,
+            path=scope["path"][len(scope.get("root_path", "")) :] if is_http else None,
+            content_length=headers.get(b"content-length"),
+            transfer_encoding=headers.get(b"transfer-encoding"),
+            max_body_bytes=self.max_body_bytes,
+            mode=self.mode,
+        )
+        if answer is not None:
+            await _send_answer(answer, scope, send, traced)
             return
 
         if (
-            scope["type"] == "http"
-            and scope["path"][len(scope.get("root_path", "")) :] == "/healthz"
+            is_http
+            and self.max_body_bytes is not None
+            and b"transfer-encoding" in headers
+            and parse_digits(headers.get(b"content-length")) is None
         ):
-            await answer(200, {"status": "ok", "mode": self.mode})
-            return
+            receive = _LimitedReceive(receive, self.max_body_bytes)
+        traced_send = _TracedSend(send, traced)
+        try:
+            await self.app(scope, receive, traced_send)
+        except BodyTooLarge as exc:
+            if traced_send.started and traced_send.held is None:
+                raise  # too late for a 413: the server cuts the connection
+            # RFC 9110 §15.5.14 (413); the rest of the body stays unread.
+            await _send_answer(Answer(413, error_data(413, str(exc)), True), scope, send, traced)
 
-        held: Message | None = None
 
-        async def send_traced(message: Message) -> None:
-            nonlocal held
-            kind = message["type"]
-            if kind == "http.response.start":
-                # Hold the status line until the first body message says
-                # whether this is the whole response (End known) or a stream.
-                held = message
-                return
-            if kind == "http.response.body" and held is not None:
-                done = not message.get("more_body", False)
-                start_message = dict(held)
-                start_message["headers"] = traced(
-                    held.get("headers", []), time.time() if done else None
-                )
-                held = None
-                await send(start_message)
-            elif kind == "websocket.accept":
-                message = dict(message)
-                message["headers"] = traced(message.get("headers", []), None)
-            await send(message)
-
-        await self.app(scope, receive, send_traced)
+async def _send_answer(answer: Answer, scope: Scope, send: Send, traced: _Traced) -> None:
+    if scope["type"] == "websocket":
+        # Before websocket.accept, a close is the server's "no" (a 403).
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    headers = [(b"content-type", b"application/json")]
+    if answer.close:
+        # The body stays unread: the connection must not carry another request
+        # (RFC 9112 §9.6: "close" in a response means the server closes after
+        # it). gunicorn's asyncio worker and uvicorn both honour the header.
+        headers.append((b"connection", b"close"))
+    start = {"type": "http.response.start", "status": answer.status}
+    await send(start | {"headers": traced(headers, time.time())})
+    await send({"type": "http.response.body", "body": json.dumps(answer.data).encode()})
 
 
 def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
-    """What nginx says about the client and the mount point, as ASGI scope keys.
+    """What nginx says about the client, host and mount point, as ASGI scope keys.
 
     ASGI HTTP scope: ``root_path`` is "the root path this application is mounted
     at"; ``path`` is the full path and so still begins with it.
@@ -143,3 +190,9 @@ def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
         if scope["type"] == "websocket":
             scheme = "wss" if scheme == "https" else "ws"
         scope["scheme"] = scheme
+    if host := headers.get(b"x-forwarded-host"):
+        # The host the client asked nginx for, as the WSGI layer sets HTTP_HOST.
+        # An ASGI scope has no host key: apps read the Host header.
+        kept = [(k, v) for k, v in scope.get("headers", ()) if bytes(k).lower() != b"host"]
+        scope["headers"] = [(b"host", host.encode("latin-1")), *kept]
+        headers[b"host"] = host

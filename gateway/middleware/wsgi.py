@@ -1,8 +1,9 @@
 """The gateway layer around a WSGI app (WSGI mode, and the CGI bridge in CGI mode).
 
 In order, for every request: believe forwarded headers only from a trusted peer,
-move the mount point into SCRIPT_NAME, answer /healthz, call the app, and add
-the trace headers to its response.
+move the mount point into SCRIPT_NAME, answer what gateway.preflight answers
+(Host, 413, 501, /healthz), count a chunked body against the limit, call the
+app, and add the trace headers to its response.
 """
 
 from __future__ import annotations
@@ -11,18 +12,36 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any
+from typing import IO, Final
 
 from gateway import trace
-from gateway.framing import over_limit, unsupported_coding
+from gateway._types import Environ, ExcInfo, Headers, StartResponse, WSGIApp
+from gateway.errors import error_body, status_line
+from gateway.framing import BodyLimit, BodyTooLarge
+from gateway.numbers import parse_digits
+from gateway.preflight import Answer, preflight
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
 
-Environ = dict[str, Any]
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
-Headers = list[tuple[str, str]]
-StartResponse = Callable[..., Callable[[bytes], object]]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+# An environ key of this gateway (PEP 3333: server extensions are named with a
+# prefix of their own): a callable that makes the server close the connection
+# after this response. The CGI bridge calls it when it stops reading a body.
+CLOSE_CONNECTION: Final = "gateway.close_connection"
+
+Traced = Callable[[Headers, float | None], Headers]
+
+
+def connection_closer(start_response: StartResponse) -> Callable[[], None]:
+    """A callable that makes the server close this connection after the response.
+
+    PEP 3333 forbids an app to send hop-by-hop headers (``Connection: close``),
+    so a WSGI app cannot ask for a close in the protocol. gunicorn's
+    ``start_response`` is a method of its response object, whose
+    ``force_close()`` is what its workers call themselves for the same reason
+    (gunicorn is pinned below its next major version, pyproject.toml); a server
+    without it (wsgiref in the unit tests) closes on its own terms.
+    """
+    close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+    return close if callable(close) else (lambda: None)
 
 
 class GatewayWSGI:
@@ -32,9 +51,9 @@ class GatewayWSGI:
         self.app = app
         self.mode = mode
         self.allow = allow
-        # The body limit nginx enforces (client_max_body_size), enforced here too
-        # for a declared length, so a gateway called directly does not wait for
-        # a body it would never accept. None: no limit at this layer.
+        # The body limit nginx enforces (client_max_body_size), enforced here too:
+        # a declared length before the body is read, a chunked body as it is read.
+        # None: no limit at this layer.
         self.max_body_bytes = max_body_bytes
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
@@ -44,6 +63,8 @@ class GatewayWSGI:
         if trusted:
             apply_forwarded(environ)
         environ["HTTP_X_REQUEST_ID"] = request_id
+        close = connection_closer(start_response)
+        environ[CLOSE_CONNECTION] = close
 
         def traced(headers: Headers, end: float | None) -> Headers:
             present = frozenset(k.lower() for k, _ in headers)
@@ -57,28 +78,67 @@ class GatewayWSGI:
                 present=present,
             )
 
-        def answer(status: str, data: dict[str, object]) -> list[bytes]:
-            body = json.dumps(data).encode()
-            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            start_response(status, traced(headers, time.time()))
-            return [body]
+        answer = preflight(
+            http_version=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/"),
+            host=environ.get("HTTP_HOST"),
+            proxied=trusted and "HTTP_X_FORWARDED_FOR" in environ,
+            path=environ.get("PATH_INFO"),
+            content_length=environ.get("CONTENT_LENGTH"),
+            transfer_encoding=environ.get("HTTP_TRANSFER_ENCODING"),
+            max_body_bytes=self.max_body_bytes,
+            mode=self.mode,
+        )
+        if answer is not None:
+            if answer.close:
+                close()
+            return [_send_answer(answer, start_response, traced)]
 
-        if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and not environ.get("HTTP_HOST"):
-            # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
-            # code to any HTTP/1.1 request message that lacks a Host header field".
-            error = "HTTP/1.1 request without a Host header"
-            return answer("400 Bad Request", {"error": error, "status": 400})
+        if (
+            self.max_body_bytes is not None
+            and "HTTP_TRANSFER_ENCODING" in environ
+            and parse_digits(environ.get("CONTENT_LENGTH")) is None
+        ):
+            environ["wsgi.input"] = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
+        return _Response(self.app, environ, start_response, traced, close)
 
-        if (too_big := over_limit(environ.get("CONTENT_LENGTH"), self.max_body_bytes)) is not None:
-            return answer("413 Content Too Large", {"error": too_big, "status": 413})
 
-        if (coding := unsupported_coding(environ.get("HTTP_TRANSFER_ENCODING"))) is not None:
-            return answer("501 Not Implemented", {"error": coding, "status": 501})
+def _send_answer(answer: Answer, start_response: StartResponse, traced: Traced) -> bytes:
+    body = json.dumps(answer.data).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    start_response(status_line(answer.status), traced(headers, time.time()))
+    return body
 
-        if environ.get("PATH_INFO") == "/healthz":
-            return answer("200 OK", {"status": "ok", "mode": self.mode})
 
-        return _Response(self.app, environ, start_response, traced)
+class LimitedInput:
+    """``wsgi.input`` counted against the body limit (PEP 3333's four read methods).
+
+    Past the limit a read raises BodyTooLarge, which the layer turns into a 413
+    when the app lets it through (the demo app does: it only handles its own
+    errors); bytes already read are not undone.
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream = stream
+        self.limit = BodyLimit(limit)
+
+    def _counted(self, data: bytes) -> bytes:
+        self.limit.count(len(data))
+        return data
+
+    def read(self, *args: int) -> bytes:
+        return self._counted(self.stream.read(*args))
+
+    def readline(self, *args: int) -> bytes:
+        return self._counted(self.stream.readline(*args))
+
+    def readlines(self, *args: int) -> list[bytes]:
+        lines = self.stream.readlines(*args)
+        self.limit.count(sum(len(line) for line in lines))
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
 
 
 def apply_forwarded(environ: Environ) -> None:
@@ -106,6 +166,8 @@ class _Response:
     A list or tuple result means the app has finished (PEP 3333 lets a server
     send headers only with the first body bytes), so End goes in; an iterator
     streams, so its headers leave with the first chunk, carrying Start only.
+    A body read past the limit (BodyTooLarge) before anything was sent becomes
+    a 413 instead of the app's answer.
     """
 
     def __init__(
@@ -113,15 +175,33 @@ class _Response:
         app: WSGIApp,
         environ: Environ,
         start_response: StartResponse,
-        traced: Callable[[Headers, float | None], Headers],
+        traced: Traced,
+        close: Callable[[], None],
     ) -> None:
         self.start_response = start_response
         self.traced = traced
+        self.close_connection = close
         self.pending: tuple[str, Headers, ExcInfo | None] | None = None
         self.sent = False
-        self.result = app(environ, self._capture)
+        self.result: Iterable[bytes]
+        try:
+            self.result = app(environ, self._capture)
+        except BodyTooLarge as exc:
+            self.result = self._too_large(exc)
+            return
         if isinstance(self.result, list | tuple):
             self._send(time.time())
+
+    def _too_large(self, exc: BodyTooLarge) -> list[bytes]:
+        # RFC 9110 §15.5.14 (413); the rest of the body stays unread, so the
+        # connection cannot carry another request (RFC 9112 §9.3).
+        self.close_connection()
+        self.pending = None
+        self.sent = True
+        body = error_body(413, str(exc))
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        self.start_response(status_line(413), self.traced(headers, time.time()))
+        return [body]
 
     def _capture(
         self, status: str, headers: Headers, exc_info: ExcInfo | None = None
@@ -149,10 +229,16 @@ class _Response:
         if isinstance(self.result, list | tuple):
             yield from self.result
             return
-        for chunk in self.result:
-            if self.pending is not None:
-                self._send(None)
-            yield chunk
+        try:
+            for chunk in self.result:
+                if self.pending is not None:
+                    self._send(None)
+                yield chunk
+        except BodyTooLarge as exc:
+            if self.sent:
+                raise  # too late for a 413: the server cuts the connection
+            yield from self._too_large(exc)
+            return
         if self.pending is not None:  # an empty stream
             self._send(time.time())
 

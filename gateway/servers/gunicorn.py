@@ -2,7 +2,8 @@
 
 gunicorn parses HTTP (and rejects malformed requests itself, so nginx is not
 the only line of defence), pre-forks workers, replaces dead ones and reloads
-gracefully on HUP. What each mode asks of it:
+gracefully on HUP. What each mode asks of it (``MODE_SPECS`` in
+gateway/config.py, ``MODE_OPTIONS`` here):
 
 - cgi: ``gthread``, one process whose threads wait on scripts; the app is the
   CGI bridge, which forks a fresh script per request.
@@ -14,50 +15,61 @@ gracefully on HUP. What each mode asks of it:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from http import HTTPStatus
-from typing import Any
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from gunicorn.app.base import BaseApplication
 
-from gateway.config import Mode, Settings
+from gateway.cgi import orphans
+from gateway.config import MODE_SPECS, Mode, Settings
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList
 from gateway.servers.error_pages import install_json_error_pages
 from gateway.servers.websocket_denial import install_websocket_denial_response
 
+LAYERS: Final[Mapping[str, type[GatewayWSGI] | type[GatewayASGI]]] = {
+    "wsgi": GatewayWSGI,
+    "asgi": GatewayASGI,
+}
+
 
 def build_app(settings: Settings) -> Callable[..., Any]:
     """The app a worker serves: the demo app (or the CGI bridge) inside the gateway layer."""
+    spec = MODE_SPECS[settings.mode]
+    module, _, name = spec.app.partition(":")
+    target = getattr(importlib.import_module(module), name)
+    app = target(settings) if spec.app_factory else target
+    layer = LAYERS[spec.layer]
     allow = AllowList.parse(settings.forwarded_allow_ips)
-    limit = settings.max_body_bytes
-    if settings.mode == "cgi":
-        from gateway.cgi.bridge import make_cgi_app
-
-        return GatewayWSGI(make_cgi_app(settings), mode="cgi", allow=allow, max_body_bytes=limit)
-    if settings.mode == "wsgi":
-        from apps.breakfast.wsgi_app import application as wsgi_app
-
-        return GatewayWSGI(wsgi_app, mode="wsgi", allow=allow, max_body_bytes=limit)
-    from apps.breakfast.asgi_app import application as asgi_app
-
-    return GatewayASGI(asgi_app, mode="asgi", allow=allow, max_body_bytes=limit)
+    return layer(app, mode=settings.mode, allow=allow, max_body_bytes=settings.max_body_bytes)
 
 
-def worker_options(mode: Mode, settings: Settings) -> dict[str, Any]:
-    if mode == "cgi":
-        # More threads than the script cap, so past the cap the bridge answers
-        # 503 itself instead of requests queueing unseen in the server.
-        return {"worker_class": "gthread", "workers": 1, "threads": 2 * settings.cgi_max_scripts}
-    if mode == "wsgi":
-        return {"worker_class": "sync", "workers": settings.worker_count}
+# gthread threads beyond the running and the queued scripts: /healthz and the
+# bridge's own quick answers (a 503 when the queue is full) never wait behind them.
+CGI_SPARE_THREADS = 8
+
+
+def _cgi_options(settings: Settings) -> dict[str, Any]:
+    # A thread for every running script and every queued request, so past the
+    # cap the bridge's queue (FIFO, bounded, reported) decides who waits, not
+    # requests piling up unseen in gunicorn's accept backlog.
+    threads = settings.cgi_max_scripts + settings.cgi_queue_max + CGI_SPARE_THREADS
+    return {
+        "threads": threads,
+        # Scripts die with their worker: the arbiter adopts and kills the
+        # scripts of a worker that died (gateway/cgi/orphans.py).
+        "on_starting": orphans.adopt_orphans,
+        "child_exit": orphans.kill_orphans_of,
+    }
+
+
+def _asgi_options(settings: Settings) -> dict[str, Any]:
     from apps.breakfast.kitchen import WS_MAX_MESSAGE_BYTES
 
     return {
-        "worker_class": "asgi",
-        "workers": settings.worker_count,
-        "worker_connections": 1000,
+        "worker_connections": 1000,  # requests in flight per event loop
         # The /ws limit the app documents (gunicorn's default is 16 MiB). A bigger
         # message closes with 1009 before it is read. With gunicorn's own
         # backpressure (it stops reading a connection while 32 messages wait for
@@ -66,6 +78,20 @@ def worker_options(mode: Mode, settings: Settings) -> dict[str, Any]:
         # frames in pure Python (11 ms for 64 KiB here; 16 MiB took 3.6 s).
         "websocket_max_message_size": WS_MAX_MESSAGE_BYTES,
     }
+
+
+# What gunicorn needs per mode beyond its worker class and count (MODE_SPECS).
+MODE_OPTIONS: Final[Mapping[Mode, Callable[[Settings], dict[str, Any]]]] = {
+    "cgi": _cgi_options,
+    "wsgi": lambda settings: {},
+    "asgi": _asgi_options,
+}
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    spec = MODE_SPECS[settings.mode]
+    options = {"worker_class": spec.worker_class, "workers": settings.worker_count}
+    return options | MODE_OPTIONS[settings.mode](settings)
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
@@ -89,21 +115,15 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # gunicorn's control socket would be one path shared by every gateway on
         # the host (and unwritable in a read-only container); the lab has no use for it.
         "control_socket_disable": True,
-        **worker_options(settings.mode, settings),
+        # gunicorn's forwarder_headers (default "SCRIPT_NAME,PATH_INFO") lets a
+        # trusted peer set those environ keys with request headers of the same
+        # names; nginx never sends them and the lab moves the mount point with
+        # X-Forwarded-Prefix (gateway/proxy.py), so none is believed. Natively
+        # every local process is a "trusted peer" (127.0.0.1): see
+        # docs/architecture.md, "Who the gateways trust".
+        "forwarder_headers": "",
+        **worker_options(settings),
     }
-
-
-def use_standard_reason_phrases() -> None:
-    """The asgi worker's status lines use Python's reason phrases, as the other modes do.
-
-    An ASGI app gives a status code only; gunicorn's asyncio worker names it from
-    a short table of its own and says "426 Unknown" for the rest. CGI and WSGI
-    status lines come from the app (http.HTTPStatus), so the asgi table is filled
-    from the same source (idempotent; the table is read when a status is first sent).
-    """
-    from gunicorn.asgi import protocol
-
-    protocol._REASON_PHRASES.update({status.value: status.phrase for status in HTTPStatus})
 
 
 class GatewayServer(BaseApplication):  # type: ignore[misc]
@@ -112,7 +132,6 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         install_json_error_pages()
-        use_standard_reason_phrases()
         install_websocket_denial_response()  # the app's JSON answer to a refused handshake
         super().__init__()
 

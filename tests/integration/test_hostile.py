@@ -367,13 +367,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def own_cgi_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``gateway serve --mode cgi`` on a spare port: 2 s timeout, 2 scripts, 1 MiB output."""
+    """``gateway serve --mode cgi`` on a spare port: 2 s timeout, 2 scripts, no queue, 1 MiB out."""
     port = free_port()
     log = tmp_path_factory.mktemp("own-cgi") / "gateway.log"
     env = os.environ | {
         "GATEWAY_CGI_SCRIPT": str(FIXTURE_SCRIPT),
         "GATEWAY_TIMEOUT_S": "2",
         "GATEWAY_CGI_MAX_SCRIPTS": "2",
+        # No queue: past the cap a request is refused at once (the queue has
+        # its own tests in test_hostile_gateway.py).
+        "GATEWAY_CGI_QUEUE_MAX": "0",
         "GATEWAY_CGI_MAX_OUTPUT_BYTES": str(1024 * 1024),
     }
     cmd = [sys.executable, "-m", "gateway", "serve", "--mode", "cgi", "--port", str(port)]

@@ -290,7 +290,9 @@ def test_the_asgi_server_gets_the_apps_websocket_limit() -> None:
 def test_the_asgi_worker_names_every_status_as_python_does() -> None:
     from gunicorn.asgi import protocol
 
-    gunicorn_server.use_standard_reason_phrases()
+    from gateway.servers.error_pages import use_lab_reason_phrases
+
+    use_lab_reason_phrases()
     assert protocol._REASON_PHRASES[426] == "Upgrade Required"
     assert protocol._REASON_PHRASES[413] == kitchen.status_line(413).partition(" ")[2]
 

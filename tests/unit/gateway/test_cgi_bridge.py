@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -235,16 +237,42 @@ def test_timeout_is_a_504() -> None:
     assert TIMESTAMP.fullmatch(resp.headers["x-gateway-end"])
 
 
-def test_busy_is_a_503_with_retry_after() -> None:
-    app = make_cgi_app(settings(cgi_max_scripts=1))
+def test_busy_with_no_queue_is_a_503_with_retry_after() -> None:
+    app = make_cgi_app(settings(cgi_max_scripts=1, cgi_queue_max=0))
     app.slots.acquire()  # one script already running
     try:
         resp = call(app, "/env")
     finally:
         app.slots.release()
-    assert_error(resp, 503, "1 CGI scripts are already running")
+    assert_error(resp, 503, "1 CGI scripts are running and 0 requests are waiting")
     assert resp.headers["retry-after"] == "1"
     assert call(app, "/env").code == 200
+
+
+def test_past_the_cap_a_request_waits_its_turn_and_says_how_long() -> None:
+    app = make_cgi_app(settings(cgi_max_scripts=1, cgi_queue_max=1, cgi_queue_wait_s=10))
+    app.slots.acquire()  # one script already running, for 0.3 s more
+    threading.Timer(0.3, app.slots.release).start()
+    resp = call(app, "/env")
+    assert resp.code == 200
+    assert float(resp.headers["x-gateway-queue-ms"]) >= 250  # it waited for the slot
+
+
+def test_a_request_that_waits_out_its_time_is_a_503_saying_so() -> None:
+    app = make_cgi_app(settings(cgi_max_scripts=1, cgi_queue_max=1, cgi_queue_wait_s=0.2))
+    app.slots.acquire()
+    try:
+        resp = call(app, "/env")
+    finally:
+        app.slots.release()
+    assert_error(resp, 503, "waited 0.2 s for one of 1 CGI scripts")
+    assert resp.headers["retry-after"] == "1"
+    assert float(resp.headers["x-gateway-queue-ms"]) >= 200
+
+
+def test_a_script_cannot_fake_the_queue_header() -> None:
+    resp = call(make_cgi_app(settings()), "/env")
+    assert resp.headers["x-gateway-queue-ms"] == "0.000"
 
 
 def test_body_over_the_limit_is_a_413_before_any_script_runs() -> None:
@@ -344,3 +372,37 @@ def test_stream_that_runs_past_the_deadline_is_cut() -> None:
     with pytest.raises(CGITimeout):
         next(chunks)
     result.close()
+
+
+def test_a_stalled_body_is_a_408_at_the_script_deadline_and_closes() -> None:
+    # The client announced 10 bytes, sent 3 and stopped: the script is reading
+    # stdin, and the read from the client gives up at the script's deadline.
+    ours, client = socket.socketpair()
+    closed: list[bool] = []
+    with ours, client:
+        client.sendall(b"abc")
+        env = {
+            "wsgi.input": ours.makefile("rb"),
+            "gunicorn.socket": ours,
+            "gateway.close_connection": lambda: closed.append(True),
+            "CONTENT_LENGTH": "10",
+        }
+        # The client never sends the rest nor leaves: without the deadline this hangs.
+        resp = call(make_cgi_app(settings(timeout_s=0.5)), "/read-to-eof", "POST", env=env)
+        assert ours.gettimeout() is None  # the socket is the server's again
+    assert_error(resp, 408, "did not arrive in time")
+    assert closed == [True]
+
+
+def test_a_header_too_long_for_one_environment_string_is_a_431() -> None:
+    # One header repeated: the server joins the copies into one HTTP_* value.
+    huge = ",".join(["x" * 8000] * 20)
+    resp = call(make_cgi_app(settings()), "/env", HTTP_X_REPEATED=huge)
+    assert_error(resp, 431, "HTTP_X_REPEATED")
+
+
+@pytest.mark.parametrize("host", ["a:\u00b2", "a:\u0661\u0662"])
+def test_a_host_port_in_unicode_digits_is_not_a_port(host: str) -> None:
+    # str.isdigit() is true for both; int() raised on "²" (a 500) and read "١٢" as 12.
+    req = request_from_environ(environ_for("/env", HTTP_HOST=host, SERVER_PORT="8000"), None)
+    assert req.server_port == 8000

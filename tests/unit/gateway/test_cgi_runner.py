@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from gateway.cgi.response import parse_cgi_response
 from gateway.cgi.runner import (
     BASE_ENVIRONMENT,
+    CGIBodyTimeout,
     CGIBusy,
     CGILimits,
     CGIOutputTooLarge,
@@ -139,7 +141,7 @@ def test_spawn_failure_releases_the_slot() -> None:
 
 
 def test_concurrency_cap() -> None:
-    slots = ScriptSlots(2)
+    slots = ScriptSlots(2)  # no queue: the third is refused at once
     with CGIProcess(APP, meta("/slow"), slots=slots), CGIProcess(APP, meta("/slow"), slots=slots):
         with pytest.raises(CGIBusy, match="2 CGI scripts"):
             run_cgi(APP, meta("/env"), slots=slots)
@@ -178,3 +180,66 @@ def test_isindex_query_adds_no_arguments() -> None:
     info = body_json(run_cgi(APP, meta("/env", QUERY_STRING=query)).stdout)
     assert info["argv"] == [str(APP)]
     assert info["env"]["QUERY_STRING"] == query
+
+
+class TestAdmissionQueue:
+    """ScriptSlots: past the cap, first come first served, bounded in length and time."""
+
+    def test_a_freed_slot_goes_to_the_longest_waiter(self) -> None:
+        slots = ScriptSlots(1, queue_max=3, wait_s=10)
+        slots.acquire()
+        order: list[int] = []
+
+        def wait(i: int) -> None:
+            slots.acquire()
+            order.append(i)
+            slots.release()
+
+        threads = []
+        for i in range(3):
+            threads.append(threading.Thread(target=wait, args=(i,)))
+            threads[-1].start()
+            while slots.waiting < i + 1:  # each joins the line before the next
+                time.sleep(0.005)
+        slots.release()
+        for t in threads:
+            t.join(10)
+        assert order == [0, 1, 2]
+        assert (slots.running, slots.waiting) == (0, 0)
+
+    def test_a_full_queue_refuses_at_once(self) -> None:
+        slots = ScriptSlots(1, queue_max=0, wait_s=10)
+        slots.acquire()
+        with pytest.raises(CGIBusy, match="0 requests are waiting") as info:
+            slots.acquire()
+        assert info.value.queued_s == 0.0  # refused without joining the line
+
+    def test_a_waiter_gives_up_after_its_time_and_leaves_the_line(self) -> None:
+        slots = ScriptSlots(1, queue_max=1, wait_s=0.1)
+        slots.acquire()
+        with pytest.raises(CGIBusy, match="waited 0.1 s") as info:
+            slots.acquire()
+        assert info.value.queued_s >= 0.1
+        assert slots.waiting == 0
+        slots.release()
+        assert slots.acquire() == 0.0  # the slot was not handed to the one who left
+
+
+def test_a_stalled_body_ends_at_the_deadline() -> None:
+    # A body source that never yields (a client that stopped sending) must not
+    # hold the script past its deadline: the body iterator is given the
+    # script's deadline and gives up there (bridge.ClientBody does it on the socket).
+    class Stalled:
+        deadline = 0.0
+
+        def __iter__(self) -> Any:
+            while time.monotonic() < self.deadline:
+                time.sleep(0.01)
+            raise CGIBodyTimeout("the request body did not arrive in time")
+
+    body = Stalled()
+    proc = CGIProcess(APP, meta("/read-to-eof"), body, CGILimits(timeout_s=0.5))
+    body.deadline = proc.deadline
+    with proc, pytest.raises(CGIBodyTimeout):
+        b"".join(proc.stdout())
+    assert not alive(proc.pid)

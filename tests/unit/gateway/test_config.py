@@ -38,6 +38,22 @@ def test_overrides_beat_env_and_none_is_ignored() -> None:
             {"GATEWAY_MODE": "wsgi", "GATEWAY_PORT": "http"}, "GATEWAY_PORT='http'", id="bad-int"
         ),
         pytest.param(
+            # int() reads these as 12 and 80; settings take ASCII digits only.
+            {"GATEWAY_MODE": "wsgi", "GATEWAY_PORT": "\u0661\u0662"},
+            "GATEWAY_PORT=",
+            id="arabic",
+        ),
+        pytest.param(
+            {"GATEWAY_MODE": "wsgi", "GATEWAY_PORT": "\uff18\uff10"},
+            "GATEWAY_PORT=",
+            id="fullwidth",
+        ),
+        pytest.param(
+            {"GATEWAY_MODE": "cgi", "GATEWAY_CGI_QUEUE_WAIT_S": "-1"},
+            "GATEWAY_CGI_QUEUE_WAIT_S='-1'",
+            id="negative-wait",
+        ),
+        pytest.param(
             {"GATEWAY_MODE": "wsgi", "GATEWAY_CGI_MAX_SCRIPTS": "0"},
             "cgi_max_scripts must be positive",
             id="zero-cap",
@@ -47,6 +63,15 @@ def test_overrides_beat_env_and_none_is_ignored() -> None:
 def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_queue_settings_and_their_defaults() -> None:
+    s = Settings.from_env(
+        {"GATEWAY_MODE": "cgi", "GATEWAY_CGI_QUEUE_MAX": "0", "GATEWAY_CGI_QUEUE_WAIT_S": "2.5"}
+    )
+    assert (s.cgi_queue_max, s.cgi_queue_wait_s) == (0, 2.5)
+    default = Settings(mode="cgi")
+    assert (default.cgi_queue_max, default.cgi_queue_wait_s) == (64, 10.0)  # docs/gateway.md
 
 
 def test_default_workers_rule_of_thumb() -> None:

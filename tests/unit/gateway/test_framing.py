@@ -46,7 +46,7 @@ def test_unsupported_coding(value: str | None, refused: bool) -> None:
 
 
 def test_json_error_is_a_whole_http_response() -> None:
-    raw = json_error(431, "Request Header Fields Too Large", "too many headers")
+    raw = json_error(431, "too many headers")
     client = h11.Connection(h11.CLIENT)
     client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
     client.send(h11.EndOfMessage())
@@ -62,3 +62,29 @@ def test_json_error_is_a_whole_http_response() -> None:
         "error": "request header fields too large: too many headers",
         "status": 431,
     }
+
+
+@pytest.mark.parametrize(
+    ("content_length", "limit"),
+    [
+        pytest.param("1\u00b2", 1, id="superscript-two"),
+        pytest.param("\u0661\u0662", 1, id="arabic-indic-twelve"),
+    ],
+)
+def test_over_limit_takes_ascii_digits_only(content_length: str, limit: int) -> None:
+    # RFC 9110 §8.6: Content-Length = 1*DIGIT, and DIGIT is %x30-39 (RFC 5234
+    # B.1). str.isdigit() is true for both values; int() raised (²) or read 12.
+    assert over_limit(content_length, limit) is None
+
+
+def test_the_asyncio_worker_takes_the_lab_s_reason_phrases() -> None:
+    # gunicorn's asyncio worker has a phrase table of its own ("Payload Too
+    # Large", "Unknown" for 431); the WSGI modes send the app's phrase.
+    from gunicorn.asgi import protocol
+
+    from gateway.errors import reason
+    from gateway.servers.error_pages import install_json_error_pages
+
+    install_json_error_pages()
+    for status in (400, 408, 413, 414, 431, 501, 503):
+        assert protocol._REASON_PHRASES[status] == reason(status)
