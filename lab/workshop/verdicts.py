@@ -303,13 +303,28 @@ def asgi_wins_io(n: Numbers) -> Verdict:
     if straddles(ratios, threshold):
         return rerun([f"ASGI / WSGI straddles {threshold:.2f} over the repeats"], model)
     ratio = statistics.median(ratios)
+    control = ""
+    if "gthread_rps" in n:
+        threads = paired(values(n, "gthread_rps"), values(n, "asgi_rps"))
+        model["gthread/asgi"] = spread(threads)
+        control = (
+            f" WSGI on threads (gthread, as many processes as the sync workers) served "
+            f"{statistics.median(threads):.2f} x ASGI's requests/s"
+        )
+        if "asgi_rss_mib" in n and med(n, "asgi_rss_mib") > 0:
+            control += (
+                f", with {med(n, 'gthread_rss_mib'):.0f} MiB per process against ASGI's "
+                f"{med(n, 'asgi_rss_mib'):.0f} MiB"
+            )
+        control += "."
     if ratio >= threshold:
         return Verdict(
             HOLDS,
-            f"at {clients:.0f} clients ASGI served {ratio:.1f} x WSGI's requests/s (the model: "
-            f"{predicted:.1f} x, clients / sync workers): each wait is in flight at once in an "
-            "event loop, while WSGI's requests queue for one of its workers. The gain is "
-            "cheap concurrency per process, not faster requests.",
+            f"against gunicorn's sync workers: at {clients:.0f} clients ASGI served "
+            f"{ratio:.1f} x their requests/s (the model: {predicted:.1f} x, clients / sync "
+            "workers): each wait is in flight at once in an event loop, while the sync "
+            "workers' requests queue. The gain is cheap concurrency per process, not faster "
+            f"requests.{control}",
             model,
         )
     if ratio >= 1 + NOISE:

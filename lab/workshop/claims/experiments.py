@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -27,7 +27,6 @@ from typing import Any, Final
 from lab.errors import LabError
 from lab.settings import ROOT
 from lab.system import procfs
-from lab.workshop.analysis import Sample, max_overlap
 from lab.workshop.claims import cgi_probe
 from lab.workshop.claims.catalog import (
     BLOCKING_PATH,
@@ -52,7 +51,6 @@ PROBE_PARTS: Final = (
     "imports_ms",
     "script_ms",
 )
-CONTROL_CLIENTS: Final = 8  # below the CGI gateway's script cap (16 by default)
 CGI_SCRIPT_IN_CONTAINER: Final = "/app/apps/breakfast/cgi_app.py"
 
 Numbers = dict[str, Any]
@@ -105,6 +103,7 @@ def wrk_cell(url: str, clients: int, duration_s: float, expected_pids: int = 1) 
         "in_flight_at_end": clients,
         "completions_per_client": round(s.requests / clients, 1),
         "pid_balance": round(pid_balance(result.pids, expected_pids), 2),
+        "rss_mib": rss_mib(result.pids),  # of the processes that answered
     }
 
 
@@ -122,15 +121,6 @@ def errors_of(numbers: dict[str, list[Any]]) -> list[float]:
     """Failed requests per repeat, over every side of the comparison."""
     keys = [k for k in numbers if k.endswith("_errors")]
     return [sum(numbers[k][i] for k in keys) for i in range(len(numbers[keys[0]]))] if keys else []
-
-
-def max_overlap_by(samples: list[Sample], key: Callable[[Sample], int | None]) -> int:
-    groups: dict[int, list[tuple[float, float]]] = {}
-    for s in samples:
-        k, t = key(s), s.trace
-        if k is not None and t.start is not None and t.end is not None:
-            groups.setdefault(k, []).append((t.start, t.end))
-    return max((max_overlap(v) for v in groups.values()), default=0)
 
 
 # -- 1. CGI: where the time goes ----------------------------------------------------------
@@ -194,20 +184,19 @@ def exp_one_at_a_time(ctx: Context) -> Numbers:
         "io_ms": IO_MS,
     }
     rps, overlaps, control, errors, control_errors, seen = [], [], [], [], [], set()
-    for _ in range(ctx.repeats):
-        run = run_load(mode_url(ctx.base, "wsgi", IO_PATH), clients, requests_total=3 * clients)
-        s = run.summary()
-        rps.append(round(s.rps, 2))
-        overlaps.append(s.max_overlap or 0)
-        seen |= {x.trace.pid for x in run.samples}
-        # The control: the CGI gateway's bridge is a WSGI app served by one gthread
-        # worker, many threads: the same detector, grouped by that worker, must see
-        # overlap. Fewer clients than the CGI script cap, so none waits for admission.
-        few = min(clients, CONTROL_CLIENTS)
-        ctl = run_load(mode_url(ctx.base, "cgi", IO_PATH), few, requests_total=2 * few)
-        control.append(max_overlap_by([x for x in ctl.samples if x.ok], lambda x: x.trace.worker))
-        control_errors.append(ctl.summary().errors)
-        errors.append(s.errors)
+    # The control: gunicorn's threaded worker (gthread), the same app, as many workers,
+    # started on a spare port; the same detector must see requests overlap in one pid.
+    with wsgi_gateway(ctx.sizes.wsgi_workers, "gthread") as (control_url, _):
+        for _ in range(ctx.repeats):
+            run = run_load(mode_url(ctx.base, "wsgi", IO_PATH), clients, requests_total=3 * clients)
+            s = run.summary()
+            rps.append(round(s.rps, 2))
+            overlaps.append(s.max_overlap or 0)
+            seen |= {x.trace.pid for x in run.samples}
+            ctl = run_load(control_url + IO_PATH, clients, requests_total=3 * clients)
+            control.append(ctl.summary().max_overlap or 0)
+            control_errors.append(ctl.summary().errors)
+            errors.append(s.errors)
     return numbers | {
         "rps": rps,
         "max_overlap": max(overlaps),
@@ -234,26 +223,35 @@ def free_port(candidates: range = SPARE_PORTS) -> int:
     raise LabError(f"no free port in {candidates.start}..{candidates.stop - 1}")
 
 
-def rss_mib_per_process(pgid: int) -> float:
-    """Mean resident memory of the processes in group ``pgid`` (master included), MiB."""
+def rss_mib(pids: Iterable[int]) -> float:
+    """Mean resident memory of ``pids`` on this host, MiB (0: none readable, e.g. in a
+    container). RSS counts pages shared after the fork in every process."""
     sizes = []
-    for p in procfs.read_proc():
-        if p.pgrp != pgid:
-            continue
+    for pid in pids:
         with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     sizes.append(int(line.split()[1]) / 1024)
     return round(sum(sizes) / len(sizes), 1) if sizes else 0.0
 
 
+def rss_mib_per_process(pgid: int) -> float:
+    """Mean resident memory of the processes in group ``pgid`` (master included), MiB."""
+    return rss_mib(p.pid for p in procfs.read_proc() if p.pgrp == pgid)
+
+
 @contextlib.contextmanager
-def wsgi_gateway(workers: int) -> Iterator[tuple[str, int]]:
-    """A WSGI gateway with ``workers`` sync workers on a spare port: (url, process group)."""
+def wsgi_gateway(workers: int, server: str = "sync") -> Iterator[tuple[str, int]]:
+    """A WSGI gateway with ``workers`` workers of ``server`` (gunicorn's sync or gthread
+    worker) on a spare port, straight from this host: (url, process group)."""
     import requests
 
     port = free_port()  # a gateway already listening keeps its port: bind fails
-    env = os.environ | {"GATEWAY_WORKERS": str(workers), "GATEWAY_LOG_LEVEL": "warning"}
+    env = os.environ | {
+        "GATEWAY_WORKERS": str(workers),
+        "GATEWAY_LOG_LEVEL": "warning",
+        "GATEWAY_SERVER": server,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--mode", "wsgi", "--port", str(port)],
         cwd=ROOT,
@@ -276,6 +274,9 @@ def wsgi_gateway(workers: int) -> Iterator[tuple[str, int]]:
         for _ in range(2 * workers):
             with contextlib.suppress(requests.RequestException):
                 requests.get(url + "/", timeout=5)
+        running = requests.get(url + "/", timeout=5).headers.get("X-Gateway-Server", server)
+        if running != server:  # a gateway that cannot run ``server`` must not pass for one
+            raise LabError(f"the spare gateway on {url} runs {running}, not {server}")
         yield url, proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -330,13 +331,17 @@ def exp_asgi_wins_io(ctx: Context) -> Numbers:
 
     sz, clients = ctx.sizes, ctx.sizes.crowd
     run_s = saturated_run_s(clients, sz.wsgi_workers * 1000 / IO_MS, ctx.duration_s)
-    n = interleave(
-        ctx.repeats,
-        {
-            "asgi": lambda: wrk_cell(mode_url(ctx.base, "asgi", IO_PATH), clients, run_s),
-            "wsgi": lambda: wrk_cell(mode_url(ctx.base, "wsgi", IO_PATH), clients, run_s),
-        },
-    )
+    # The control: WSGI on threads (gthread, as many workers as the sync server), on a
+    # spare port straight from this host; it keeps waits in flight as the loop does.
+    with wsgi_gateway(sz.wsgi_workers, "gthread") as (threaded, _):
+        n = interleave(
+            ctx.repeats,
+            {
+                "asgi": lambda: wrk_cell(mode_url(ctx.base, "asgi", IO_PATH), clients, run_s),
+                "wsgi": lambda: wrk_cell(mode_url(ctx.base, "wsgi", IO_PATH), clients, run_s),
+                "gthread": lambda: wrk_cell(threaded + IO_PATH, clients, run_s),
+            },
+        )
     one = {
         m: run_load(mode_url(ctx.base, m, IO_PATH), 1, requests_total=10).summary().p50_ms
         for m in ("asgi", "wsgi")
@@ -348,10 +353,14 @@ def exp_asgi_wins_io(ctx: Context) -> Numbers:
         "asgi_workers": sz.asgi_workers,
         "asgi_rps": n["asgi_rps"],
         "wsgi_rps": n["wsgi_rps"],
+        "gthread_rps": n["gthread_rps"],
         "asgi_p50_ms": n["asgi_p50_ms"],
         "wsgi_p50_ms": n["wsgi_p50_ms"],
         "asgi_p50_c1_ms": round(one["asgi"], 1),
         "wsgi_p50_c1_ms": round(one["wsgi"], 1),
+        "asgi_rss_mib": n["asgi_rss_mib"][-1],
+        "wsgi_rss_mib": n["wsgi_rss_mib"][-1],
+        "gthread_rss_mib": n["gthread_rss_mib"][-1],
         "seconds": n["wsgi_seconds"],
         "errors": errors_of(n),
     }

@@ -408,3 +408,17 @@ def test_a_busy_run_says_where_the_numbers_lean_but_stays_inconclusive() -> None
     # Inconclusive for a reason of its own (a straddle): no lean.
     straddle = judge("asgi-wins-io", ASGI_IO | {"asgi_rps": [190.0, 100.0, 185.0]})
     assert "lean" not in straddle.why
+
+
+def test_asgi_io_names_the_threaded_control_and_its_memory() -> None:
+    numbers = ASGI_IO | {
+        "gthread_rps": [180.0, 186.0, 190.0],
+        "asgi_rss_mib": 30.0,
+        "gthread_rss_mib": 28.0,
+    }
+    verdict = judge("asgi-wins-io", numbers)
+    assert verdict.level == HOLDS
+    assert verdict.why.startswith("against gunicorn's sync workers")
+    assert "gthread" in verdict.why and "28 MiB per process" in verdict.why
+    # paired per repeat: 180/190, 186/185, 190/192; the median is the third
+    assert verdict.model["gthread/asgi"][0] == pytest.approx(190.0 / 192.0)
