@@ -15,7 +15,7 @@ from rich.console import Console
 from lab.workshop import bench, claims, timeline
 from lab.workshop.analysis import distinct_pids, overlap_per_pid
 from lab.workshop.claims import experiments
-from lab.workshop.verdicts import INCONCLUSIVE, judge
+from lab.workshop.claims.verdicts import INCONCLUSIVE, judge
 from tests.integration.conftest import Lab, workers_in_force
 
 pytestmark = pytest.mark.tools

@@ -2,7 +2,7 @@
 
 ``catalog`` names the claims and sizes the experiments from the worker counts in
 force; ``experiments`` measures (``cgi_probe`` where the CGI scripts run);
-``lab.workshop.verdicts`` judges against each claim's model; ``report`` writes
+``lab.workshop.claims.verdicts`` judges against each claim's model; ``report`` writes
 Markdown and JSON and re-judges a recording (``lab claims --rejudge FILE``).
 """
 
@@ -26,8 +26,8 @@ from lab.workshop.claims.report import (
     rejudge,
     report_markdown,
 )
+from lab.workshop.claims.verdicts import RULES, judge
 from lab.workshop.common import Guard, default_out_dir, lab_info, lab_url, machine_info, require_lab
-from lab.workshop.verdicts import RULES, judge
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -2,7 +2,7 @@
 
 Comparisons are repeated and interleaved (A, B, A, B, ...) so that a change in
 the machine's load hits both sides alike; each repeat is one entry of a list,
-and ``lab.workshop.verdicts`` judges the median and the range. Throughput comes
+and ``lab.workshop.claims.verdicts`` judges the median and the range. Throughput comes
 from wrk (the Python generator would be the limit at these rates); facts per
 request (pids, overlap) from ``lab.workshop.loadgen``, which keeps every
 response's trace headers. The worker-count experiment starts its own WSGI

@@ -12,7 +12,8 @@ from typing import Any
 
 from lab.errors import LabError
 from lab.workshop.claims.catalog import CLAIM_IDS, CLAIMS, Claim
-from lab.workshop.verdicts import Verdict, fmt_spread, judge
+from lab.workshop.claims.evidence import Verdict, fmt_spread
+from lab.workshop.claims.verdicts import judge
 
 BY_ID = {c.id: c for c in CLAIMS}
 

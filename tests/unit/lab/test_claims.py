@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from lab import cli
 from lab.errors import LabError
-from lab.workshop import verdicts as v
 from lab.workshop.claims import (
     CLAIM_IDS,
     CLAIMS,
@@ -30,8 +29,9 @@ from lab.workshop.claims import (
     sizes_from,
 )
 from lab.workshop.claims import register as register_claims
+from lab.workshop.claims import verdicts as v
 from lab.workshop.claims.catalog import saturated_run_s
-from lab.workshop.verdicts import CAVEAT, FAILS, HOLDS, INCONCLUSIVE, judge
+from lab.workshop.claims.verdicts import CAVEAT, FAILS, HOLDS, INCONCLUSIVE, judge
 
 RECORDINGS = sorted((Path(__file__).parent / "claims_recordings").glob("*.json"))
 
