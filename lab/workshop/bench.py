@@ -385,7 +385,7 @@ def machine_note(meta: dict[str, Any]) -> str:
     config = ", ".join(f"{mode} {n}" for mode, n in workers.items()) or "?"
     return (
         f"{m.get('cores', '?')} CPUs, {lab.get('target') or '?'} target, workers: {config}; "
-        f"{meta.get('duration_s', '?')} s per point; dotted: the model"
+        f"{meta.get('duration_s', '?')} s per point"
     )
 
 

@@ -97,7 +97,8 @@ def throughput_chart(
         ax.legend(loc="best")
     for ax in list(axes.flat)[len(scenarios) :]:
         ax.set_visible(False)
-    fig.suptitle(f"Throughput vs concurrency, per scenario ({note})" if note else "Throughput")
+    title = "Throughput vs concurrency, per scenario" + ("; dotted: the model" if models else "")
+    fig.suptitle(f"{title} ({note})" if note else title)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -111,49 +112,43 @@ def error_share(row: Mapping[str, Any]) -> float:
 def latency_chart(
     rows: Sequence[Mapping[str, Any]], path: Path, concurrency: int, note: str = ""
 ) -> Path:
-    """One panel per mode: p50, p95, p99 latency per scenario at one concurrency level."""
+    """One panel per scenario at one concurrency level: a bar per mode (p50), with a
+    line up to its p99, so the modes are compared where the question is asked."""
     chosen = [r for r in rows if int(r["concurrency"]) == concurrency]
     modes = _ordered([r["mode"] for r in chosen])
     scenarios = _ordered([r["scenario"] for r in chosen])
     fig, axes = plt.subplots(
-        1, len(modes), figsize=(4.8 * len(modes), 4.4), squeeze=False, sharey=True
+        1, len(scenarios), figsize=(3.6 * len(scenarios), 4.4), squeeze=False, sharey=True
     )
-    width = 0.8 / len(PERCENTILE_SHADES)
-    for ax, mode in zip(axes.flat, modes, strict=True):
-        by_scenario = {r["scenario"]: r for r in chosen if r["mode"] == mode}
-        for i, (key, alpha) in enumerate(PERCENTILE_SHADES.items()):
-            xs = [j + (i - 1) * width for j in range(len(scenarios))]
-            ys = [
-                max(float(by_scenario[s][key]), 0.01) if s in by_scenario else 0 for s in scenarios
-            ]
-            ax.bar(xs, ys, width, color=_colour(mode), alpha=alpha, label=key.removesuffix("_ms"))
-        for j, s in enumerate(scenarios):
+    tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
+    lowest = min((float(r["p50_ms"]) for r in chosen if float(r["p50_ms"]) > 0), default=1.0)
+    for ax, scenario in zip(axes.flat, scenarios, strict=True):
+        by_mode = {r["mode"]: r for r in chosen if r["scenario"] == scenario}
+        for j, mode in enumerate(modes):
+            row = by_mode.get(mode)
+            if row is None:
+                continue
+            p50, p99 = max(float(row["p50_ms"]), 0.01), max(float(row["p99_ms"]), 0.01)
+            ax.bar(j, p50, 0.7, color=_colour(mode), label="p50" if j == 0 else None)
+            ax.plot([j, j], [p50, p99], color="#333333", linewidth=1.2)
+            ax.plot([j], [p99], marker="_", markersize=14, color="#333333")
             # A refusal (e.g. CGI's 503 past its script limit) is fast: say how many
-            # answers were errors, so short bars are not read as fast service.
-            share = error_share(by_scenario[s]) if s in by_scenario else 0.0
+            # answers were refused, so short bars are not read as fast service.
+            share = error_share(row)
             if share > 0:
-                top = max(float(by_scenario[s]["p99_ms"]), 0.01) * 1.4
                 ax.text(
-                    j,
-                    top,
-                    f"{share:.0%}\nerrors",
-                    ha="center",
-                    va="bottom",
-                    fontsize=9,
-                    color=ERROR_COLOUR,
-                )
-        clients = "1 client" if concurrency == 1 else f"{concurrency} clients"
-        ax.set_title(f"{mode.upper()} at {clients}")
-        ax.set_xticks(range(len(scenarios)), scenarios, rotation=20)
+                    j, p99 * 1.4, f"{share:.0%}\nrefused", ha="center", va="bottom",
+                    fontsize=8, color=ERROR_COLOUR,
+                )  # fmt: skip
+        ax.set_title(f"{scenario}: {by_mode[next(iter(by_mode))]['path']}", fontsize=10)
+        ax.set_xticks(range(len(modes)), [m.upper() for m in modes])
         ax.set_yscale("log")
-        tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
-        lowest = min((float(r["p50_ms"]) for r in chosen if float(r["p50_ms"]) > 0), default=1.0)
-        # Log bars need an explicit floor; the top leaves room for the legend.
         ax.set_ylim(bottom=lowest / 3, top=max(tallest, 1.0) * 8)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(loc="upper left", fontsize=9, ncols=3)
-    axes.flat[0].set_ylabel("latency, ms (log scale)")
-    fig.suptitle(f"Latency percentiles per mode ({note})" if note else "Latency percentiles")
+    axes.flat[0].set_ylabel("latency, ms (log scale): bar p50, whisker to p99")
+    clients = "1 client" if concurrency == 1 else f"{concurrency} clients"
+    title = f"Latency at {clients}, per scenario"
+    fig.suptitle(f"{title} ({note})" if note else title)
     fig.tight_layout()
     return _save(fig, path)
 
