@@ -169,3 +169,24 @@ def test_claims_report_and_json_agree_with_the_rules(lab: Lab, tmp_path: Path) -
     assert sync["workers"] == workers_in_force(lab)["wsgi"]
     # The extra WSGI gateways are gone again.
     assert [p for p in experiments.SPARE_PORTS if _listening(p)] == listening_before
+
+
+def test_timeline_compare_draws_both_endpoints_and_saves_samples(lab: Lab, tmp_path: Path) -> None:
+    result = timeline.run_timeline(
+        "asgi",
+        "/coffee?ms=30",
+        4,
+        2,
+        lab.url,
+        tmp_path / "compare.png",
+        console=quiet(),
+        compare="/blocking-coffee?ms=30",
+    )
+    assert set(result.samples) == {"asgi", "asgi /blocking-coffee?ms=30"}
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert set(saved["modes"]) == set(result.samples)
+    for key, records in saved["modes"].items():
+        assert len(records) == 4
+        # Every saved sample is the response's own trace: sent before the app started.
+        assert all(r["sent"] <= r["start"] <= r["end"] for r in records), key
+    assert is_png(result.png)
