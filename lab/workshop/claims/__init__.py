@@ -107,7 +107,8 @@ def run_claims(
         "requests": requests_total,
         "repeats": repeats,
     }
-    ctx = Context(base, sizes, lab.get("target"), repeats, duration_s, requests_total)
+    servers = dict(lab.get("servers") or {})
+    ctx = Context(base, sizes, lab.get("target"), repeats, duration_s, requests_total, servers)
     results = []
     for claim in CLAIMS:
         if only and claim.id not in only:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,6 +66,7 @@ class Context:
     repeats: int
     duration_s: float
     requests_total: int
+    servers: dict[str, str] = field(default_factory=dict)  # mode -> server, when known
 
 
 # -- measuring primitives ---------------------------------------------------------------
@@ -154,8 +155,9 @@ def exp_process_per_request(ctx: Context) -> Numbers:
     numbers: dict[str, Any] = {"cgi_p50_ms": [], "wsgi_p50_ms": [], "errors": []}
     pids: set[int | None] = set()
     total = 0
+    cgi_url = mode_url(ctx.base, "cgi", HELLO_PATH)
     for _ in range(ctx.repeats):
-        cgi = run_load(mode_url(ctx.base, "cgi", HELLO_PATH), 1, requests_total=per)
+        cgi = run_load(cgi_url, 1, requests_total=per)
         wsgi = run_load(mode_url(ctx.base, "wsgi", HELLO_PATH), 1, requests_total=per)
         numbers["cgi_p50_ms"].append(round(cgi.summary().p50_ms, 2))
         numbers["wsgi_p50_ms"].append(round(wsgi.summary().p50_ms, 2))
@@ -168,7 +170,36 @@ def exp_process_per_request(ctx: Context) -> Numbers:
         numbers[key] = [round(x, 2) for x in probe[key]]
     numbers["major_faults"] = probe["major_faults"]
     numbers["probe_processes"] = len(PROBE_PARTS) * probe["rounds"]
+    if ctx.servers.get("cgi") == "runner":
+        # The control: the same script behind nginx + fcgiwrap, CGI's usual way behind
+        # nginx, so the lab's own runner can be told apart from CGI itself.
+        with server_swapped("cgi", "fcgiwrap"):
+            numbers["fcgiwrap_p50_ms"] = [
+                round(run_load(cgi_url, 1, requests_total=per).summary().p50_ms, 2)
+                for _ in range(ctx.repeats)
+            ]
     return numbers
+
+
+@contextlib.contextmanager
+def server_swapped(mode: str, server: str) -> Iterator[None]:
+    """The lab's ``mode`` route served by ``server`` for a while (``lab server``), then
+    by the server it had before, whatever happens in between."""
+    from lab.settings import LabSettings
+    from lab.targets import get_target
+    from lab.targets.state import current_target_name
+
+    cfg = LabSettings.from_env()
+    target = get_target(current_target_name(cfg))
+    swap = getattr(target, "server", None)
+    before = (dict[str, Any](target.status(cfg)).get("servers") or {}).get(mode)
+    if swap is None or before is None:
+        raise LabError(f"the lab at {cfg.url} cannot swap the server behind {mode}")
+    swap(cfg, mode, server)
+    try:
+        yield
+    finally:
+        swap(cfg, mode, before)
 
 
 # -- 2. one request at a time per sync worker ---------------------------------------------

@@ -121,6 +121,15 @@ def process_per_request(n: Numbers) -> Verdict:
             f"explains less than {PROCESS_SHARE:.0%} of CGI's {overhead:.1f} ms extra latency.",
             model,
         )
+    if "fcgiwrap_p50_ms" in n:
+        fcgiwrap = med(n, "fcgiwrap_p50_ms")
+        model["fcgiwrap_p50 / (wsgi_p50 + script run)"] = spread(
+            paired(values(n, "fcgiwrap_p50_ms"), [w + script for w in values(n, "wsgi_p50_ms")])
+        )
+        parts += (
+            f"; behind nginx + fcgiwrap, CGI's usual way, the same script took "
+            f"{fcgiwrap:.1f} ms against the lab runner's {med(n, 'cgi_p50_ms'):.1f} ms"
+        )
     faults = med(n, "major_faults")
     per_process = faults / med(n, "probe_processes")
     if per_process < MAX_FAULTS_PER_PROCESS:

@@ -422,3 +422,10 @@ def test_asgi_io_names_the_threaded_control_and_its_memory() -> None:
     assert "gthread" in verdict.why and "28 MiB per process" in verdict.why
     # paired per repeat: 180/190, 186/185, 190/192; the median is the third
     assert verdict.model["gthread/asgi"][0] == pytest.approx(190.0 / 192.0)
+
+
+def test_cgi_names_fcgiwrap_beside_the_runner() -> None:
+    verdict = judge("process-per-request", PROCESS | {"fcgiwrap_p50_ms": [50.0, 51.0, 49.0]})
+    assert verdict.level == CAVEAT
+    assert "fcgiwrap" in verdict.why and "50.0 ms against the lab runner's 60.0 ms" in verdict.why
+    assert "fcgiwrap_p50 / (wsgi_p50 + script run)" in verdict.model
