@@ -292,3 +292,27 @@ def test_service_health_needs_every_replica_healthy() -> None:
         "gateway-wsgi": False,
         "gateway-asgi": False,  # not listed: not running
     }
+
+
+def dockerignore_allows(path: str) -> bool:
+    """The build context's allow-list (.dockerignore: "*" then "!path" exceptions)."""
+    allowed = [
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    return any(path == entry or path.startswith(entry + "/") for entry in allowed)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_every_file_a_dockerfile_copies_is_in_the_build_context(dockerfile: str) -> None:
+    """A COPY of a path .dockerignore leaves out fails only at build time, in CI."""
+    sources = []
+    for line in (ROOT / dockerfile).read_text().splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        sources += [w.rstrip("/") for w in words[1:-1] if not w.startswith("--")]
+    assert sources, f"{dockerfile} copies nothing from the context"
+    missing = [s for s in sources if not dockerignore_allows(s) or not (ROOT / s).exists()]
+    assert not missing, f"{dockerfile} copies what the build context leaves out: {missing}"
