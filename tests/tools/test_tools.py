@@ -167,8 +167,9 @@ def test_claims_report_and_json_agree_with_the_rules(lab: Lab, tmp_path: Path) -
     assert sync["max_overlap"] == 1  # a sync WSGI worker: one at a time
     assert sync["control_max_overlap"] > 1  # the threaded control overlaps
     assert sync["workers"] == workers_in_force(lab)["wsgi"]
-    # The extra WSGI gateways are gone again.
-    assert [p for p in experiments.SPARE_PORTS if _listening(p)] == listening_before
+    # The extra WSGI gateways are gone again (others on this machine may use the range too:
+    # nothing listens now that did not before).
+    assert set(p for p in experiments.SPARE_PORTS if _listening(p)) <= set(listening_before)
 
 
 def test_timeline_compare_draws_both_endpoints_and_saves_samples(lab: Lab, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Final
 from lab.errors import LabError
 from lab.settings import ROOT
 from lab.system import procfs
+from lab.workshop.analysis import Sample, max_overlap
 from lab.workshop.claims import cgi_probe
 from lab.workshop.claims.catalog import (
     BLOCKING_PATH,
@@ -43,6 +44,7 @@ from lab.workshop.common import mode_url
 SPARE_PORTS: Final = range(18091, 18191)  # extra WSGI gateways for the worker-count claim
 GATEWAY_START_S: Final = 30.0
 PROBE_ROUNDS: Final = 20
+CGI_CONTROL_CLIENTS: Final = 8  # below the CGI gateway's script cap (16 by default)
 # What cgi_probe times, each ``rounds`` times, each run a process of its own.
 PROBE_PARTS: Final = (
     "spawn_ms",
@@ -54,6 +56,10 @@ PROBE_PARTS: Final = (
 CGI_SCRIPT_IN_CONTAINER: Final = "/app/apps/breakfast/cgi_app.py"
 
 Numbers = dict[str, Any]
+
+
+class ServerUnavailable(LabError):
+    """The gateway cannot run the server a control asks for (no server matrix)."""
 
 
 @dataclass(frozen=True)
@@ -215,17 +221,27 @@ def exp_one_at_a_time(ctx: Context) -> Numbers:
         "io_ms": IO_MS,
     }
     rps, overlaps, control, errors, control_errors, seen = [], [], [], [], [], set()
-    # The control: gunicorn's threaded worker (gthread), the same app, as many workers,
-    # started on a spare port; the same detector must see requests overlap in one pid.
-    with wsgi_gateway(ctx.sizes.wsgi_workers, "gthread") as (control_url, _):
+    with contextlib.ExitStack() as stack:
+        # The control: gunicorn's threaded worker (gthread), the same app, as many
+        # workers, on a spare port; the same detector must see requests overlap in one
+        # pid. Without a server matrix, the CGI gateway's bridge is the threaded worker
+        # (a WSGI app on one gthread worker): its scripts overlap per X-Gateway-Worker.
+        try:
+            control_url, _ = stack.enter_context(wsgi_gateway(ctx.sizes.wsgi_workers, "gthread"))
+            control_clients, by = clients, "pid"
+        except ServerUnavailable:
+            control_url, by = mode_url(ctx.base, "cgi", ""), "worker"
+            control_clients = min(clients, CGI_CONTROL_CLIENTS)
         for _ in range(ctx.repeats):
             run = run_load(mode_url(ctx.base, "wsgi", IO_PATH), clients, requests_total=3 * clients)
             s = run.summary()
             rps.append(round(s.rps, 2))
             overlaps.append(s.max_overlap or 0)
             seen |= {x.trace.pid for x in run.samples}
-            ctl = run_load(control_url + IO_PATH, clients, requests_total=3 * clients)
-            control.append(ctl.summary().max_overlap or 0)
+            ctl = run_load(
+                control_url + IO_PATH, control_clients, requests_total=3 * control_clients
+            )
+            control.append(overlap_by(ctl.samples, by))
             control_errors.append(ctl.summary().errors)
             errors.append(s.errors)
     return numbers | {
@@ -236,6 +252,17 @@ def exp_one_at_a_time(ctx: Context) -> Numbers:
         "control_errors": control_errors,  # not evidence about the sync worker: reported apart
         "errors": errors,
     }
+
+
+def overlap_by(samples: list[Sample], by: str) -> int:
+    """Most requests in app code at once in one process: by pid, or by the worker
+    that started them (a CGI script is its own pid; its worker is the bridge)."""
+    groups: dict[int, list[tuple[float, float]]] = {}
+    for x in samples:
+        key, t = (x.trace.pid if by == "pid" else x.trace.worker), x.trace
+        if x.ok and key is not None and t.start is not None and t.end is not None:
+            groups.setdefault(key, []).append((t.start, t.end))
+    return max((max_overlap(v) for v in groups.values()), default=0)
 
 
 # -- 3. 2 x cores + 1 ---------------------------------------------------------------------
@@ -305,9 +332,9 @@ def wsgi_gateway(workers: int, server: str = "sync") -> Iterator[tuple[str, int]
         for _ in range(2 * workers):
             with contextlib.suppress(requests.RequestException):
                 requests.get(url + "/", timeout=5)
-        running = requests.get(url + "/", timeout=5).headers.get("X-Gateway-Server", server)
+        running = requests.get(url + "/", timeout=5).headers.get("X-Gateway-Server", "sync")
         if running != server:  # a gateway that cannot run ``server`` must not pass for one
-            raise LabError(f"the spare gateway on {url} runs {running}, not {server}")
+            raise ServerUnavailable(f"the spare gateway on {url} runs {running}, not {server}")
         yield url, proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -364,15 +391,17 @@ def exp_asgi_wins_io(ctx: Context) -> Numbers:
     run_s = saturated_run_s(clients, sz.wsgi_workers * 1000 / IO_MS, ctx.duration_s)
     # The control: WSGI on threads (gthread, as many workers as the sync server), on a
     # spare port straight from this host; it keeps waits in flight as the loop does.
-    with wsgi_gateway(sz.wsgi_workers, "gthread") as (threaded, _):
-        n = interleave(
-            ctx.repeats,
-            {
-                "asgi": lambda: wrk_cell(mode_url(ctx.base, "asgi", IO_PATH), clients, run_s),
-                "wsgi": lambda: wrk_cell(mode_url(ctx.base, "wsgi", IO_PATH), clients, run_s),
-                "gthread": lambda: wrk_cell(threaded + IO_PATH, clients, run_s),
-            },
-        )
+    cells: dict[str, Callable[[], Numbers]] = {
+        "asgi": lambda: wrk_cell(mode_url(ctx.base, "asgi", IO_PATH), clients, run_s),
+        "wsgi": lambda: wrk_cell(mode_url(ctx.base, "wsgi", IO_PATH), clients, run_s),
+    }
+    with contextlib.ExitStack() as stack:
+        try:
+            threaded, _ = stack.enter_context(wsgi_gateway(sz.wsgi_workers, "gthread"))
+            cells["gthread"] = lambda: wrk_cell(threaded + IO_PATH, clients, run_s)
+        except ServerUnavailable:
+            pass  # no server matrix: the comparison without its control
+        n = interleave(ctx.repeats, cells)
     one = {
         m: run_load(mode_url(ctx.base, m, IO_PATH), 1, requests_total=10).summary().p50_ms
         for m in ("asgi", "wsgi")
@@ -384,17 +413,19 @@ def exp_asgi_wins_io(ctx: Context) -> Numbers:
         "asgi_workers": sz.asgi_workers,
         "asgi_rps": n["asgi_rps"],
         "wsgi_rps": n["wsgi_rps"],
-        "gthread_rps": n["gthread_rps"],
         "asgi_p50_ms": n["asgi_p50_ms"],
         "wsgi_p50_ms": n["wsgi_p50_ms"],
         "asgi_p50_c1_ms": round(one["asgi"], 1),
         "wsgi_p50_c1_ms": round(one["wsgi"], 1),
         "asgi_rss_mib": n["asgi_rss_mib"][-1],
         "wsgi_rss_mib": n["wsgi_rss_mib"][-1],
-        "gthread_rss_mib": n["gthread_rss_mib"][-1],
         "seconds": n["wsgi_seconds"],
         "errors": errors_of(n),
-    }
+    } | (
+        {"gthread_rps": n["gthread_rps"], "gthread_rss_mib": n["gthread_rss_mib"][-1]}
+        if "gthread_rps" in n
+        else {}
+    )
 
 
 def exp_cpu(ctx: Context) -> Numbers:
