@@ -168,6 +168,9 @@ class Bar:
     end_ms: float
     track: int  # which row inside the lane (overlapping requests get different tracks)
     ok: bool
+    # When the client sent the request: the wait before start_ms (for a free worker,
+    # a blocked loop, a process start) is the cost the bar alone would hide.
+    sent_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -213,11 +216,14 @@ def drawable(samples: Sequence[Sample]) -> list[Sample]:
 
 
 def build_lanes(samples: Sequence[Sample]) -> list[Lane]:
-    """Lanes in order of each process's first request; times in ms from the first start."""
+    """Lanes in order of each process's first request; times in ms from the first
+    request sent (the client and the gateways share the host's clock)."""
     usable = drawable(samples)
     if not usable:
         return []
-    t0 = min(s.trace.start for s in usable if s.trace.start is not None)
+    t0 = min(
+        min(s.trace.start for s in usable if s.trace.start is not None), *(s.sent for s in usable)
+    )
     by_pid: dict[int, list[Sample]] = defaultdict(list)
     for s in usable:
         assert s.trace.pid is not None
@@ -228,7 +234,8 @@ def build_lanes(samples: Sequence[Sample]) -> list[Lane]:
         spans_ms = [(a * 1000, b * 1000) for a, b in spans]
         tracks, used = assign_tracks(spans_ms)
         bars = tuple(
-            Bar(a, b, t, s.ok) for (a, b), t, s in zip(spans_ms, tracks, group, strict=True)
+            Bar(a, b, t, s.ok, min((s.sent - t0) * 1000, a))
+            for (a, b), t, s in zip(spans_ms, tracks, group, strict=True)
         )
         lanes.append(Lane(pid, group[0].trace.worker, bars, used))
     lanes.sort(key=lambda lane: min(b.start_ms for b in lane.bars))

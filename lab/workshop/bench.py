@@ -366,7 +366,9 @@ def run_bench(
     if charts:
         from lab.workshop.charts import bench_charts
 
-        chart_paths = bench_charts(run.rows(), out, title_note=machine_note(run.meta))
+        chart_paths = bench_charts(
+            run.rows(), out, title_note=machine_note(run.meta), models=model_lines(run.meta)
+        )
     (out / "bench.json").write_text(to_json(run), encoding="utf-8")
     (out / "bench.csv").write_text(to_csv(run.rows()), encoding="utf-8")
     (out / "bench.md").write_text(
@@ -378,8 +380,36 @@ def run_bench(
 
 
 def machine_note(meta: dict[str, Any]) -> str:
-    m = meta.get("machine", {})
-    return f"{m.get('cores', '?')} cores, {meta.get('duration_s', '?')} s per point"
+    m, lab = meta.get("machine", {}), meta.get("lab", {})
+    workers = lab.get("workers") or {}
+    config = ", ".join(f"{mode} {n}" for mode, n in workers.items()) or "?"
+    return (
+        f"{m.get('cores', '?')} CPUs, {lab.get('target') or '?'} target, workers: {config}; "
+        f"{meta.get('duration_s', '?')} s per point"
+    )
+
+
+def model_lines(meta: dict[str, Any]) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """The model's requests/s per (scenario, mode) at each level, from the workers in force."""
+    from lab.workshop.models import model_rps
+
+    lab = meta.get("lab", {})
+    workers = {k: int(v) for k, v in (lab.get("workers") or {}).items()}
+    cpus_known = [float(c) for c in (lab.get("gateway_cpus") or {}).values() if c]
+    cpus = min(cpus_known) if cpus_known else float(meta.get("machine", {}).get("cores") or 1)
+    lines: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    if not workers:
+        return lines
+    for scenario in meta.get("scenarios", []):
+        for mode in meta.get("modes", []):
+            points = [
+                (level, rps)
+                for level in meta.get("levels", [])
+                if (rps := model_rps(mode, scenario, level, workers, cpus)) is not None
+            ]
+            if points:
+                lines[(scenario, mode)] = points
+    return lines
 
 
 def register(app: typer.Typer, guard: Guard) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 MODE_COLOURS: Final = {"cgi": "#e69f00", "wsgi": "#56b4e9", "asgi": "#009e73"}
 ERROR_COLOUR: Final = "#d55e00"
+WAIT_COLOUR: Final = "#333333"  # a request sent but not yet started: dashed, over the bars
 PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
 DPI: Final = 120
 LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale
@@ -47,8 +48,14 @@ def _ordered(values: Sequence[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
-def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = "") -> Path:
-    """One panel per scenario: requests/s against concurrency, one line per mode."""
+Models = Mapping[tuple[str, str], Sequence[tuple[int, float]]]  # (scenario, mode) -> points
+
+
+def throughput_chart(
+    rows: Sequence[Mapping[str, Any]], path: Path, note: str = "", models: Models | None = None
+) -> Path:
+    """One panel per scenario: requests/s against concurrency, one line per mode, and
+    the model's prediction per mode as a dotted line (lab.workshop.models)."""
     scenarios = _ordered([r["scenario"] for r in rows])
     modes = _ordered([r["mode"] for r in rows])
     levels = sorted({int(r["concurrency"]) for r in rows})
@@ -66,6 +73,13 @@ def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = 
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="o", linewidth=2, color=_colour(mode), label=mode.upper())
+            model = (models or {}).get((scenario, mode))
+            if model:
+                mx, my = zip(*model, strict=True)
+                ax.plot(
+                    mx, my, linestyle=":", linewidth=1.6, color=_colour(mode),
+                    label=f"{mode.upper()} model",
+                )  # fmt: skip
         ax.set_title(f"{scenario}: {path_shown}")
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel("successful requests per second")
@@ -83,7 +97,8 @@ def throughput_chart(rows: Sequence[Mapping[str, Any]], path: Path, note: str = 
         ax.legend(loc="best")
     for ax in list(axes.flat)[len(scenarios) :]:
         ax.set_visible(False)
-    fig.suptitle(f"Throughput vs concurrency, per scenario ({note})" if note else "Throughput")
+    title = "Throughput vs concurrency, per scenario" + ("; dotted: the model" if models else "")
+    fig.suptitle(f"{title} ({note})" if note else title)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -97,60 +112,57 @@ def error_share(row: Mapping[str, Any]) -> float:
 def latency_chart(
     rows: Sequence[Mapping[str, Any]], path: Path, concurrency: int, note: str = ""
 ) -> Path:
-    """One panel per mode: p50, p95, p99 latency per scenario at one concurrency level."""
+    """One panel per scenario at one concurrency level: a bar per mode (p50), with a
+    line up to its p99, so the modes are compared where the question is asked."""
     chosen = [r for r in rows if int(r["concurrency"]) == concurrency]
     modes = _ordered([r["mode"] for r in chosen])
     scenarios = _ordered([r["scenario"] for r in chosen])
     fig, axes = plt.subplots(
-        1, len(modes), figsize=(4.8 * len(modes), 4.4), squeeze=False, sharey=True
+        1, len(scenarios), figsize=(3.6 * len(scenarios), 4.4), squeeze=False, sharey=True
     )
-    width = 0.8 / len(PERCENTILE_SHADES)
-    for ax, mode in zip(axes.flat, modes, strict=True):
-        by_scenario = {r["scenario"]: r for r in chosen if r["mode"] == mode}
-        for i, (key, alpha) in enumerate(PERCENTILE_SHADES.items()):
-            xs = [j + (i - 1) * width for j in range(len(scenarios))]
-            ys = [
-                max(float(by_scenario[s][key]), 0.01) if s in by_scenario else 0 for s in scenarios
-            ]
-            ax.bar(xs, ys, width, color=_colour(mode), alpha=alpha, label=key.removesuffix("_ms"))
-        for j, s in enumerate(scenarios):
+    tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
+    lowest = min((float(r["p50_ms"]) for r in chosen if float(r["p50_ms"]) > 0), default=1.0)
+    for ax, scenario in zip(axes.flat, scenarios, strict=True):
+        by_mode = {r["mode"]: r for r in chosen if r["scenario"] == scenario}
+        for j, mode in enumerate(modes):
+            row = by_mode.get(mode)
+            if row is None:
+                continue
+            p50, p99 = max(float(row["p50_ms"]), 0.01), max(float(row["p99_ms"]), 0.01)
+            ax.bar(j, p50, 0.7, color=_colour(mode), label="p50" if j == 0 else None)
+            ax.plot([j, j], [p50, p99], color="#333333", linewidth=1.2)
+            ax.plot([j], [p99], marker="_", markersize=14, color="#333333")
             # A refusal (e.g. CGI's 503 past its script limit) is fast: say how many
-            # answers were errors, so short bars are not read as fast service.
-            share = error_share(by_scenario[s]) if s in by_scenario else 0.0
+            # answers were refused, so short bars are not read as fast service.
+            share = error_share(row)
             if share > 0:
-                top = max(float(by_scenario[s]["p99_ms"]), 0.01) * 1.4
                 ax.text(
-                    j,
-                    top,
-                    f"{share:.0%}\nerrors",
-                    ha="center",
-                    va="bottom",
-                    fontsize=9,
-                    color=ERROR_COLOUR,
-                )
-        clients = "1 client" if concurrency == 1 else f"{concurrency} clients"
-        ax.set_title(f"{mode.upper()} at {clients}")
-        ax.set_xticks(range(len(scenarios)), scenarios, rotation=20)
+                    j, p99 * 1.4, f"{share:.0%}\nrefused", ha="center", va="bottom",
+                    fontsize=8, color=ERROR_COLOUR,
+                )  # fmt: skip
+        ax.set_title(f"{scenario}: {by_mode[next(iter(by_mode))]['path']}", fontsize=10)
+        ax.set_xticks(range(len(modes)), [m.upper() for m in modes])
         ax.set_yscale("log")
-        tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
-        lowest = min((float(r["p50_ms"]) for r in chosen if float(r["p50_ms"]) > 0), default=1.0)
-        # Log bars need an explicit floor; the top leaves room for the legend.
         ax.set_ylim(bottom=lowest / 3, top=max(tallest, 1.0) * 8)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(loc="upper left", fontsize=9, ncols=3)
-    axes.flat[0].set_ylabel("latency, ms (log scale)")
-    fig.suptitle(f"Latency percentiles per mode ({note})" if note else "Latency percentiles")
+    axes.flat[0].set_ylabel("latency, ms (log scale): bar p50, whisker to p99")
+    clients = "1 client" if concurrency == 1 else f"{concurrency} clients"
+    title = f"Latency at {clients}, per scenario"
+    fig.suptitle(f"{title} ({note})" if note else title)
     fig.tight_layout()
     return _save(fig, path)
 
 
 def bench_charts(
-    rows: Sequence[Mapping[str, Any]], out_dir: Path, title_note: str = ""
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    title_note: str = "",
+    models: Models | None = None,
 ) -> list[Path]:
     """throughput.png plus latency-c<N>.png for the lowest and highest concurrency level."""
     if not rows:
         return []
-    paths = [throughput_chart(rows, out_dir / "throughput.png", title_note)]
+    paths = [throughput_chart(rows, out_dir / "throughput.png", title_note, models)]
     levels = sorted({int(r["concurrency"]) for r in rows})
     for level in dict.fromkeys((levels[0], levels[-1])):
         paths.append(latency_chart(rows, out_dir / f"latency-c{level}.png", level, title_note))
@@ -177,7 +189,9 @@ def timeline_chart(panels: Sequence[tuple[str, str, Sequence[Lane]]], path: Path
         _draw_lanes(ax, mode, lanes)
         ax.set_title(title, loc="left")
         ax.tick_params(labelbottom=True)  # every panel keeps its time axis
-    axes.flat[-1].set_xlabel("ms since the first request of the panel started (app start to end)")
+    axes.flat[-1].set_xlabel(
+        "ms since the first request was sent; bar: app start to end; dashed: sent, waiting"
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -198,6 +212,20 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
         for bar in lane.bars:
             bottom = y + bar.track * track_h + 0.08 * track_h
             colour = _colour(mode) if bar.ok else ERROR_COLOUR
+            if bar.sent_ms is not None and bar.start_ms - bar.sent_ms > 0.5:
+                # The wait: sent by the client, not yet started by the app (dashed, as
+                # on the dashboard), drawn over the bars it waited behind, with a tick
+                # where it was sent.
+                wait_y = bottom + 0.7 * track_h
+                ax.plot(
+                    [bar.sent_ms, bar.start_ms],
+                    [wait_y] * 2,
+                    color=WAIT_COLOUR,
+                    linestyle=(0, (2, 1.5)),
+                    linewidth=1.1,
+                    zorder=3,
+                )
+                ax.plot([bar.sent_ms], [wait_y], marker="|", color=WAIT_COLOUR, zorder=3)
             ax.broken_barh(
                 [(bar.start_ms, max(bar.end_ms - bar.start_ms, 0.2))],
                 (bottom, 0.84 * track_h),

@@ -62,8 +62,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def lab_info(cfg: LabSettings | None = None) -> dict[str, Any]:
-    """What the recorded run ran on: the target, the CPUs each gateway may use and the
-    worker processes in force per mode (read from the running processes).
+    """What the recorded run ran on: the target, the server behind each mode, the CPUs
+    each gateway may use and the worker processes in force per mode (read from the
+    running processes).
 
     Empty values when the lab at LAB_URL is not one this machine manages.
     """
@@ -79,9 +80,11 @@ def lab_info(cfg: LabSettings | None = None) -> dict[str, Any]:
             services = target.services(cfg)
             cpus = {m: services.cpus(f"gateway-{m}") for m in MODES}
     except (LabError, OSError, ValueError) as exc:
-        return {"target": None, "gateway_cpus": {}, "workers": {}, "note": str(exc)}
+        return {"target": None, "servers": {}, "gateway_cpus": {}, "workers": {}, "note": str(exc)}
     return {
         "target": status["target"],
+        # Present once the lab can swap servers (CONTRACT.md, "Servers behind each route").
+        "servers": dict[str, Any](status).get("servers") or {},
         "gateway_cpus": cpus,
         "workers": status.get("workers", {}),
     }

@@ -9,10 +9,11 @@ on top of each other (one event loop with many requests in flight).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
@@ -86,10 +87,14 @@ def run_timeline(
     url: str | None = None,
     out: Path | None = None,
     console: Console | None = None,
+    compare: str | None = None,
 ) -> TimelineRun:
     """Fire the requests (one mode, or each mode in turn for ``all``), draw, print a summary.
 
-    ``out`` is the PNG path, or a directory to put ``timeline-<mode>.png`` in.
+    ``out`` is the PNG path, or a directory to put ``timeline-<mode>.png`` in. With
+    ``compare``, each mode also gets a panel for that endpoint, on the same time axis
+    (``/coffee`` beside ``/blocking-coffee``: the healthy loop and the blocked one);
+    its samples and summaries are keyed ``"<mode> <endpoint>"``.
     """
     from rich.console import Console
 
@@ -106,23 +111,49 @@ def run_timeline(
     require_lab(base)
     samples: dict[str, list[Sample]] = {}
     summaries: dict[str, TimelineSummary] = {}
-    for m in modes:
-        result = run_load(mode_url(base, m, endpoint), concurrency, requests_total=requests_total)
-        samples[m] = result.samples
-        summaries[m] = summarize_timeline(m, result.samples)
+    runs = [(m, endpoint, m) for m in modes]
+    if compare:
+        other = compare if compare.startswith("/") else "/" + compare
+        runs = [r for m in modes for r in ((m, endpoint, m), (m, other, f"{m} {other}"))]
+    for m, path, key in runs:
+        result = run_load(mode_url(base, m, path), concurrency, requests_total=requests_total)
+        samples[key] = result.samples
+        summaries[key] = summarize_timeline(m, result.samples)
     png = _png_path(out, mode)
     png.parent.mkdir(parents=True, exist_ok=True)
     panels = [
-        (m, panel_title(summaries[m], endpoint, concurrency), build_lanes(samples[m]))
-        for m in modes
+        (m, panel_title(summaries[key], path, concurrency), build_lanes(samples[key]))
+        for m, path, key in runs
     ]
     timeline_chart(panels, png)
-    for m in modes:
-        s = summaries[m]
-        errors = sum(1 for x in samples[m] if not x.ok)
+    # The samples beside the picture, so every bar can be checked against a number.
+    data = {
+        "endpoint": endpoint,
+        "concurrency": concurrency,
+        "compare": compare,
+        "modes": {key: [sample_record(x) for x in samples[key]] for key in samples},
+    }
+    png.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    for key in samples:
+        s = summaries[key]
+        errors = sum(1 for x in samples[key] if not x.ok)
         console.print(s.line() + (f", [red]{errors} errors[/red]" if errors else ""))
-    console.print(f"saved: {png}")
+    console.print(f"saved: {png}, {png.with_suffix('.json')}")
     return TimelineRun(endpoint, concurrency, samples, summaries, png)
+
+
+def sample_record(s: Sample) -> dict[str, Any]:
+    """One request as saved beside a timeline PNG (Unix seconds, as the trace headers)."""
+    t = s.trace
+    return {
+        "sent": s.sent,
+        "latency_ms": round(s.latency_s * 1000, 3),
+        "status": s.status,
+        "pid": t.pid,
+        "worker": t.worker,
+        "start": t.start,
+        "end": t.end,
+    }
 
 
 def _png_path(out: Path | None, mode: str) -> Path:
@@ -150,8 +181,12 @@ def register(app: typer.Typer, guard: Guard) -> None:
         ),
         url: Annotated[str | None, typer.Option(help="the lab (default LAB_URL or :8080)")] = None,
         out: Annotated[Path | None, typer.Option(help="PNG file or directory")] = None,
+        compare: Annotated[
+            str | None,
+            typer.Option(help="a second endpoint, drawn beside the first on the same time axis"),
+        ] = None,
     ) -> None:
         """Draw one lane per process that ran app code, one bar per request."""
         if mode != "all" and mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
-        run_timeline(mode, endpoint, requests, concurrency, url, out)
+        run_timeline(mode, endpoint, requests, concurrency, url, out, compare=compare)

@@ -16,7 +16,7 @@ from rich.console import Console
 from lab.system import processes
 from lab.workshop import bench, claims, timeline
 from lab.workshop.analysis import distinct_pids, overlap_per_pid
-from lab.workshop.verdicts import judge
+from lab.workshop.claims.verdicts import INCONCLUSIVE, judge
 from tests.support.lab import Lab, workers_in_force
 
 pytestmark = pytest.mark.tools
@@ -139,22 +139,63 @@ def test_claims_report_and_json_agree_with_the_rules(
 
     monkeypatch.setattr(processes, "spawn", recording_spawn)
     results, out = claims.run_claims(
-        lab.url, only, duration_s=1, requests_total=6, out_dir=tmp_path, console=quiet()
+        lab.url,
+        only,
+        duration_s=1,
+        requests_total=6,
+        out_dir=tmp_path,
+        console=quiet(),
+        repeats=2,
     )
     assert [r.claim.id for r in results] == only
     data = json.loads((out / "claims.json").read_text())
+    assert data["meta"]["lab"]["workers"] == workers_in_force(lab)
+    assert {"target", "servers", "gateway_cpus"} <= set(data["meta"]["lab"])
     for recorded in data["claims"]:
-        verdict = judge(recorded["id"], recorded["numbers"])
+        numbers = recorded["numbers"]
+        verdict = judge(recorded["id"], numbers)
         assert recorded["verdict"] == verdict.level and recorded["why"] == verdict.why
+        assert recorded["model"]  # measured / model, with its spread
+        if numbers["load_1m_start"] > numbers["machine_cpus"] or sum(numbers["errors"]) > 0:
+            assert verdict.level == INCONCLUSIVE
     text = (out / "claims.md").read_text()
     for r in results:
         assert f"## {only.index(r.claim.id) + 1}. {r.claim.title}" in text
         assert f"**Verdict: {r.verdict.level}.**" in text
-    numbers = results[0].numbers
-    assert numbers["distinct_pids"] == numbers["requests"]  # CGI: a process per request
-    assert results[1].numbers["max_overlap"] == 1  # WSGI: one at a time per worker
-    # The extra WSGI gateways it started (the worker-formula claim) are gone again,
-    # every process of their groups. (Other programs on a shared machine may use
-    # the spare ports meanwhile, so the ports themselves say nothing.)
-    assert spawned, "the worker-formula claim started no gateway of its own"
+    # --rejudge reads the same file back without the lab and finds the same verdicts.
+    rejudged, changes, _ = claims.rejudge_file(out / "claims.json")
+    assert changes == [] and [r.verdict.why for r in rejudged] == [r.verdict.why for r in results]
+    cgi = results[0].numbers
+    assert cgi["distinct_pids"] == cgi["requests"]  # CGI: a process per request
+    assert len(cgi["cgi_p50_ms"]) == 2  # the repeats, interleaved
+    assert min(cgi["interpreter_ms"]) > 0 and cgi["major_faults"] >= 0
+    sync = results[1].numbers
+    assert sync["max_overlap"] == 1  # a sync WSGI worker: one at a time
+    assert sync["control_max_overlap"] > 1  # the threaded control overlaps
+    assert sync["workers"] == workers_in_force(lab)["wsgi"]
+    # The extra WSGI gateways it started (the worker-formula claim and the threaded
+    # control) are gone again, every process of their groups. (Other programs on a
+    # shared machine may use the spare ports meanwhile, so the ports say nothing.)
+    assert spawned, "the claims started no gateway of their own"
     assert not [pgid for pgid in spawned if processes.group_alive(pgid)]
+
+
+def test_timeline_compare_draws_both_endpoints_and_saves_samples(lab: Lab, tmp_path: Path) -> None:
+    result = timeline.run_timeline(
+        "asgi",
+        "/coffee?ms=30",
+        4,
+        2,
+        lab.url,
+        tmp_path / "compare.png",
+        console=quiet(),
+        compare="/blocking-coffee?ms=30",
+    )
+    assert set(result.samples) == {"asgi", "asgi /blocking-coffee?ms=30"}
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert set(saved["modes"]) == set(result.samples)
+    for key, records in saved["modes"].items():
+        assert len(records) == 4
+        # Every saved sample is the response's own trace: sent before the app started.
+        assert all(r["sent"] <= r["start"] <= r["end"] for r in records), key
+    assert is_png(result.png)
