@@ -207,6 +207,8 @@ class TestCloseAfterAFramingError:
             # this body is well framed and the next request a real one; the
             # gateways behind it get nginx's re-framed body. Direct only.
             endpoints = [e for e in endpoints if e.direct]
+            if not endpoints:
+                pytest.skip("no gateway is reachable from the host (Docker): direct only")
         raw = (
             f"POST {{p}}{path} HTTP/1.1\r\nHost: {{h}}\r\nTransfer-Encoding: chunked\r\n\r\n"
             + body
