@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,18 +149,25 @@ class Dashboard:
         return path
 
 
-@pytest.fixture
-def dashboard(browser: Browser, dashboard_url: str) -> Iterator[Dashboard]:
-    """A fresh browser context (no cookies) with /lab/ loaded and ready."""
+@contextmanager
+def opened(browser: Browser, url: str, kind: type[Dashboard] | None = None) -> Iterator[Dashboard]:
+    """A fresh context (no cookies) with the page at ``url`` loaded and ready."""
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
     page = context.new_page()
-    board = Dashboard(page)
+    board = (kind or Dashboard)(page)
     page.on("console", lambda message: board.console.append(message.text))
     page.on("pageerror", lambda error: board.page_errors.append(str(error)))
-    page.goto(dashboard_url)
+    page.goto(url)
     page.wait_for_selector('body[data-ready="true"]')
     try:
         yield board
         assert board.page_errors == [], f"the page raised: {board.page_errors}"
     finally:
         context.close()
+
+
+@pytest.fixture
+def dashboard(browser: Browser, dashboard_url: str) -> Iterator[Dashboard]:
+    """A fresh browser context (no cookies) with /lab/ loaded and ready."""
+    with opened(browser, dashboard_url) as board:
+        yield board

@@ -23,7 +23,6 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,8 +35,8 @@ from tests.browser.conftest import (
     CHROMIUM_ARGS,
     DASHBOARD_DIR,
     DASHBOARD_FILES,
-    VIEWPORT,
     Dashboard,
+    opened,
 )
 
 # The same scenarios as over HTTP/1.1, collected again here (see above).
@@ -104,23 +103,6 @@ class HTTP2Dashboard(Dashboard):
 
     def screenshot(self, name: str) -> Path:
         return super().screenshot(name if name.startswith("http2-") else f"http2-{name}")
-
-
-@contextmanager
-def opened(browser: Browser, url: str, kind: type[Dashboard] = Dashboard) -> Iterator[Dashboard]:
-    """A fresh context (no cookies) with the page at ``url`` loaded and ready."""
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
-    page = context.new_page()
-    board = kind(page)
-    page.on("console", lambda message: board.console.append(message.text))
-    page.on("pageerror", lambda error: board.page_errors.append(str(error)))
-    page.goto(url)
-    page.wait_for_selector('body[data-ready="true"]')
-    try:
-        yield board
-        assert board.page_errors == [], f"the page raised: {board.page_errors}"
-    finally:
-        context.close()
 
 
 @pytest.fixture

@@ -17,9 +17,7 @@ A table of outcomes (case x endpoint) is printed at the end of the run.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -38,7 +36,7 @@ from lab.system.ports import first_free
 from lab.system.procfs import read_proc
 from tests.support import faults
 from tests.support.contract import json_error
-from tests.support.lab import LAB, MODES, ROOT, Lab
+from tests.support.lab import MODES, ROOT, Lab, lab_status
 from tests.support.rawhttp import MARKER, Case, RawResult, exchange, get, load_cases
 
 CASES = load_cases()
@@ -59,13 +57,6 @@ class Endpoint:
     @property
     def hostport(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def lab_status() -> dict[str, object]:
-    proc = subprocess.run(
-        [*LAB, "status", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ import pytest
 
 from apps.breakfast import kitchen
 from lab.targets.compose import SERVICES, compose_args
-from tests.support.lab import LAB, ROOT, Lab
+from tests.support.lab import Lab, lab_status
 from tests.support.rawhttp import RawResponse, RawResult, exchange
 
 MIB: Final = 1024 * 1024
@@ -74,13 +74,6 @@ class Endpoint:
             lines.append("Connection: close")
         wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         return exchange(self.host, self.port, wire, deadline_s=deadline_s, method=method)
-
-
-def lab_status() -> dict[str, Any]:
-    proc = subprocess.run(
-        [*LAB, "status", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
 @pytest.fixture(scope="module")

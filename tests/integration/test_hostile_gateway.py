@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.support.lab import LAB, MODES, ROOT, Lab
+from tests.support.lab import MODES, ROOT, Lab, lab_status
 from tests.support.rawhttp import RawResult, exchange
 
 FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "gateway" / "cgi_scripts" / "fixture_app.py"
@@ -54,13 +54,6 @@ class Endpoint:
     def send(self, raw: str, **kwargs: object) -> RawResult:
         data = raw.replace("{p}", self.prefix).replace("{h}", self.hostport).encode("latin-1")
         return exchange(self.host, self.port, data, **kwargs)  # type: ignore[arg-type]
-
-
-def lab_status() -> dict[str, object]:
-    proc = subprocess.run(
-        [*LAB, "status", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-    return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
 @pytest.fixture(scope="module")

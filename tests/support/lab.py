@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytest
 import requests
@@ -33,6 +34,7 @@ __all__ = [
     "ROOT",
     "SERVING",
     "Lab",
+    "lab_status",
     "run_lab",
     "session_lab",
     "use_server",
@@ -145,3 +147,9 @@ def use_server(mode: str, server: str) -> None:
     if done.returncode != 0:
         pytest.fail(f"`lab server {mode} {server}` failed:\n{done.stdout}\n{done.stderr}")
     SERVING[mode] = server
+
+
+def lab_status() -> dict[str, Any]:
+    """``lab status --json`` of the lab under test, or {} when it does not answer."""
+    proc = run_lab("status", "--json", timeout=60)
+    return cast(dict[str, Any], json.loads(proc.stdout)) if proc.returncode == 0 else {}
