@@ -141,7 +141,9 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout": int(settings.timeout_s) + 5,
         "graceful_timeout": int(settings.timeout_s),
         # nginx keeps upstream connections open (keepalive 16); stay ready for them
-        # a little longer than nginx's idle timeout so nginx closes first.
+        # a little longer than nginx's idle timeout so nginx closes first. The
+        # sync worker ignores it: it closes after every response (gunicorn's
+        # design docs), so only gthread and the asgi worker keep connections.
         "keepalive": 75,
         "forwarded_allow_ips": settings.forwarded_allow_ips,
         # The scheme comes from X-Forwarded-Proto alone, the one header nginx sets
