@@ -3,10 +3,11 @@ consistent with the trace headers. Nothing here asserts a speed."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,15 +130,18 @@ def test_claims_report_and_json_agree_with_the_rules(
     lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     only = ["process-per-request", "one-at-a-time", "worker-formula", "blocking-hurts-asgi"]
+    # The spare gateways the claims start for themselves (processes.running), not
+    # the lab's own services that a claim may swap and restore.
     spawned: list[int] = []
-    spawn = processes.spawn
+    running = processes.running
 
-    def recording_spawn(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        proc = spawn(*args, **kwargs)
-        spawned.append(proc.pid)
-        return proc
+    @contextlib.contextmanager
+    def recording_running(*args: Any, **kwargs: Any) -> Iterator[int]:
+        with running(*args, **kwargs) as pgid:
+            spawned.append(pgid)
+            yield pgid
 
-    monkeypatch.setattr(processes, "spawn", recording_spawn)
+    monkeypatch.setattr(processes, "running", recording_running)
     results, out = claims.run_claims(
         lab.url,
         only,
