@@ -18,7 +18,13 @@ from typing import Final, Literal, get_args
 
 from gateway.cpus import available_cpus
 from gateway.numbers import parse_digits
-from gateway.servers.registry import ServerError, check_server, default_server
+from gateway.servers.registry import (
+    MAX_UNIX_PATH_BYTES,
+    ServerError,
+    check_server,
+    default_server,
+    listens_on_unix,
+)
 
 Mode = Literal["cgi", "wsgi", "asgi"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
@@ -77,11 +83,17 @@ class Settings:
     mode: Mode
     host: str = "127.0.0.1"
     port: int = 8000
+    # A unix socket to listen on besides host:port ("": none), for nginx alone:
+    # natively nginx reaches the gateways through these (lab.nginx.render), while
+    # the TCP port stays for direct access. fcgiwrap serves one socket: not it.
+    uds: str = ""
     workers: int = 0  # 0: default_workers(mode)
-    # Addresses whose X-Forwarded-* and X-Forwarded-Prefix headers are believed:
-    # nginx's. Comma-separated IPs or CIDRs, or "*" (only where the gateway is
-    # reachable by nginx alone, as on a compose network with no published port).
-    forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Peers whose X-Forwarded-* and X-Forwarded-Prefix headers are believed:
+    # nginx's. Comma-separated IPs or CIDRs; "unix" for connections on a unix
+    # socket (reachable only by whom its directory lets in); or "*" (only where
+    # the gateway is reachable by nginx alone, as on a compose network with no
+    # published port).
+    forwarded_allow_ips: str = "unix,127.0.0.1,::1"
     max_body_bytes: int = 16 * MIB
     # Seconds a request may take in the app before the gateway gives up
     # (gunicorn's worker timeout; the CGI runner's script timeout).
@@ -122,6 +134,13 @@ class Settings:
                 check_server(self.mode, self.server)
             except ServerError as exc:
                 raise SettingsError(str(exc)) from None
+        if self.uds and not listens_on_unix(self.mode, self.server_name):
+            raise SettingsError(f"the {self.server_name} server cannot listen on a unix socket")
+        if len(os.fsencode(self.uds)) > MAX_UNIX_PATH_BYTES:
+            raise SettingsError(
+                f"uds: {self.uds!r} is longer than a unix socket path may be "
+                f"({MAX_UNIX_PATH_BYTES} bytes)"
+            )
 
     @property
     def server_name(self) -> str:

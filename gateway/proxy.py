@@ -39,29 +39,58 @@ def _address(text: str) -> IPAddress | None:
 _PREFIX_RE: Final = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
 
 
+# The allow-list entry for connections on a unix socket, which have no address.
+UNIX: Final = "unix"
+
+
+def allow_entries(spec: str) -> list[str]:
+    """The entries of an allow-list spec such as ``"unix,127.0.0.1,::1"`` (pure)."""
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def ip_entries(spec: str) -> str:
+    """The spec without ``unix``: what gunicorn's ``forwarded_allow_ips`` takes.
+
+    gunicorn itself believes every unix-socket peer ("Connections not associated
+    with an IP address are treated as allowed, unconditionally", its settings
+    docs), as uvicorn does; the gateway layer asks for ``unix`` explicitly.
+    """
+    return ",".join(e for e in allow_entries(spec) if e != UNIX)
+
+
 @dataclass(frozen=True)
 class AllowList:
     networks: tuple[IPNetwork, ...]
     any_peer: bool = False
+    # Believe connections on a unix socket: the socket's directory decides who
+    # may connect (natively: the lab's own user, as nginx runs).
+    unix: bool = False
     # Peers already decided (a cache, not part of the value).
     _seen: dict[str, bool] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
     def parse(cls, spec: str) -> AllowList:
-        """``"127.0.0.1,::1"``, ``"172.28.0.0/24"`` or ``"*"``."""
-        items = [s.strip() for s in spec.split(",") if s.strip()]
+        """``"unix,127.0.0.1,::1"``, ``"172.28.0.0/24"`` or ``"*"``."""
+        items = allow_entries(spec)
         if "*" in items:
             return cls((), any_peer=True)
         try:
-            return cls(tuple(ipaddress.ip_network(s, strict=False) for s in items))
+            networks = tuple(ipaddress.ip_network(s, strict=False) for s in items if s != UNIX)
         except ValueError as exc:
             raise ValueError(f"forwarded_allow_ips: {exc}") from None
+        return cls(networks, unix=UNIX in items)
 
     def trusts(self, peer: str | None) -> bool:
+        """``peer``: the connection's address, "" or None for a unix socket.
+
+        Both servers give a unix-socket peer no address: gunicorn's WSGI
+        workers set REMOTE_ADDR to "" and its ASGI worker, like uvicorn, leaves
+        the scope's ``client`` None (ASGI HTTP scope: "client ... Optional").
+        """
         if self.any_peer:
             return True
         if not peer:
-            return False
+            return self.unix
         if (known := self._seen.get(peer)) is not None:
             return known
         addr = _address(peer)

@@ -8,6 +8,7 @@ app, and add the trace headers to its response.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -29,6 +30,11 @@ from gateway.servers.registry import default_server
 CLOSE_CONNECTION: Final = "gateway.close_connection"
 
 Traced = Callable[[Headers, float | None], Headers]
+
+# How long a response's close may spend reading the rest of a request body the
+# app left unread, and how much (past that, the server closes on it anyway).
+DRAIN_S: Final = 2.0
+DRAIN_CHUNK: Final = 64 * 1024
 
 
 def connection_closer(start_response: StartResponse) -> Callable[[], None]:
@@ -109,7 +115,7 @@ class GatewayWSGI:
             and parse_digits(environ.get("CONTENT_LENGTH")) is None
         ):
             environ["wsgi.input"] = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
-        return _Response(self.app, environ, start_response, traced, close)
+        return _Response(self.app, environ, start_response, traced, close, self.max_body_bytes)
 
 
 def _send_answer(answer: Answer, start_response: StartResponse, traced: Traced) -> bytes:
@@ -187,10 +193,13 @@ class _Response:
         start_response: StartResponse,
         traced: Traced,
         close: Callable[[], None],
+        max_body_bytes: int | None = None,
     ) -> None:
         self.start_response = start_response
         self.traced = traced
         self.close_connection = close
+        self.environ = environ
+        self.max_body_bytes = max_body_bytes
         self.pending: tuple[str, Headers, ExcInfo | None] | None = None
         self.sent = False
         self.result: Iterable[bytes]
@@ -255,5 +264,47 @@ class _Response:
     def close(self) -> None:
         # PEP 3333: the server must call close() on the app's iterable.
         close = getattr(self.result, "close", None)
-        if close is not None:
-            close()
+        try:
+            if close is not None:
+                close()
+        finally:
+            drain(self.environ, self.max_body_bytes)
+
+
+def drain(environ: Environ, limit: int | None, budget_s: float = DRAIN_S) -> int:
+    """Read and drop what the app left of the request body; the bytes dropped.
+
+    An app may answer before reading the body (a form over its limit: 413).
+    The sync workers then close the connection, and a peer still writing the
+    body gets EPIPE or a reset before it reads the answer: nginx, which sends
+    the whole body it buffered, reports a 502 instead of the app's 413 (RFC
+    9112 §9.6: closing while the client may still send risks that "the client
+    will not be able to read the last HTTP response"). Through nginx the body
+    is already on its way and costs a read; straight at the gateway a slow
+    sender is given ``budget_s`` and at most ``limit`` bytes (the body limit).
+    """
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return 0
+    sock = environ.get("gunicorn.socket")
+    timeout = sock.gettimeout() if sock is not None else None
+    deadline = time.monotonic() + budget_s
+    dropped = 0
+    try:
+        while limit is None or dropped <= limit:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = stream.read(DRAIN_CHUNK)
+            if not chunk:
+                break
+            dropped += len(chunk)
+    except (OSError, ValueError, BodyTooLarge):
+        pass  # a reset, a timeout, a malformed or over-limit body: the server closes
+    finally:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(timeout)
+    return dropped

@@ -30,7 +30,7 @@ from gateway.cgi import orphans
 from gateway.config import MODE_SPECS, Mode, Settings
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
-from gateway.proxy import AllowList
+from gateway.proxy import AllowList, ip_entries
 from gateway.servers.error_pages import install_json_error_pages
 from gateway.servers.websocket_denial import install_websocket_denial_response
 
@@ -129,13 +129,20 @@ def uwsgi_allow_ips(settings: Settings) -> str:
     compose subnet would match nobody: there "*" stands in, which is safe only
     where nginx alone can reach the gateway (compose's internal network).
     """
-    entries = [e.strip() for e in settings.forwarded_allow_ips.split(",") if e.strip()]
-    return "*" if any("/" in e for e in entries) else ",".join(entries)
+    entries = ip_entries(settings.forwarded_allow_ips)
+    return "*" if "/" in entries else entries
+
+
+def binds(settings: Settings) -> list[str]:
+    """The TCP port, and natively a unix socket for nginx (``Settings.uds``)."""
+    return [f"{settings.host}:{settings.port}"] + ([f"unix:{settings.uds}"] if settings.uds else [])
 
 
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
-        "bind": [f"{settings.host}:{settings.port}"],
+        # The TCP port, and natively a unix socket for nginx (Settings.uds).
+        "bind": [f"{settings.host}:{settings.port}"]
+        + ([f"unix:{settings.uds}"] if settings.uds else []),
         # A worker silent for longer than this is killed and replaced; the app's
         # slowest legitimate request (/coffee?ms=10000) stays well inside it.
         "timeout": int(settings.timeout_s) + 5,
@@ -145,7 +152,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # sync worker ignores it: it closes after every response (gunicorn's
         # design docs), so only gthread and the asgi worker keep connections.
         "keepalive": 75,
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "forwarded_allow_ips": ip_entries(settings.forwarded_allow_ips),
         # The scheme comes from X-Forwarded-Proto alone, the one header nginx sets
         # (gunicorn's default also believes X-Forwarded-Ssl and -Protocol).
         "secure_scheme_headers": {"X-FORWARDED-PROTO": "https"},
@@ -161,7 +168,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # names; nginx never sends them and the lab moves the mount point with
         # X-Forwarded-Prefix (gateway/proxy.py), so none is believed. Natively
         # every local process is a "trusted peer" (127.0.0.1): see
-        # docs/architecture.md, "Who the gateways trust".
+        # docs/gateway.md, "Whom the gateways trust".
         "forwarder_headers": "",
         **worker_options(settings),
         **server_options(settings),

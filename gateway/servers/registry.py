@@ -34,6 +34,15 @@ _WIRES: Final[dict[tuple[str, str], Wire]] = {
 }
 
 
+# Servers that serve exactly one listening socket, given to them: fcgiwrap. The
+# others (gunicorn's workers, uvicorn) also listen on a unix socket beside their
+# TCP port when asked (GATEWAY_UDS), which natively is how nginx reaches them.
+_ONE_SOCKET: Final = frozenset({("cgi", "fcgiwrap")})
+
+# sun_path holds 108 bytes on Linux, the last one a NUL (unix(7)).
+MAX_UNIX_PATH_BYTES: Final = 107
+
+
 class ServerError(ValueError):
     """A mode or server that does not exist; the message names the choices."""
 
@@ -63,3 +72,8 @@ def wire(mode: str, server: str) -> Wire:
 def speaks_http(mode: str, server: str) -> bool:
     """True when the server answers HTTP itself (so /healthz can be asked over HTTP)."""
     return wire(mode, server) == "http"
+
+
+def listens_on_unix(mode: str, server: str) -> bool:
+    """True when ``server`` can listen on a unix socket beside its TCP port."""
+    return (mode, check_server(mode, server)) not in _ONE_SOCKET

@@ -17,11 +17,15 @@ X-Forwarded-* from ``forwarded_allow_ips`` alone, the same rule in every server.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import stat
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 from gateway.config import ENV_PREFIX, Settings
 from gateway.servers.error_pages import json_error
@@ -78,11 +82,46 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "host": settings.host,
         "port": str(settings.port),
         "workers": str(settings.worker_count),
+        "uds": settings.uds,
     }
     return {ENV_PREFIX + name.upper(): value for name, value in fields.items()}
+
+
+def unix_listener(path: str, backlog: int = 2048) -> socket.socket:
+    """A listening unix socket at ``path``, replacing a stale socket file there."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        # Connecting takes write permission on the socket; who may reach it is
+        # its directory's business (as gunicorn, whose umask 0 leaves sockets 0777).
+        os.chmod(path, 0o666)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def serve(settings: Settings) -> None:
     # Command-line choices reach spawned workers through the environment.
     os.environ.update(settings_env(settings))
-    uvicorn.run("gateway.servers.uvicorn:create_app", **uvicorn_options(settings))
+    if not settings.uds:
+        uvicorn.run("gateway.servers.uvicorn:create_app", **uvicorn_options(settings))
+        return
+    # Two listening sockets, TCP and unix: uvicorn.run binds one, so this is its
+    # body with both sockets handed to the server, or to each worker.
+    config = uvicorn.Config("gateway.servers.uvicorn:create_app", **uvicorn_options(settings))
+    sockets = [config.bind_socket(), unix_listener(settings.uds)]
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=sockets).run()
+        else:
+            uvicorn.Server(config).run(sockets=sockets)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(settings.uds)

@@ -30,7 +30,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from gateway.servers.registry import ServerError, check_server, default_server, wire
+from gateway.servers.registry import (
+    MAX_UNIX_PATH_BYTES,
+    ServerError,
+    check_server,
+    default_server,
+    listens_on_unix,
+    wire,
+)
 from lab.nginx.routing import (
     DEFAULT_MODE,
     MODES,
@@ -75,8 +82,11 @@ NATIVE_CGI_SCRIPT: Final = ROOT / "apps" / "breakfast" / "cgi_app.py"
 COMPOSE_CGI_SCRIPT: Final = "/app/apps/breakfast/cgi_app.py"
 _SERVER_MARKER_RE: Final = re.compile(r"^# lab-server: (\S+) (\S+)$", re.MULTILINE)
 _MARKER_RE: Final = re.compile(r"^# lab-(mode|split): (\S+)$", re.MULTILINE)
-# host:port, IPv4, or a bracketed IPv6 address: nothing that could end the line early.
-_ADDRESS_RE: Final = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+# host:port, IPv4, a bracketed IPv6 address, or unix:/absolute/path: nothing that
+# could end the line early.
+_ADDRESS_RE: Final = re.compile(
+    r"[A-Za-z0-9._-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}|unix:/[A-Za-z0-9._/+-]+"
+)
 
 
 class LabTemplate(string.Template):
@@ -88,9 +98,39 @@ class LabTemplate(string.Template):
 # -- values per target ---------------------------------------------------------------
 
 
-def native_servers(nginx_port: int, mode: str, replicas: int = 1) -> list[str]:
+def native_socket(state_dir: Path, port: int) -> Path:
+    """The unix socket the native gateway on TCP ``port`` also listens on, for nginx.
+
+    Natively nginx reaches the gateways through these rather than their loopback
+    ports: a unix socket skips TCP's handshake and loopback stack on both sides
+    (benchmarks/proxied_path.py measures what that is worth), and only whom the
+    directory lets in (the lab's user) can connect. The TCP port stays, for
+    direct access and ``lab status``.
+    """
+    path = state_dir / "run" / f"gateway-{port}.sock"
+    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
+        raise RenderError(
+            f"{path} is too long for a unix socket ({MAX_UNIX_PATH_BYTES} bytes at most): "
+            "run the lab from a shorter path, or set LAB_STATE_DIR to one"
+        )
+    return path
+
+
+def native_address(state_dir: Path, port: int, mode: str, server: str | None = None) -> str:
+    """How nginx reaches the native gateway of ``mode`` on ``port`` under ``server``."""
+    if listens_on_unix(mode, server or default_server(mode)):
+        return f"unix:{native_socket(state_dir, port)}"
+    return f"127.0.0.1:{port}"  # fcgiwrap serves its one socket, the TCP one
+
+
+def native_servers(
+    state_dir: Path, nginx_port: int, mode: str, replicas: int = 1, server: str | None = None
+) -> list[str]:
     """The addresses of ``replicas`` native gateways of ``mode``, replica 0 first."""
-    return [f"127.0.0.1:{replica_port(nginx_port, mode, i)}" for i in range(replicas)]
+    return [
+        native_address(state_dir, replica_port(nginx_port, mode, i), mode, server)
+        for i in range(replicas)
+    ]
 
 
 def target_values(
@@ -102,6 +142,8 @@ def target_values(
     dashboard_dir: str | None = None,
     replicas: Mapping[str, int] | None = None,
     tls_port: int | None = None,
+    servers: Mapping[str, str] | None = None,
+    run_as: str | None = None,
 ) -> dict[str, str]:
     """Every placeholder's value for ``target``. Pure: creates nothing.
 
@@ -111,6 +153,10 @@ def target_values(
 
     ``replicas`` (native only: mode -> count, default 1) lists that many
     gateways per mode; under compose a service name covers all its replicas.
+    ``servers`` (native only: mode -> server, default each mode's first) says
+    whether nginx reaches a gateway on its unix socket (``native_address``).
+    ``run_as`` (native only) is the user nginx's workers run as when nginx is
+    started by root; None: the user who starts it.
     """
     common = {
         "target": target,
@@ -124,13 +170,17 @@ def target_values(
         logs = state_dir / "logs"
         listen_port = port if port is not None else 8080
         tls = tls_files(state_dir / "tls")
+        counts, chosen = replicas or {}, servers or {}
         return common | {
+            "worker_user": worker_user(run_as),
             "listen": f"127.0.0.1:{listen_port}",
             "tls_listen": f"127.0.0.1:{tls_port if tls_port is not None else COMPOSE_TLS_PORT}",
             "tls_certificate": str(tls["server.pem"]),
             "tls_certificate_key": str(tls["server.key"]),
             **{
-                f"{m}_server": " ".join(native_servers(listen_port, m, (replicas or {}).get(m, 1)))
+                f"{m}_server": " ".join(
+                    native_servers(state_dir, listen_port, m, counts.get(m, 1), chosen.get(m))
+                )
                 for m in MODES
             },
             "pid_path": str(nginx_dir / "nginx.pid"),
@@ -147,6 +197,7 @@ def target_values(
             "tls_certificate": str(tls_files(COMPOSE_TLS_DIR)["server.pem"]),
             "tls_certificate_key": str(tls_files(COMPOSE_TLS_DIR)["server.key"]),
             **{f"{m}_server": f"gateway-{m}:{COMPOSE_GATEWAY_PORT}" for m in MODES},
+            "worker_user": worker_user(None),
             # Logs go to the container's stdout/stderr, where `docker compose logs` reads them.
             "pid_path": "/tmp/nginx.pid",
             "error_log": "/dev/stderr",
@@ -156,6 +207,15 @@ def target_values(
             "cgi_script_filename": COMPOSE_CGI_SCRIPT,
         }
     raise RenderError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
+
+
+def worker_user(name: str | None) -> str:
+    """nginx's ``user`` directive for ``name``, or a comment when nginx keeps its starter's."""
+    if name is None:
+        return "# (the workers run as the user who starts nginx)"
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]*", name):
+        raise RenderError(f"bad user name {name!r} for nginx's workers")
+    return f"user {name};"
 
 
 def tls_files(tls_dir: Path) -> dict[str, Path]:

@@ -324,7 +324,12 @@ class NativeTarget:
                 START_DEADLINE_S,
             )
             text = nginx_conf.render_upstreams(
-                native_values(cfg, state.replicas | {mode: wanted}, base_ports(cfg, state)),
+                native_values(
+                    cfg,
+                    servers_in_force(state),
+                    state.replicas | {mode: wanted},
+                    base_ports(cfg, state),
+                ),
                 cfg.templates,
             )
             reload_with(cfg, state.nginx, state.groups["nginx"], nginx_conf.UPSTREAMS_FILE, text)
@@ -344,7 +349,12 @@ class NativeTarget:
         self, cfg: LabSettings, state: RunState, mode: str, current: int, wanted: int
     ) -> None:
         text = nginx_conf.render_upstreams(
-            native_values(cfg, state.replicas | {mode: wanted}, base_ports(cfg, state)),
+            native_values(
+                cfg,
+                servers_in_force(state),
+                state.replicas | {mode: wanted},
+                base_ports(cfg, state),
+            ),
             cfg.templates,
         )
         master = state.groups["nginx"]

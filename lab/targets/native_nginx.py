@@ -10,6 +10,7 @@ something nginx is not running.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -119,10 +120,12 @@ def nginx_test(nginx: str, cfg: LabSettings) -> None:
 
 def native_values(
     cfg: LabSettings,
+    servers: Mapping[str, str] | None,
     replicas: Mapping[str, int] | None = None,
     bases: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """The placeholders for this lab; ``bases`` moves a mode's first gateway to another port."""
+    """The placeholders for this lab, each mode reached as ``servers`` listen (None:
+    the defaults); ``bases`` moves a mode's first gateway to another port."""
     values = nginx_conf.target_values(
         "native",
         limits=cfg.limits,
@@ -130,10 +133,13 @@ def native_values(
         state_dir=cfg.state_dir,
         replicas=replicas,
         tls_port=cfg.tls_port,
+        servers=servers,
+        run_as=pwd.getpwuid(0).pw_name if os.geteuid() == 0 else None,
     )
     for mode, port in (bases or {}).items():
+        first = nginx_conf.native_address(cfg.state_dir, port, mode, (servers or {}).get(mode))
         addresses = values[f"{mode}_server"].split()
-        values[f"{mode}_server"] = " ".join([f"127.0.0.1:{port}", *addresses[1:]])
+        values[f"{mode}_server"] = " ".join([first, *addresses[1:]])
     return values
 
 
@@ -153,7 +159,7 @@ def render_config(
 ) -> None:
     """Every file of the config, with ``active`` (a mode or a split) serving ``/``
     and each mode reached as its server speaks (``servers``; the defaults otherwise)."""
-    values = native_values(cfg)
+    values = native_values(cfg, servers)
     mode, split = (None, active) if isinstance(active, dict) else (active, None)
     files = nginx_conf.render(values, mode, split, cfg.templates, servers)
     nginx_conf.make_runtime_dirs(values)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from gateway.servers.registry import default_server
+from gateway.servers.registry import default_server, listens_on_unix
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
 from lab.nginx.routing import MODES
@@ -50,14 +50,23 @@ def gateway_process(
     """The command and environment that run gateway ``mode`` on 127.0.0.1:``port``.
 
     ``server`` picks the server behind the mode (None: its default). The
-    environment is this process's plus ``cfg``'s settings (``GATEWAY_*``).
+    environment is this process's plus ``cfg``'s settings (``GATEWAY_*``), and
+    the unix socket nginx reaches the gateway on (``lab.nginx.render.native_socket``),
+    whose directory this makes, for this user alone.
     """
+    server = server or default_server(mode)
     cmd = [
         sys.executable, "-m", "gateway", "serve", "--mode", mode,
-        "--server", server or default_server(mode),
-        "--host", "127.0.0.1", "--port", str(port),
+        "--server", server, "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    return cmd, os.environ | gateway_env(cfg)
+    env = os.environ | gateway_env(cfg)
+    env.pop("GATEWAY_UDS", None)
+    if listens_on_unix(mode, server):
+        sock = nginx_conf.native_socket(cfg.state_dir, port)
+        sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        sock.parent.chmod(0o700)  # nginx's workers run as this user (lab.nginx.render.worker_user)
+        env["GATEWAY_UDS"] = str(sock)
+    return cmd, env
 
 
 def say(message: str) -> None:
@@ -172,7 +181,8 @@ def swap_server(
         )
         answered = True
         bases = base_ports(cfg, state) | {mode: port}
-        values = native_values(cfg, state.replicas, bases)
+        in_force = servers_in_force(state) | {mode: server}
+        values = native_values(cfg, in_force, state.replicas, bases)
         files = {
             nginx_conf.pass_file(mode): nginx_conf.render_pass(mode, server, values, cfg.templates),
             nginx_conf.UPSTREAMS_FILE: nginx_conf.render_upstreams(values, cfg.templates),

@@ -18,8 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from gateway.servers.registry import listens_on_unix
+from lab.settings import LabSettings
 from tests.support.contract import json_error
-from tests.support.lab import Lab, run_lab
+from tests.support.lab import Lab, lab_status, run_lab
 
 ATTACKER = "203.0.113.7"  # TEST-NET-3 (RFC 5737): never a real client here
 
@@ -302,7 +304,14 @@ def test_access_log_line_says_who_served_it(lab: Lab, mode: str, mounted: bool) 
     entry = access_log_entry(r.headers["X-Request-Id"])
     assert entry["mode"] == mode
     assert entry["status"] == 200 and entry["upstream_status"] == "200"
-    assert re.fullmatch(r"[^\s,]+:\d+", entry["upstream_addr"]), entry["upstream_addr"]
+    address = entry["upstream_addr"]
+    server = lab_status()["servers"][mode]
+    if lab.target == "native" and listens_on_unix(mode, server):
+        # Natively nginx reaches the gateway on its unix socket (lab.nginx.render.native_socket).
+        run = LabSettings.from_env().state_dir / "run"
+        assert re.fullmatch(rf"unix:{re.escape(str(run))}/gateway-\d+\.sock", address), address
+    else:
+        assert re.fullmatch(r"[^\s,]+:\d+", address), address
     assert isinstance(entry["request_time"], int | float) and entry["request_time"] >= 0
     assert float(entry["upstream_response_time"]) >= 0
     assert entry["request"].startswith(f"GET {path} ")

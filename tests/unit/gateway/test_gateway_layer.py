@@ -7,6 +7,7 @@ the ASGI layer through asgiref's ApplicationCommunicator.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -17,6 +18,7 @@ from wsgiref.validate import validator
 import pytest
 from asgiref.testing import ApplicationCommunicator
 
+from gateway.middleware import wsgi as wsgi_layer
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList
@@ -300,3 +302,34 @@ class TestRefusedBeforeTheApp:
     def test_unknown_transfer_coding_is_501(self) -> None:
         status, body = self.call(HTTP_TRANSFER_ENCODING="gzip, chunked")
         assert status.startswith("501") and "gzip" in json.loads(body)["error"]
+
+
+class _SlowSocket:
+    """A gunicorn.socket stand-in that records the timeouts drain sets."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def gettimeout(self) -> float | None:
+        return None
+
+    def settimeout(self, value: float | None) -> None:
+        self.timeouts.append(value)
+
+
+def test_closing_a_response_drains_the_body_the_app_left_unread() -> None:
+    # An app that answers before reading (a form over its limit) leaves the body
+    # in the socket; the sync worker then closes, and nginx, still sending it,
+    # reports a 502 instead of the answer. Closing the response reads it first.
+    sock = _SlowSocket()
+    environ = {"wsgi.input": io.BytesIO(b"x" * 300_000), "gunicorn.socket": sock}
+    assert wsgi_layer.drain(environ, limit=1_000_000) == 300_000
+    assert sock.timeouts[-1] is None  # the socket's own timeout is back
+    # No more than the body limit, and nothing past the time budget.
+    environ = {"wsgi.input": io.BytesIO(b"x" * 300_000)}
+    assert wsgi_layer.drain(environ, limit=100_000) <= 100_000 + wsgi_layer.DRAIN_CHUNK
+    environ = {"wsgi.input": io.BytesIO(b"x" * 300_000)}
+    assert wsgi_layer.drain(environ, limit=None, budget_s=0) == 0
+    # A body that breaks while being read ends the drain quietly.
+    broken = {"wsgi.input": wsgi_layer.LimitedInput(io.BytesIO(b"x" * 300_000), 10)}
+    assert wsgi_layer.drain(broken, limit=None) == 0

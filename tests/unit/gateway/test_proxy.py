@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+from gateway.proxy import AllowList, client_address, ip_entries, scheme_from, split_mount
 
 
 @pytest.mark.parametrize(
@@ -14,13 +14,22 @@ from gateway.proxy import AllowList, client_address, scheme_from, split_mount
         pytest.param("172.28.0.0/24", "172.28.0.9", True, id="cidr-inside"),
         pytest.param("172.28.0.0/24", "172.28.1.9", False, id="cidr-outside"),
         pytest.param("127.0.0.1", None, False, id="no-peer"),
-        pytest.param("127.0.0.1", "/run/gw.sock", False, id="unix-socket"),
+        pytest.param("127.0.0.1", "", False, id="unix-socket-not-allowed"),
+        pytest.param("unix,127.0.0.1", "", True, id="unix-socket-wsgi"),
+        pytest.param("unix,127.0.0.1", None, True, id="unix-socket-asgi"),
+        pytest.param("unix", "127.0.0.1", False, id="unix-only-tcp-peer"),
+        pytest.param("127.0.0.1", "/run/gw.sock", False, id="a-path-is-no-address"),
         pytest.param("*", "203.0.113.5", True, id="star"),
         pytest.param("", "127.0.0.1", False, id="empty-list"),
     ],
 )
 def test_allow_list(spec: str, peer: str | None, trusted: bool) -> None:
     assert AllowList.parse(spec).trusts(peer) is trusted
+
+
+def test_ip_entries_leave_out_unix() -> None:
+    assert ip_entries(" unix , 127.0.0.1,::1 ") == "127.0.0.1,::1"
+    assert ip_entries("unix") == ""
 
 
 def test_allow_list_rejects_garbage() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -30,10 +31,11 @@ from gateway.servers.registry import (
     ServerError,
     check_server,
     default_server,
+    listens_on_unix,
     speaks_http,
     wire,
 )
-from gateway.servers.uvicorn import JSONErrorsHttpTools, uvicorn_options
+from gateway.servers.uvicorn import JSONErrorsHttpTools, unix_listener, uvicorn_options
 
 ROOT = Path(__file__).resolve().parents[3]
 PAIRS = [(m, s) for m, names in SERVERS.items() for s in names]
@@ -179,22 +181,22 @@ def free_port() -> int:
 
 def group_members(pgid: int) -> list[int]:
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if fields[2] == str(pgid) and fields[0] != "Z":
-            members.append(int(stat.parent.name))
+            members.append(int(stat_file.parent.name))
     return members
 
 
 @contextmanager
-def running(mode: str, server: str) -> Iterator[int]:
+def running(mode: str, server: str, **extra_env: str) -> Iterator[int]:
     """The gateway on a free port, healthy; on exit SIGTERM its group, which must empty."""
     port = free_port()
     cmd = [sys.executable, "-m", "gateway", "serve", "--mode", mode, "--server", server]
-    env = os.environ | {"GATEWAY_WORKERS": "2", "GATEWAY_CGI_MAX_SCRIPTS": "2"}
+    env = os.environ | {"GATEWAY_WORKERS": "2", "GATEWAY_CGI_MAX_SCRIPTS": "2"} | extra_env
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [*cmd, "--port", str(port)],
@@ -224,8 +226,15 @@ def running(mode: str, server: str) -> Iterator[int]:
         assert group_members(proc.pid) == [], f"{mode}/{server} left processes behind"
 
 
-def ask(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def ask(port: int | Path, request: bytes) -> bytes:
+    """``request`` sent to 127.0.0.1:``port``, or to the unix socket at ``port``."""
+    if isinstance(port, Path):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(str(port))
+    else:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with sock:
         sock.sendall(request)
         answer = b""
         while chunk := sock.recv(65536):
@@ -285,3 +294,67 @@ def test_uwsgi_server_refuses_http_and_uvicorn_answers_bad_http_in_json() -> Non
         answer = ask(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert not answer.startswith(b"HTTP/1.1 2") and b'"status"' in answer
         assert b"X-Gateway-Mode" not in answer
+
+
+UNIX_PAIRS = [(m, s) for m, s in PAIRS if listens_on_unix(m, s)]
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(("mode", "server"), UNIX_PAIRS, ids=[f"{m}-{s}" for m, s in UNIX_PAIRS])
+def test_the_unix_socket_is_trusted_and_the_tcp_port_is_not(
+    tmp_path: Path, mode: str, server: str
+) -> None:
+    # Natively nginx reaches the gateways on unix sockets (lab.nginx.render.native_socket).
+    # With "unix" alone in the allow list, X-Forwarded-Prefix mounts the app at
+    # /mounted over the socket (the app's "/" answers) and changes nothing on the
+    # TCP port (/mounted/ is not found): the socket is really served, and trust
+    # follows the connection, not the headers.
+    uds = tmp_path / "gw.sock"
+    # (The uwsgi server takes packets from the allowed peers alone: the health
+    # probe on the TCP port needs 127.0.0.1 there.)
+    allow = "unix,127.0.0.1" if wire(mode, server) == "uwsgi" else "unix"
+    env = {"GATEWAY_UDS": str(uds), "GATEWAY_FORWARDED_ALLOW_IPS": allow}
+    with running(mode, server, **env) as port:
+        if wire(mode, server) == "uwsgi":
+            params = probe.health_params("/mounted/", str(APPS_DIR / "cgi_app.py"))
+            packet = probe.uwsgi_request(params | {"HTTP_X_FORWARDED_PREFIX": "/mounted"})
+            # uwsgi carries nginx's packets, not HTTP: over the socket they are served.
+            assert status_of(ask(uds, packet)) == 200
+            return
+        request = (
+            b"GET /mounted/ HTTP/1.1\r\nHost: x\r\nX-Forwarded-Prefix: /mounted\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        assert status_of(ask(uds, request)) == 200
+        assert status_of(ask(port, request)) == 404
+
+
+def test_a_server_with_one_socket_refuses_a_unix_socket(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot listen on a unix socket"):
+        Settings(mode="cgi", server="fcgiwrap", uds=str(tmp_path / "s.sock"))
+    with pytest.raises(SettingsError, match="longer than a unix socket path"):
+        Settings(mode="wsgi", uds="/" + "x" * 200)
+
+
+def test_gunicorn_binds_the_socket_beside_the_port_and_keeps_unix_from_its_ip_list() -> None:
+    options = gunicorn_options(Settings(mode="wsgi", port=9000, uds="/run/lab/gw.sock"))
+    assert options["bind"] == ["127.0.0.1:9000", "unix:/run/lab/gw.sock"]
+    assert options["forwarded_allow_ips"] == "127.0.0.1,::1"  # gunicorn: unix always trusted
+    assert gunicorn_options(Settings(mode="wsgi"))["bind"] == ["127.0.0.1:8000"]
+
+
+def test_uvicorns_unix_socket_lets_nginx_workers_connect(tmp_path: Path) -> None:
+    # Started by root, nginx's workers are nobody: connecting takes write
+    # permission on the socket file (its directory says who may reach it).
+    path = tmp_path / "gw.sock"
+    path.write_text("")  # not a socket: left alone, so bind fails
+    with pytest.raises(OSError):
+        unix_listener(str(path))
+    path.unlink()
+    with unix_listener(str(path)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666
+    with unix_listener(str(path)):  # a stale socket file is replaced
+        assert path.is_socket()

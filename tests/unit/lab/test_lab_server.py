@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from lab import cli, servers
 from lab.errors import LabError
+from lab.nginx import render as nginx_conf
 from lab.settings import LabSettings, Limits
 from lab.targets import ServerTarget, StatusDict
 from lab.targets.compose import compose_env
@@ -154,7 +155,9 @@ def test_a_swap_moves_the_mode_to_its_other_port_and_back(tmp_path: Path) -> Non
     # The other ports never meet the base ports, the replicas' or nginx's.
     others = {slot_port(cfg, m, 1) for m in ("cgi", "wsgi", "asgi")}
     assert others.isdisjoint({24080, 24081, 24082, 24083}) and min(others) < 24091
-    values = native_values(cfg, {"wsgi": 2}, ports)
-    assert values["wsgi_server"].split()[0] == f"127.0.0.1:{ports['wsgi']}"
+    values = native_values(cfg, servers_in_force(state), {"wsgi": 2}, ports)
+    # nginx reaches the moved gateway on the unix socket named after its port.
+    first = f"unix:{nginx_conf.native_socket(tmp_path, ports['wsgi'])}"
+    assert values["wsgi_server"].split()[0] == first
     assert len(values["wsgi_server"].split()) == 2
     assert servers_in_force(state) == {"cgi": "runner", "wsgi": "gthread", "asgi": "gunicorn"}

@@ -85,7 +85,7 @@ def test_targets_fill_the_same_placeholders() -> None:
     assert native.keys() == compose.keys()
     assert native["listen"] == "127.0.0.1:8080" and compose["listen"] == "8080"
     assert compose["wsgi_server"] == "gateway-wsgi:8000"
-    assert native["wsgi_server"] == "127.0.0.1:8082"
+    assert native["wsgi_server"] == "unix:/s/run/gateway-8082.sock"
     assert (compose["access_log"], compose["error_log"]) == ("/dev/stdout", "/dev/stderr")
 
 
@@ -301,13 +301,14 @@ def test_native_replicas_render_one_server_line_each(tmp_path: Path, nginx_bin: 
     tls_values(tmp_path / "state" / "tls")  # nginx -t loads the certificate
     files = nginx_conf.render(values)
     upstreams = files["upstreams.conf"]
+    run = tmp_path / "state" / "run"
     assert upstream_servers(upstreams, "wsgi") == [
-        "127.0.0.1:18082",
-        "127.0.0.1:18101",
-        "127.0.0.1:18102",
+        f"unix:{run}/gateway-18082.sock",
+        f"unix:{run}/gateway-18101.sock",
+        f"unix:{run}/gateway-18102.sock",
     ]
-    assert upstream_servers(upstreams, "cgi") == ["127.0.0.1:18081"]
-    assert upstream_servers(upstreams, "asgi") == ["127.0.0.1:18083"]
+    assert upstream_servers(upstreams, "cgi") == [f"unix:{run}/gateway-18081.sock"]
+    assert upstream_servers(upstreams, "asgi") == [f"unix:{run}/gateway-18083.sock"]
     assert nginx_conf.render_upstreams(values) == upstreams
     nginx_conf.make_runtime_dirs(values)
     nginx_conf.write_files(tmp_path / "conf", files)

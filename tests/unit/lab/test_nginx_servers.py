@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,10 @@ import pytest
 
 from gateway.servers.registry import SERVERS, wire
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import MODES, RenderError
-from lab.settings import Limits
+from lab.nginx.routing import MODES, RenderError, replica_port
+from lab.settings import LabSettings, Limits
 from lab.targets.native_nginx import find_nginx
+from lab.targets.native_server import gateway_process
 from tests.unit.lab.test_nginx_render import nginx_t
 from tests.unit.lab.test_tls import tls_values
 
@@ -132,3 +134,55 @@ def test_cli_server_rewrites_only_that_mode_and_refuses_bad_input(tmp_path: Path
         done = cli("server", "--target", "native", "--out", str(out), bad)
         assert done.returncode == 2 and "lab.nginx:" in done.stderr
         assert (out / "pass_wsgi.conf").read_text() == after["pass_wsgi.conf"]
+
+
+def test_natively_nginx_reaches_gateways_on_unix_sockets_but_fcgiwrap_on_its_port(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    found = nginx_conf.target_values(
+        "native",
+        limits=Limits(),
+        port=18080,
+        state_dir=state,
+        replicas={"wsgi": 2},
+        servers={"cgi": "fcgiwrap"},
+    )
+    assert found["wsgi_server"].split() == [
+        f"unix:{state}/run/gateway-18082.sock",
+        f"unix:{state}/run/gateway-{replica_port(18080, 'wsgi', 1)}.sock",
+    ]
+    assert found["asgi_server"] == f"unix:{state}/run/gateway-18083.sock"
+    assert found["cgi_server"] == "127.0.0.1:18081"  # fcgiwrap serves one socket: TCP
+    lines = nginx_conf.server_lines(found["wsgi_server"])
+    assert lines.splitlines()[0] == f"    server unix:{state}/run/gateway-18082.sock;"
+
+
+@pytest.mark.parametrize("address", ["unix:relative.sock", "unix:/a b.sock", "unix:/a;b"])
+def test_a_bad_unix_address_is_refused(address: str) -> None:
+    with pytest.raises(RenderError, match="bad server address"):
+        nginx_conf.server_lines(address)
+
+
+def test_a_state_directory_too_long_for_a_socket_says_what_to_do() -> None:
+    with pytest.raises(RenderError, match="LAB_STATE_DIR"):
+        nginx_conf.native_socket(Path("/" + "d" * 120), 8082)
+
+
+def test_each_native_gateway_gets_its_socket_in_a_private_directory(tmp_path: Path) -> None:
+    cfg = LabSettings(port=18080, state_dir=tmp_path / "state")
+    _, env = gateway_process(cfg, "wsgi", 18082, "gthread")
+    sock = Path(env["GATEWAY_UDS"])
+    assert sock == nginx_conf.native_socket(cfg.state_dir, 18082)
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700  # the lab's user alone
+    _, env = gateway_process(cfg, "cgi", 18081, "fcgiwrap")
+    assert "GATEWAY_UDS" not in env
+
+
+def test_nginx_workers_run_as_the_labs_user_when_root_starts_them() -> None:
+    # Started by root, nginx would switch its workers to nobody, who cannot pass
+    # a 0700 directory on the way to the gateways' sockets.
+    assert nginx_conf.worker_user("root") == "user root;"
+    assert nginx_conf.worker_user(None).startswith("#")
+    with pytest.raises(RenderError, match="bad user name"):
+        nginx_conf.worker_user("root; daemon on")
