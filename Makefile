@@ -94,8 +94,9 @@ test: system-deps check test-unit test-native
 bench: install system-deps
 	$(LAB) bench $(ARGS)
 
+# Without ARGS: the workshop's figures (docs/results/timeline-*.png and their JSON).
 timeline: install system-deps
-	$(LAB) timeline $(ARGS)
+	$(LAB) timeline $(or $(ARGS),--workshop)
 
 claims: install system-deps
 	$(LAB) claims $(ARGS)

@@ -21,6 +21,12 @@ REQUEST_ID: Final = "X-Request-Id"
 # CGI: how long the request waited for a script slot before its script started
 # (milliseconds, 0 when one was free), so Start minus this is when it arrived.
 QUEUE: Final = "X-Gateway-Queue-Ms"
+# CGI: when the script's own work began and ended, said by the script under
+# every server. X-Gateway-Start is when the server started the script's process,
+# so Start .. App-Start is its start-up (fork, exec, interpreter, imports) and
+# App-Start .. App-End the app's work; App-End .. End, the process's exit.
+APP_START: Final = "X-Gateway-App-Start"
+APP_END: Final = "X-Gateway-App-End"
 # Which machine or container: pids repeat across containers (each numbers its
 # processes from 1), so replicas of one gateway are told apart by host name.
 HOST: Final = "X-Gateway-Host"

@@ -15,7 +15,7 @@ endpoint           parameter                     default    range
 =================  ============================  =========  =======
 /coffee            ms                            100        0..10000
 /omelette          ms                            100        0..10000
-/blocking-coffee   ms                            100        0..10000
+/blocking-coffee   ms, thread                    100, 0     0..10000, 0..1
 /breakfast         coffee_ms, omelette_ms        100, 100   0..10000
 /stream            chunks, interval_ms           5, 200     0..1000, 0..10000
 /events            count, interval_ms            5, 100     0..1000, 0..10000
@@ -182,13 +182,16 @@ MAXIMUM: Final[dict[str, int]] = {
     "interval_ms": 10_000,
     "chunks": 1_000,
     "count": 1_000,
+    "thread": 1,
 }
 
 # Endpoint -> {parameter: default}; the table in the module docstring.
 QUERY_DEFAULTS: Final[dict[str, dict[str, int]]] = {
     "/coffee": {"ms": 100},
     "/omelette": {"ms": 100},
-    "/blocking-coffee": {"ms": 100},
+    # thread=1: the fix, the same blocking call moved off the event loop
+    # (asyncio.to_thread) under ASGI; CGI and WSGI have no loop to block.
+    "/blocking-coffee": {"ms": 100, "thread": 0},
     "/breakfast": {"coffee_ms": 100, "omelette_ms": 100},
     "/stream": {"chunks": 5, "interval_ms": 200},
     "/events": {"count": 5, "interval_ms": 100},

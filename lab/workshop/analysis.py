@@ -19,6 +19,9 @@ H_WORKER: Final = "x-gateway-worker"
 H_START: Final = "x-gateway-start"
 H_END: Final = "x-gateway-end"
 H_REQUEST_ID: Final = "x-request-id"
+# CGI only (gateway/trace.py): when the script's own work began and ended.
+H_APP_START: Final = "x-gateway-app-start"
+H_APP_END: Final = "x-gateway-app-end"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,20 @@ class Trace:
     start: float | None = None  # Unix seconds: the app started the request
     end: float | None = None  # Unix seconds: the app finished it (absent when streamed)
     request_id: str | None = None
+    # CGI: the script's work began (start-up over) and ended (the process exits next)
+    app_start: float | None = None
+    app_end: float | None = None
+
+    def split_ms(self) -> tuple[float, float, float] | None:
+        """CGI: (start-up, app, exit) in ms, from Start, App-Start, App-End and End;
+        None when one is missing or they are out of order."""
+        points = (self.start, self.app_start, self.app_end, self.end)
+        if any(p is None for p in points):
+            return None
+        start, app_start, app_end, end = (float(p or 0) for p in points)
+        if not start <= app_start <= app_end <= end:
+            return None
+        return ((app_start - start) * 1000, (app_end - app_start) * 1000, (end - app_end) * 1000)
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,8 @@ def parse_trace(headers: Mapping[str, str]) -> Trace:
         start=_float_or_none(h.get(H_START)),
         end=_float_or_none(h.get(H_END)),
         request_id=h.get(H_REQUEST_ID),
+        app_start=_float_or_none(h.get(H_APP_START)),
+        app_end=_float_or_none(h.get(H_APP_END)),
     )
 
 
@@ -171,6 +190,9 @@ class Bar:
     # When the client sent the request: the wait before start_ms (for a free worker,
     # a blocked loop, a process start) is the cost the bar alone would hide.
     sent_ms: float | None = None
+    # CGI: where the start-up ends and the app's work begins and ends (ms, same origin)
+    app_start_ms: float | None = None
+    app_end_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -207,6 +229,14 @@ def assign_tracks(intervals: Sequence[tuple[float, float]]) -> tuple[list[int], 
     return tracks, len(track_end)
 
 
+def app_span_ms(trace: Trace, t0: float) -> tuple[float | None, float | None]:
+    """CGI: App-Start and App-End in ms from ``t0``, when the split is known and sane."""
+    if trace.split_ms() is None:
+        return None, None
+    assert trace.app_start is not None and trace.app_end is not None
+    return (trace.app_start - t0) * 1000, (trace.app_end - t0) * 1000
+
+
 def drawable(samples: Sequence[Sample]) -> list[Sample]:
     return [
         s
@@ -234,7 +264,7 @@ def build_lanes(samples: Sequence[Sample]) -> list[Lane]:
         spans_ms = [(a * 1000, b * 1000) for a, b in spans]
         tracks, used = assign_tracks(spans_ms)
         bars = tuple(
-            Bar(a, b, t, s.ok, min((s.sent - t0) * 1000, a))
+            Bar(a, b, t, s.ok, min((s.sent - t0) * 1000, a), *app_span_ms(s.trace, t0))
             for (a, b), t, s in zip(spans_ms, tracks, group, strict=True)
         )
         lanes.append(Lane(pid, group[0].trace.worker, bars, used))

@@ -18,9 +18,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 -- after choosing the backend
+from matplotlib.patches import Patch  # noqa: E402
 
 if TYPE_CHECKING:
-    from lab.workshop.analysis import Lane
+    from lab.workshop.analysis import Bar, Lane
 
 MODE_COLOURS: Final = {"cgi": "#e69f00", "wsgi": "#56b4e9", "asgi": "#009e73"}
 ERROR_COLOUR: Final = "#d55e00"
@@ -29,6 +30,7 @@ PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
 DPI: Final = 120
 LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale
 TRACK_GROWTH: Final = 0.3  # extra lane height per extra track (request in flight at once)
+STARTUP_TINT: Final = 0.6  # a CGI script's start-up: its mode's colour, this share toward white
 SMALL_LABELS_FROM: Final = 48  # lanes in a panel from which pid labels get a smaller font
 
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11})
@@ -190,7 +192,8 @@ def timeline_chart(panels: Sequence[tuple[str, str, Sequence[Lane]]], path: Path
         ax.set_title(title, loc="left")
         ax.tick_params(labelbottom=True)  # every panel keeps its time axis
     axes.flat[-1].set_xlabel(
-        "ms since the first request was sent; bar: app start to end; dashed: sent, waiting"
+        "ms since the first request was sent; bar: app start to end (CGI: light = the "
+        "script's process start-up and exit); dashed: sent, waiting"
     )
     fig.tight_layout()
     return _save(fig, path)
@@ -206,6 +209,7 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
     ticks: list[float] = []
     labels: list[str] = []
     many = len(lanes) >= SMALL_LABELS_FROM
+    split = False  # some bar shows a CGI script's start-up apart from its app work
     for lane in lanes:
         height = lane_height(lane.tracks)
         track_h = height / lane.tracks
@@ -226,13 +230,15 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
                     zorder=3,
                 )
                 ax.plot([bar.sent_ms], [wait_y], marker="|", color=WAIT_COLOUR, zorder=3)
-            ax.broken_barh(
-                [(bar.start_ms, max(bar.end_ms - bar.start_ms, 0.2))],
-                (bottom, 0.84 * track_h),
-                facecolors=colour,
-                edgecolors="white",
-                linewidth=0.5,
-            )
+            for left, right, shade in bar_segments(bar, colour):
+                ax.broken_barh(
+                    [(left, max(right - left, 0.2))],
+                    (bottom, 0.84 * track_h),
+                    facecolors=shade,
+                    edgecolors="white" if shade == colour else "none",
+                    linewidth=0.5,
+                )
+            split = split or bar.app_start_ms is not None
         ticks.append(y + height / 2)
         labels.append(lane.label)
         y += height
@@ -241,3 +247,34 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
     ax.set_ylim(y + 0.1, -0.1)  # first process at the top
     ax.set_ylabel("process (X-Gateway-Pid)")
     ax.grid(True, axis="x", alpha=0.3)
+    if split:
+        colour = _colour(mode)
+        ax.legend(
+            handles=[
+                Patch(facecolor=lighter(colour), label="start-up: fork, exec,\ninterpreter, "
+                      "imports\n(and the exit after)"),
+                Patch(facecolor=colour, label="app work"),
+            ],
+            loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False,
+        )  # fmt: skip
+
+
+def lighter(colour: str, share: float = STARTUP_TINT) -> str:
+    """``colour`` mixed with white: the start-up shade of a mode's colour."""
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    mixed = [round(c + (255 - c) * share) for c in rgb]
+    return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+def bar_segments(bar: Bar, colour: str) -> list[tuple[float, float, str]]:
+    """(from ms, to ms, colour) pieces of one bar: a CGI bar with App-Start/-End is
+    start-up (light), app work (full), exit (light); any other bar is one piece."""
+    if bar.app_start_ms is None or bar.app_end_ms is None:
+        return [(bar.start_ms, bar.end_ms, colour)]
+    light = lighter(colour)
+    pieces = [
+        (bar.start_ms, bar.app_start_ms, light),
+        (bar.app_start_ms, bar.app_end_ms, colour),
+        (bar.app_end_ms, bar.end_ms, light),
+    ]
+    return [p for p in pieces if p[1] > p[0]]

@@ -2,7 +2,9 @@
 
 One lane per process that ran app code (``X-Gateway-Pid``), one bar per request
 from its ``X-Gateway-Start`` to its ``X-Gateway-End``. CGI: a new lane for every
-request (a new process each time). WSGI: a few lanes, the bars in each never
+request (a new process each time), each bar in two shades: the process's
+start-up up to ``X-Gateway-App-Start`` (and its exit after ``X-Gateway-App-End``),
+light; the app's own work, full. WSGI: a few lanes, the bars in each never
 overlap (a sync worker does one thing at a time). ASGI: few lanes, bars stacked
 on top of each other (one event loop with many requests in flight).
 """
@@ -10,8 +12,9 @@ on top of each other (one event loop with many requests in flight).
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -19,7 +22,7 @@ import typer
 
 from lab.errors import UsageError
 from lab.nginx.routing import MODES
-from lab.workshop.analysis import Sample, build_lanes, drawable, overlap_per_pid
+from lab.workshop.analysis import Sample, Trace, build_lanes, drawable, overlap_per_pid
 from lab.workshop.common import Guard, default_out_dir, lab_url, mode_url, require_lab
 
 if TYPE_CHECKING:
@@ -31,6 +34,33 @@ DEFAULT_CONCURRENCY: Final = 10
 
 
 @dataclass(frozen=True)
+class Figure:
+    """One of the workshop's recorded timelines (docs/workshop.md, docs/results/)."""
+
+    name: str
+    mode: str
+    endpoint: str
+    requests: int
+    concurrency: int
+    compare: tuple[str, ...] = ()
+
+
+# ``lab timeline --workshop`` (``make timeline``): the figures docs/results holds.
+WORKSHOP_FIGURES: Final = (
+    Figure("timeline-coffee.png", "all", "/coffee?ms=100", 30, 10),
+    Figure("timeline-breakfast.png", "all", "/breakfast?coffee_ms=50&omelette_ms=20", 24, 8),
+    Figure(
+        "timeline-asgi-blocking.png",
+        "asgi",
+        "/coffee?ms=100",
+        20,
+        10,
+        ("/blocking-coffee?ms=100", "/blocking-coffee?ms=100&thread=1"),
+    ),  # fmt: skip
+)
+
+
+@dataclass(frozen=True)
 class TimelineSummary:
     mode: str
     requests: int
@@ -38,13 +68,19 @@ class TimelineSummary:
     processes: int
     max_overlap: int
     wall_ms: float  # first app start to last app end
+    # CGI: medians over the requests with the split (None: no request had it)
+    startup_ms: float | None = None  # Start to App-Start: fork, exec, interpreter, imports
+    app_ms: float | None = None  # App-Start to App-End: the app's own work
 
     def line(self) -> str:
-        return (
+        text = (
             f"{self.mode}: {self.requests} requests, {self.processes} processes ran app code, "
             f"at most {self.max_overlap} at once in one process, "
             f"{self.wall_ms:,.0f} ms from first start to last end"
         )
+        if self.startup_ms is not None and self.app_ms is not None:
+            text += f"; median start-up {self.startup_ms:,.1f} ms, app {self.app_ms:,.1f} ms"
+        return text
 
 
 def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
@@ -52,6 +88,7 @@ def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
     overlaps = overlap_per_pid(usable)
     starts = [s.trace.start for s in usable if s.trace.start is not None]
     ends = [s.trace.end for s in usable if s.trace.end is not None]
+    splits = [x for x in (s.trace.split_ms() for s in usable) if x is not None]
     return TimelineSummary(
         mode=mode,
         requests=len(samples),
@@ -59,15 +96,23 @@ def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
         processes=len(overlaps),
         max_overlap=max(overlaps.values(), default=0),
         wall_ms=(max(ends) - min(starts)) * 1000 if starts else 0.0,
+        startup_ms=round(statistics.median(x[0] for x in splits), 3) if splits else None,
+        app_ms=round(statistics.median(x[1] for x in splits), 3) if splits else None,
     )
 
 
 def panel_title(summary: TimelineSummary, endpoint: str, concurrency: int) -> str:
-    return (
+    title = (
         f"{summary.mode.upper()}  GET {endpoint}, {summary.requests} requests, "
         f"{concurrency} clients: {summary.processes} processes, "
         f"at most {summary.max_overlap} at once per process"
     )
+    if summary.startup_ms is not None and summary.app_ms is not None:
+        title += (
+            f"\nmedian per request: {summary.startup_ms:,.0f} ms start-up (light), "
+            f"{summary.app_ms:,.0f} ms app work (full)"
+        )
+    return title
 
 
 @dataclass(frozen=True)
@@ -87,14 +132,15 @@ def run_timeline(
     url: str | None = None,
     out: Path | None = None,
     console: Console | None = None,
-    compare: str | None = None,
+    compare: str | Sequence[str] | None = None,
 ) -> TimelineRun:
     """Fire the requests (one mode, or each mode in turn for ``all``), draw, print a summary.
 
     ``out`` is the PNG path, or a directory to put ``timeline-<mode>.png`` in. With
-    ``compare``, each mode also gets a panel for that endpoint, on the same time axis
-    (``/coffee`` beside ``/blocking-coffee``: the healthy loop and the blocked one);
-    its samples and summaries are keyed ``"<mode> <endpoint>"``.
+    ``compare`` (one endpoint or several), each mode also gets a panel for each, on
+    the same time axis (``/coffee`` beside ``/blocking-coffee`` and its
+    ``asyncio.to_thread`` fix: the healthy loop, the blocked one, the unblocked one);
+    their samples and summaries are keyed ``"<mode> <endpoint>"``.
     """
     from rich.console import Console
 
@@ -111,10 +157,9 @@ def run_timeline(
     require_lab(base)
     samples: dict[str, list[Sample]] = {}
     summaries: dict[str, TimelineSummary] = {}
-    runs = [(m, endpoint, m) for m in modes]
-    if compare:
-        other = compare if compare.startswith("/") else "/" + compare
-        runs = [r for m in modes for r in ((m, endpoint, m), (m, other, f"{m} {other}"))]
+    others = [compare] if isinstance(compare, str) else list(compare or [])
+    others = [o if o.startswith("/") else "/" + o for o in others]
+    runs = [r for m in modes for r in [(m, endpoint, m)] + [(m, o, f"{m} {o}") for o in others]]
     for m, path, key in runs:
         result = run_load(mode_url(base, m, path), concurrency, requests_total=requests_total)
         samples[key] = result.samples
@@ -130,8 +175,9 @@ def run_timeline(
     data = {
         "endpoint": endpoint,
         "concurrency": concurrency,
-        "compare": compare,
+        "compare": others,
         "modes": {key: [sample_record(x) for x in samples[key]] for key in samples},
+        "summaries": {key: asdict(summaries[key]) for key in summaries},
     }
     png.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     for key in samples:
@@ -153,6 +199,19 @@ def sample_record(s: Sample) -> dict[str, Any]:
         "worker": t.worker,
         "start": t.start,
         "end": t.end,
+    } | split_record(t)
+
+
+def split_record(t: Trace) -> dict[str, Any]:
+    """CGI: App-Start and App-End, and the bar's pieces in ms: start-up (Start to
+    App-Start), app (App-Start to App-End), exit (App-End to End). Else nothing."""
+    if t.app_start is None:
+        return {}
+    split = t.split_ms()
+    record: dict[str, Any] = {"app_start": t.app_start, "app_end": t.app_end}
+    keys = ("startup_ms", "app_ms", "exit_ms")
+    return record | {
+        k: (round(v, 3) if split else None) for k, v in zip(keys, split or (0, 0, 0), strict=True)
     }
 
 
@@ -182,11 +241,32 @@ def register(app: typer.Typer, guard: Guard) -> None:
         url: Annotated[str | None, typer.Option(help="the lab (default LAB_URL or :8080)")] = None,
         out: Annotated[Path | None, typer.Option(help="PNG file or directory")] = None,
         compare: Annotated[
-            str | None,
-            typer.Option(help="a second endpoint, drawn beside the first on the same time axis"),
+            list[str] | None,
+            typer.Option(
+                help="another endpoint, drawn below the first on the same time axis "
+                "(repeat for more)"
+            ),
         ] = None,
+        workshop: Annotated[
+            bool,
+            typer.Option(
+                "--workshop",
+                help="draw the workshop's figures (docs/results/timeline-*.png) into --out, "
+                "a directory; the other options are ignored",
+            ),
+        ] = False,
     ) -> None:
         """Draw one lane per process that ran app code, one bar per request."""
+        if workshop:
+            if out is not None and out.suffix.lower() == ".png":
+                raise UsageError("--workshop draws several figures: --out must be a directory")
+            folder = out or default_out_dir()
+            for figure in WORKSHOP_FIGURES:
+                run_timeline(
+                    figure.mode, figure.endpoint, figure.requests, figure.concurrency, url,
+                    folder / figure.name, compare=figure.compare,
+                )  # fmt: skip
+            return
         if mode != "all" and mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
         run_timeline(mode, endpoint, requests, concurrency, url, out, compare=compare)

@@ -82,3 +82,10 @@ def test_asgi_blocking_coffee_serialises_the_loop(lab: Lab) -> None:
     assert any(len(ivs) > 1 for ivs in by_pid.values()), f"{n} requests, fewer workers"
     for pid, intervals in by_pid.items():
         assert max_overlap(intervals) == 1, f"worker {pid} overlapped blocked requests"
+
+
+def test_asgi_blocking_call_on_a_thread_frees_the_loop(lab: Lab) -> None:
+    """The same time.sleep moved to asyncio.to_thread (?thread=1): requests overlap again."""
+    n = max(8, 2 * workers_in_force(lab)["asgi"] + 2)
+    by_pid = lanes(fire(lab, "/asgi/blocking-coffee?ms=300&thread=1", n))
+    assert max(max_overlap(ivs) for ivs in by_pid.values()) > 1

@@ -161,3 +161,20 @@ def test_a_server_that_cannot_start_leaves_the_old_one_serving(
     r = lab.get("/cgi/")
     assert (r.status_code, r.headers["X-Gateway-Server"]) == (200, "runner")
     assert status()["servers"] == {m: default_server(m) for m in MODES}
+
+
+@pytest.mark.parametrize("server", ["runner", "fcgiwrap"])
+def test_both_cgi_servers_split_start_up_from_app_work(
+    lab: Lab, defaults_after: None, server: str
+) -> None:
+    """Start (the server started the script) .. App-Start (interpreter and imports
+    over, said by the script) .. App-End (its work done) .. End, under each server."""
+    use_server("cgi", server)
+    r = lab.get("/cgi/coffee?ms=50")
+    assert r.status_code == 200 and r.headers["X-Gateway-Server"] == server
+    start, end = float(r.headers["X-Gateway-Start"]), float(r.headers["X-Gateway-End"])
+    app_start = float(r.headers["X-Gateway-App-Start"])
+    app_end = float(r.headers["X-Gateway-App-End"])
+    assert start < app_start <= app_end <= end
+    assert app_end - app_start >= 0.050  # the 50 ms wait is the app's work ...
+    assert app_start - start > 0  # ... and the interpreter's start-up is not

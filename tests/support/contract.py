@@ -93,7 +93,14 @@ CONTRACT_CASES = [
         ),
         id="breakfast",
     ),
-    pytest.param(Case("GET", "/blocking-coffee", "ms=5", values={"ms": 5}), id="blocking-coffee"),
+    pytest.param(
+        Case("GET", "/blocking-coffee", "ms=5", values={"ms": 5, "thread": 0}),
+        id="blocking-coffee",
+    ),
+    pytest.param(
+        Case("GET", "/blocking-coffee", "ms=5&thread=1", values={"ms": 5, "thread": 1}),
+        id="blocking-coffee-on-a-thread",
+    ),
     pytest.param(
         Case("GET", "/stream", "chunks=3&interval_ms=1", media_type=NDJSON, lines=3), id="stream"
     ),
@@ -226,6 +233,12 @@ CONTRACT_CASES = [
     pytest.param(
         bad_number("/blocking-coffee", "ms=", "ms must be a whole number in 0..10000, got ''"),
         id="blocking-coffee-ms-empty",
+    ),
+    pytest.param(
+        bad_number(
+            "/blocking-coffee", "thread=2", "thread must be a whole number in 0..1, got '2'"
+        ),
+        id="blocking-coffee-thread-too-big",
     ),
     pytest.param(
         bad_number("/coffee", "ms=1&ms=2", "ms must be given once, got 2 values"),

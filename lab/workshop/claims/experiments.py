@@ -35,6 +35,7 @@ from lab.workshop.claims.catalog import (
     HELLO_PATH,
     IO_MS,
     IO_PATH,
+    TO_THREAD_PATH,
     Sizes,
     saturated_run_s,
 )
@@ -438,13 +439,29 @@ def exp_cpu(ctx: Context) -> Numbers:
     }
 
 
+def executor_threads(url: str) -> int:
+    """How many threads asyncio.to_thread may use per ASGI worker, as the app reports it."""
+    import requests
+
+    try:
+        return int(requests.get(url, timeout=30).json()["threads"])
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        raise LabError(f"{url} did not say how many threads it may use: {exc}") from None
+
+
 def exp_blocking(ctx: Context) -> Numbers:
     sz, clients = ctx.sizes, ctx.sizes.crowd
     run_s = saturated_run_s(clients, sz.asgi_workers * 1000 / IO_MS, ctx.duration_s)
+    fixed_url = mode_url(ctx.base, "asgi", TO_THREAD_PATH)
+    threads = executor_threads(fixed_url)
+    fixed_s = saturated_run_s(
+        clients, min(clients, sz.asgi_workers * threads) * 1000 / IO_MS, ctx.duration_s
+    )
     n = interleave(
         ctx.repeats,
         {
             "blocking": lambda: wrk_cell(mode_url(ctx.base, "asgi", BLOCKING_PATH), clients, run_s),
+            "fixed": lambda: wrk_cell(fixed_url, clients, fixed_s, sz.asgi_workers),
             "asgi": lambda: wrk_cell(mode_url(ctx.base, "asgi", IO_PATH), clients, ctx.duration_s),
             "wsgi": lambda: wrk_cell(mode_url(ctx.base, "wsgi", IO_PATH), clients, run_s),
         },
@@ -454,10 +471,15 @@ def exp_blocking(ctx: Context) -> Numbers:
         "io_ms": IO_MS,
         "asgi_workers": sz.asgi_workers,
         "wsgi_workers": sz.wsgi_workers,
+        "threads": threads,
         "asgi_blocking_rps": n["blocking_rps"],
+        "asgi_fixed_rps": n["fixed_rps"],
         "asgi_coffee_rps": n["asgi_rps"],
         "wsgi_coffee_rps": n["wsgi_rps"],
         "asgi_blocking_p50_ms": n["blocking_p50_ms"],
+        "asgi_fixed_p50_ms": n["fixed_p50_ms"],
+        # The model counts every loop's threads: a run pinned to one loop says less.
+        "asgi_fixed_pid_balance": n["fixed_pid_balance"],
         "asgi_blocking_completions_per_client": n["blocking_completions_per_client"],
         "seconds": n["blocking_seconds"],
         "errors": errors_of(n),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import time
 from typing import Any
@@ -169,6 +170,9 @@ async def finish_order(first: dict[str, Any], second: dict[str, Any]) -> list[st
             id="breakfast-takes-turns",
         ),
         pytest.param("/blocking-coffee", "ms=200", ["slow", "quick"], id="blocking-coffee-blocks"),
+        pytest.param(
+            "/blocking-coffee", "ms=200&thread=1", ["quick", "slow"], id="blocking-call-on-a-thread"
+        ),
         pytest.param("/omelette", "ms=200", ["slow", "quick"], id="omelette-holds-the-loop"),
     ],
 )
@@ -296,3 +300,12 @@ def test_lifespan_is_acknowledged() -> None:
         {"type": "lifespan.startup.complete"},
         {"type": "lifespan.shutdown.complete"},
     ]
+
+
+def test_blocking_call_on_a_thread_reports_the_executor_it_may_use() -> None:
+    result = call(http_scope(path="/blocking-coffee", query="ms=0&thread=1"))
+    data = json.loads(result.body)
+    assert (data["ms"], data["thread"]) == (0, 1)
+    # The number the claim's model uses: the default executor's own max_workers.
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        assert data["threads"] == pool._max_workers == asgi_app.default_executor_threads()

@@ -176,3 +176,15 @@ def test_head_writes_no_body() -> None:
     result = run(meta_variables("HEAD", "/stream", "chunks=2&interval_ms=10000"))
     assert (result.status, result.body) == (200, b"")
     assert time.perf_counter() - started < TIMEOUT
+
+
+def test_the_script_says_when_its_own_work_began_and_ended() -> None:
+    # Under the lab's runner too (no GATEWAY_SERVER): the server knows the spawn,
+    # only the script knows when its interpreter start-up and imports were over.
+    before = time.time()
+    r = run(meta_variables(path="/coffee", query="ms=30"))
+    app_start = float(r.headers["x-gateway-app-start"])
+    app_end = float(r.headers["x-gateway-app-end"])
+    assert before < app_start and app_end - app_start >= 0.030
+    assert app_end <= time.time()
+    assert "x-gateway-start" not in r.headers  # the runner's to say

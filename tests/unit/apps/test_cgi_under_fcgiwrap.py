@@ -51,13 +51,21 @@ def test_the_script_reports_itself_under_fcgiwrap() -> None:
     assert r.headers["x-gateway-pid"] != str(os.getpid())
     assert r.headers["x-request-id"] == "0123abcd"  # nginx's id, passed as a parameter
     start, end = float(r.headers["x-gateway-start"]), float(r.headers["x-gateway-end"])
-    assert before <= start <= end <= time.time()
+    # Start is the kernel's record of the fork, in clock ticks: the middle of its
+    # tick, so up to half a tick before the fork itself (and this test's clock).
+    half_tick = 0.5 / os.sysconf("SC_CLK_TCK")
+    assert before - half_tick <= start <= end <= time.time()
+    # The split the timeline draws: start-up, then the app's work, then the exit.
+    app_start = float(r.headers["x-gateway-app-start"])
+    app_end = float(r.headers["x-gateway-app-end"])
+    assert start < app_start <= app_end <= end
 
 
 def test_a_stream_carries_start_but_no_end() -> None:
     r = exec_script(fcgiwrap_env(path="/stream", query="chunks=1&interval_ms=0"))
     assert r.status == 200 and "x-gateway-start" in r.headers
     assert "x-gateway-end" not in r.headers
+    assert "x-gateway-app-start" in r.headers and "x-gateway-app-end" not in r.headers
 
 
 def test_healthz_is_the_scripts_own_under_fcgiwrap() -> None:

@@ -118,7 +118,11 @@ BLOCKING = QUIET | {
     "io_ms": 100,
     "asgi_workers": 2,
     "wsgi_workers": 5,
+    "threads": 6,  # the default executor on 2 CPUs: min(32, 2 + 4)
     "asgi_blocking_rps": [19.0, 19.5, 19.2],
+    # the same handler on asyncio.to_thread: 2 loops x 6 threads = 12 sleeps at once
+    "asgi_fixed_rps": [116.0, 118.0, 117.0],
+    "asgi_fixed_pid_balance": [0.9, 0.85, 0.95],
     "asgi_coffee_rps": [195.0, 190.0, 193.0],
     "wsgi_coffee_rps": [48.0, 47.0, 48.0],
 }
@@ -198,9 +202,20 @@ CASES = [
     pytest.param("blocking-hurts-asgi", BLOCKING, HOLDS, id="blocking-worse-than-wsgi"),
     pytest.param(
         "blocking-hurts-asgi",
-        BLOCKING | {"asgi_workers": 5, "asgi_blocking_rps": [48.0, 49.0, 48.5]},
+        BLOCKING
+        | {
+            "asgi_workers": 5,
+            "asgi_blocking_rps": [48.0, 49.0, 48.5],
+            "asgi_fixed_rps": [190.0, 192.0, 191.0],  # min(20 clients, 5 x 6) / 0.1 s
+        },
         CAVEAT,
         id="blocking-equal-loops-not-worse",
+    ),
+    pytest.param(
+        "blocking-hurts-asgi",
+        BLOCKING | {"asgi_fixed_rps": [40.0, 42.0, 41.0]},
+        CAVEAT,
+        id="blocking-control-does-not-recover",
     ),
     pytest.param(
         "blocking-hurts-asgi",
@@ -244,8 +259,29 @@ INCONCLUSIVE_CASES = [
     pytest.param("asgi-wins-io", ASGI_IO | {"asgi_rps": [190.0, 100.0, 185.0]}, id="win-straddles"),
     pytest.param(
         "blocking-hurts-asgi",
-        BLOCKING | {"asgi_workers": 5, "asgi_blocking_rps": [40.0, 48.0, 46.0]},
+        BLOCKING
+        | {
+            "asgi_workers": 5,
+            "asgi_blocking_rps": [40.0, 48.0, 46.0],
+            "asgi_fixed_rps": [190.0, 192.0, 191.0],
+        },
         id="blocking-vs-wsgi-straddles",
+    ),
+    pytest.param(
+        "blocking-hurts-asgi",
+        BLOCKING | {"asgi_fixed_rps": [116.0, 60.0, 117.0]},
+        id="blocking-control-straddles",
+    ),
+    pytest.param(
+        "blocking-hurts-asgi",
+        BLOCKING | {"asgi_blocking_rps": [19.0, 30.0, 19.2]},
+        id="blocking-straddles-its-model",
+    ),
+    pytest.param("blocking-hurts-asgi", BLOCKING | {"errors": [0, 0, 2]}, id="blocking-errors"),
+    pytest.param(
+        "blocking-hurts-asgi",
+        BLOCKING | {"asgi_fixed_pid_balance": [0.9, 0.0, 0.8]},
+        id="blocking-control-pinned-to-one-loop",
     ),
     pytest.param(
         "process-per-request",
@@ -429,3 +465,47 @@ def test_cgi_names_fcgiwrap_beside_the_runner() -> None:
     assert verdict.level == CAVEAT
     assert "fcgiwrap" in verdict.why and "50.0 ms against the lab runner's 60.0 ms" in verdict.why
     assert "fcgiwrap_p50 / (wsgi_p50 + script run)" in verdict.model
+
+
+def test_blocking_reports_the_to_thread_control_against_its_model() -> None:
+    verdict = judge("blocking-hurts-asgi", BLOCKING)
+    assert verdict.level == HOLDS
+    assert "asyncio.to_thread served 117.0 req/s" in verdict.why
+    # 117 req/s x 0.1 s over min(20 clients, 2 loops x 6 threads) = 12 sleeps at once
+    ratio = verdict.model["to_thread rps / (min(clients, loops x threads) / sleep)"]
+    assert ratio == pytest.approx((117.0 / 120, 116.0 / 120, 118.0 / 120))
+    # paired per repeat: 116/19.0, 118/19.5, 117/19.2
+    assert verdict.model["to_thread / blocking"][0] == pytest.approx(117.0 / 19.2)
+
+
+def test_blocking_control_model_is_capped_by_the_clients() -> None:
+    # 40 threads per loop but only 20 clients: at most 20 sleeps at once, 200 req/s.
+    numbers = BLOCKING | {"threads": 40, "asgi_fixed_rps": [190.0, 195.0, 198.0]}
+    verdict = judge("blocking-hurts-asgi", numbers)
+    assert verdict.level == HOLDS
+    ratio = verdict.model["to_thread rps / (min(clients, loops x threads) / sleep)"]
+    assert ratio[0] == pytest.approx(195.0 / 200)
+
+
+def test_a_recording_without_the_control_is_an_older_format(tmp_path: Path) -> None:
+    numbers = {k: v for k, v in BLOCKING.items() if k != "asgi_fixed_rps"}
+    path = write(
+        tmp_path, json.dumps({"claims": [{"id": "blocking-hurts-asgi", "numbers": numbers}]})
+    )
+    with pytest.raises(LabError, match="older `lab claims`"):
+        rejudge_file(path)
+
+
+def test_the_recording_measures_the_blocked_loop_against_its_to_thread_fix() -> None:
+    # Whatever verdict the recording machine gave, the rule reads both models from it.
+    data = json.loads(RECORDINGS[0].read_text(encoding="utf-8"))
+    claim = next(c for c in data["claims"] if c["id"] == "blocking-hurts-asgi")
+    numbers = claim["numbers"]
+    assert len(numbers["asgi_fixed_rps"]) == len(numbers["asgi_blocking_rps"]) >= 2
+    assert numbers["threads"] >= 1
+    model = judge("blocking-hurts-asgi", numbers).model
+    loops, io_s = numbers["asgi_workers"], numbers["io_ms"] / 1000
+    at_once = min(numbers["clients"], loops * numbers["threads"])
+    fixed = sorted(r * io_s / at_once for r in numbers["asgi_fixed_rps"])
+    ratio = model["to_thread rps / (min(clients, loops x threads) / sleep)"]
+    assert (ratio[1], ratio[2]) == pytest.approx((fixed[0], fixed[-1]))

@@ -12,6 +12,7 @@ import pytest
 from lab.errors import LabError
 from lab.workshop import bench
 from lab.workshop.analysis import (
+    Bar,
     Sample,
     Trace,
     assign_tracks,
@@ -21,7 +22,8 @@ from lab.workshop.analysis import (
     percentile,
     summarize,
 )
-from lab.workshop.timeline import summarize_timeline
+from lab.workshop.charts import MODE_COLOURS, bar_segments, lighter
+from lab.workshop.timeline import sample_record, summarize_timeline
 from lab.workshop.wrk import WrkError, build_command, parse_output
 
 
@@ -148,6 +150,78 @@ def test_build_lanes_one_lane_per_pid_in_order_of_first_start_and_ms_from_first_
     summary = summarize_timeline("wsgi", samples)
     assert (summary.requests, summary.drawn, summary.processes, summary.max_overlap) == (5, 3, 2, 2)
     assert summary.wall_ms == pytest.approx(600.0)
+
+
+def cgi_sample(pid: int, start: float, app_start: float, app_end: float, end: float) -> Sample:
+    trace = Trace("cgi", pid, 1, start, end, app_start=app_start, app_end=app_end)
+    return Sample(sent=start, latency_s=end - start, status=200, trace=trace)
+
+
+def test_parse_trace_reads_the_cgi_split() -> None:
+    trace = parse_trace(
+        {"X-Gateway-App-Start": "1700000000.25", "x-gateway-app-end": "1700000000.5"}
+    )
+    assert (trace.app_start, trace.app_end) == (1700000000.25, 1700000000.5)
+
+
+@pytest.mark.parametrize(
+    ("points", "split"),
+    [
+        pytest.param((100.0, 100.03, 100.13, 100.135), (30.0, 100.0, 5.0), id="runner"),
+        pytest.param((100.0, 100.03, 100.13, 100.13), (30.0, 100.0, 0.0), id="fcgiwrap-no-exit"),
+        pytest.param((100.0, 100.03, None, None), None, id="streamed"),
+        pytest.param((100.0, None, None, 100.1), None, id="not-cgi"),
+        pytest.param((100.0, 99.9, 100.0, 100.1), None, id="app-before-the-spawn"),
+        pytest.param((100.0, 100.05, 100.02, 100.1), None, id="ends-before-it-starts"),
+    ],
+)
+def test_cgi_split_is_start_up_app_exit_in_order(
+    points: tuple[float | None, ...], split: tuple[float, float, float] | None
+) -> None:
+    start, app_start, app_end, end = points
+    trace = Trace("cgi", 1, 1, start, end, app_start=app_start, app_end=app_end)
+    got = trace.split_ms()
+    assert got == (None if split is None else pytest.approx(split))
+
+
+def test_cgi_bars_carry_the_split_and_the_summary_its_medians() -> None:
+    samples = [
+        cgi_sample(1, 100.0, 100.04, 100.14, 100.15),
+        cgi_sample(2, 100.0, 100.06, 100.16, 100.17),
+        cgi_sample(3, 100.1, 100.2, 100.3, 100.3),
+    ]
+    lanes = build_lanes(samples)
+    first = lanes[0].bars[0]
+    assert (first.start_ms, first.app_start_ms, first.app_end_ms, first.end_ms) == pytest.approx(
+        (0.0, 40.0, 140.0, 150.0)
+    )
+    summary = summarize_timeline("cgi", samples)
+    assert summary.startup_ms == pytest.approx(60.0)  # of 40, 60, 100
+    assert summary.app_ms == pytest.approx(100.0)
+    assert "median start-up 60.0 ms, app 100.0 ms" in summary.line()
+    # WSGI and ASGI bars have no split, and their summaries none either.
+    assert build_lanes([sample(5, 1.0, 1.1)])[0].bars[0].app_start_ms is None
+    assert summarize_timeline("wsgi", [sample(5, 1.0, 1.1)]).startup_ms is None
+
+
+def test_a_cgi_bar_is_drawn_in_two_shades() -> None:
+    cgi = MODE_COLOURS["cgi"]
+    bar = Bar(0.0, 150.0, 0, True, 0.0, app_start_ms=40.0, app_end_ms=140.0)
+    light = lighter(cgi)
+    assert bar_segments(bar, cgi) == [(0.0, 40.0, light), (40.0, 140.0, cgi), (140.0, 150.0, light)]
+    assert light not in (cgi, "#ffffff")
+    # No exit measured (fcgiwrap: End is App-End): no empty piece.
+    assert len(bar_segments(Bar(0.0, 140.0, 0, True, 0.0, 40.0, 140.0), cgi)) == 2
+    assert bar_segments(Bar(0.0, 100.0, 0, True), cgi) == [(0.0, 100.0, cgi)]
+
+
+def test_the_json_beside_a_timeline_has_both_numbers() -> None:
+    record = sample_record(cgi_sample(1, 100.0, 100.04, 100.14, 100.15))
+    assert (record["startup_ms"], record["app_ms"], record["exit_ms"]) == pytest.approx(
+        (40.0, 100.0, 10.0)
+    )
+    assert record["app_start"] == 100.04 and record["app_end"] == 100.14
+    assert "startup_ms" not in sample_record(sample(5, 1.0, 1.1))
 
 
 # -- wrk's result line ------------------------------------------------------------------
@@ -354,6 +428,14 @@ NO_LAB = "http://127.0.0.1:1"
         pytest.param(["bench", "--levels", "a"], 2, "levels", id="bench-bad-levels"),
         pytest.param(["bench", "--engine", "go"], 2, "engine", id="bench-bad-engine"),
         pytest.param(["timeline", "--mode", "php"], 2, "mode", id="timeline-bad-mode"),
+        pytest.param(
+            ["timeline", "--workshop", "--out", "x.png", "--url", NO_LAB], 2, "directory",
+            id="timeline-workshop-needs-a-directory",
+        ),
+        pytest.param(
+            ["timeline", "--workshop", "--url", NO_LAB], 1, "no lab answers",
+            id="timeline-workshop-no-lab",
+        ),
         pytest.param(["claims", "--only", "nope"], 2, "unknown claims", id="claims-bad-id"),
     ],
 )  # fmt: skip
@@ -377,3 +459,19 @@ def test_wrk_missing_is_a_lab_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
     with pytest.raises(LabError, match="wrk"):
         wrk.run_wrk("http://127.0.0.1:1/", 1, 1.0)
+
+
+def test_make_timeline_draws_the_figures_the_workshop_shows() -> None:
+    import re
+
+    from lab.settings import ROOT
+    from lab.workshop.timeline import WORKSHOP_FIGURES
+
+    workshop = (ROOT / "docs" / "workshop.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"results/(timeline-[a-z-]+\.png)", workshop))
+    assert shown and shown == {f.name for f in WORKSHOP_FIGURES}
+    # The blocked loop is drawn beside its two fixes, the to_thread control among them.
+    blocking = next(f for f in WORKSHOP_FIGURES if f.name == "timeline-asgi-blocking.png")
+    assert "/blocking-coffee?ms=100&thread=1" in blocking.compare
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "$(LAB) timeline $(or $(ARGS),--workshop)" in makefile
