@@ -16,6 +16,7 @@ import {
   timeZero,
   verdict,
 } from "./model.js";
+import { initServers } from "./servers.js";
 import { drawTimeline, formatMs } from "./timeline.js";
 
 // What each picture shows, beside its timeline.
@@ -210,6 +211,7 @@ function makePanel(key) {
            aria-label="${info.title} timeline: one lane per process, one bar per request"></svg>
       <dl class="summary" id="summary-${key}">
         ${[
+          ["servers", "server"],
           ["requests", "requests"],
           ["processes", "processes"],
           ["max-overlap", "most at once in one process"],
@@ -277,6 +279,7 @@ function redrawPanel(panel, spanMs) {
   const s = summarize(panel.results, panel.wallMs);
   const stat = panel.nodes.stat;
   const has = panel.results.length > 0;
+  stat("servers").textContent = has && s.servers ? s.servers : "\u2013";
   stat("requests").textContent = has ? `${s.requests}` : "\u2013";
   stat("processes").textContent = has ? `${s.processes}` : "\u2013";
   stat("max-overlap").textContent = has ? `${s.maxOverlap}` : "\u2013";
@@ -389,7 +392,8 @@ async function fire(event) {
       $("run-status").textContent = `Firing ${count} \u00d7 GET ${path}\u2026`;
       const s = await runPanel(panel, path, count);
       lines.push(
-        `${EXPLAIN[panel.key].title}: ${s.requests} requests, ${s.processes} processes, ` +
+        `${EXPLAIN[panel.key].title}${s.servers ? ` (${s.servers})` : ""}: ` +
+          `${s.requests} requests, ${s.processes} processes, ` +
           `at most ${s.maxOverlap} at once in one process, ${Math.round(s.wallMs)} ms, ` +
           `${s.rps.toFixed(1)} requests/s, ${s.errors} errors.`,
       );
@@ -462,6 +466,7 @@ function showTooltip(bar) {
     ["request", `#${result.index + 1}  GET ${result.path}`],
     ["status", `${result.status}${result.error ? ` \u2014 ${result.error}` : ""}`],
     ["mode", tr.mode],
+    ["server", tr.server || "(not named)"],
     ["pid", tr.pid],
     ["worker", tr.worker],
     ["start", `${rel(tr.start)}  (${tr.start.toFixed(6)})`],
@@ -532,6 +537,9 @@ function init() {
   });
   syncForm();
   probeRoot();
+  initServers().finally(() => {
+    document.body.dataset.servers = "ready";
+  });
   document.body.dataset.ready = "true";
 }
 
