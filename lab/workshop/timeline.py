@@ -21,6 +21,15 @@ from lab.errors import UsageError
 from lab.nginx.routing import MODES
 from lab.workshop.analysis import Sample, build_lanes, drawable, overlap_per_pid
 from lab.workshop.common import Guard, default_out_dir, lab_url, mode_url, require_lab
+from lab.workshop.servers import (
+    EXAMPLE,
+    Pair,
+    label,
+    parse_servers,
+    plan,
+    series_label,
+    swapping,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,16 +47,22 @@ class TimelineSummary:
     processes: int
     max_overlap: int
     wall_ms: float  # first app start to last app end
+    server: str = ""  # the server behind the mode's route, "" if unknown
+
+    @property
+    def name(self) -> str:
+        """``wsgi/gthread``: what was measured (the mode alone when the server is unknown)."""
+        return label(self.mode, self.server) if self.server else self.mode
 
     def line(self) -> str:
         return (
-            f"{self.mode}: {self.requests} requests, {self.processes} processes ran app code, "
+            f"{self.name}: {self.requests} requests, {self.processes} processes ran app code, "
             f"at most {self.max_overlap} at once in one process, "
             f"{self.wall_ms:,.0f} ms from first start to last end"
         )
 
 
-def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
+def summarize_timeline(mode: str, samples: Sequence[Sample], server: str = "") -> TimelineSummary:
     usable = drawable(samples)
     overlaps = overlap_per_pid(usable)
     starts = [s.trace.start for s in usable if s.trace.start is not None]
@@ -59,12 +74,14 @@ def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
         processes=len(overlaps),
         max_overlap=max(overlaps.values(), default=0),
         wall_ms=(max(ends) - min(starts)) * 1000 if starts else 0.0,
+        server=server,
     )
 
 
 def panel_title(summary: TimelineSummary, endpoint: str, concurrency: int) -> str:
     return (
-        f"{summary.mode.upper()}  GET {endpoint}, {summary.requests} requests, "
+        f"{series_label(summary.mode, summary.server)}  GET {endpoint}, "
+        f"{summary.requests} requests, "
         f"{concurrency} clients: {summary.processes} processes, "
         f"at most {summary.max_overlap} at once per process"
     )
@@ -88,6 +105,7 @@ def run_timeline(
     out: Path | None = None,
     console: Console | None = None,
     compare: str | None = None,
+    servers: Sequence[Pair] | None = None,
 ) -> TimelineRun:
     """Fire the requests (one mode, or each mode in turn for ``all``), draw, print a summary.
 
@@ -95,6 +113,10 @@ def run_timeline(
     ``compare``, each mode also gets a panel for that endpoint, on the same time axis
     (``/coffee`` beside ``/blocking-coffee``: the healthy loop and the blocked one);
     its samples and summaries are keyed ``"<mode> <endpoint>"``.
+
+    ``servers`` (``--servers``): (mode, server) pairs drawn in turn instead of
+    ``mode``, each swapped in first, keyed ``"<mode>/<server>"``; the servers
+    from before are put back at the end, whatever happens.
     """
     from rich.console import Console
 
@@ -103,7 +125,7 @@ def run_timeline(
 
     console = console or Console()
     modes = list(MODES) if mode == "all" else [mode]
-    if any(m not in MODES for m in modes):
+    if not servers and any(m not in MODES for m in modes):
         raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
     if not endpoint.startswith("/"):
         endpoint = "/" + endpoint
@@ -111,19 +133,23 @@ def run_timeline(
     require_lab(base)
     samples: dict[str, list[Sample]] = {}
     summaries: dict[str, TimelineSummary] = {}
-    runs = [(m, endpoint, m) for m in modes]
+    pairs = plan(base, modes, servers)
+    # (mode, server, path, key) per panel; the key names the server only with --servers.
+    runs = [(m, srv, endpoint, label(m, srv) if servers else m) for m, srv in pairs]
     if compare:
         other = compare if compare.startswith("/") else "/" + compare
-        runs = [r for m in modes for r in ((m, endpoint, m), (m, other, f"{m} {other}"))]
-    for m, path, key in runs:
-        result = run_load(mode_url(base, m, path), concurrency, requests_total=requests_total)
-        samples[key] = result.samples
-        summaries[key] = summarize_timeline(m, result.samples)
-    png = _png_path(out, mode)
+        runs = [r for m, s, p, k in runs for r in ((m, s, p, k), (m, s, other, f"{k} {other}"))]
+    with swapping(servers) as use:
+        for m, server, path, key in runs:
+            use(m, server)
+            result = run_load(mode_url(base, m, path), concurrency, requests_total=requests_total)
+            samples[key] = result.samples
+            summaries[key] = summarize_timeline(m, result.samples, server)
+    png = _png_path(out, "servers" if servers else mode)
     png.parent.mkdir(parents=True, exist_ok=True)
     panels = [
         (m, panel_title(summaries[key], path, concurrency), build_lanes(samples[key]))
-        for m, path, key in runs
+        for m, _, path, key in runs
     ]
     timeline_chart(panels, png)
     # The samples beside the picture, so every bar can be checked against a number.
@@ -131,6 +157,7 @@ def run_timeline(
         "endpoint": endpoint,
         "concurrency": concurrency,
         "compare": compare,
+        "servers": {key: summaries[key].server for key in samples},
         "modes": {key: [sample_record(x) for x in samples[key]] for key in samples},
     }
     png.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
@@ -185,8 +212,18 @@ def register(app: typer.Typer, guard: Guard) -> None:
             str | None,
             typer.Option(help="a second endpoint, drawn beside the first on the same time axis"),
         ] = None,
+        servers: Annotated[
+            str | None,
+            typer.Option(
+                help=f"MODE/SERVER pairs drawn in turn instead of --mode, e.g. {EXAMPLE}; each "
+                "is swapped in (lab server) and the servers from before come back at the end"
+            ),
+        ] = None,
     ) -> None:
         """Draw one lane per process that ran app code, one bar per request."""
+        chosen = parse_servers(servers) if servers is not None else None
         if mode != "all" and mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
-        run_timeline(mode, endpoint, requests, concurrency, url, out, compare=compare)
+        run_timeline(
+            mode, endpoint, requests, concurrency, url, out, compare=compare, servers=chosen
+        )
