@@ -53,6 +53,7 @@ def test_picking_a_server_swaps_it_and_the_bars_name_it(
     page = dashboard.page
     dashboard.fire("wsgi", "/coffee", 4, ms="200")
     assert {b.server for b in dashboard.bars("wsgi")} == {"sync"}
+    assert page.inner_text("#panel-wsgi .server-note") == ""
     assert picked(dashboard)["wsgi"] == "sync"
     page.select_option("#server-wsgi", "gthread")
     page.wait_for_selector(
@@ -68,6 +69,7 @@ def test_picking_a_server_swaps_it_and_the_bars_name_it(
     bars = dashboard.bars("wsgi")
     assert len(bars) == 4 and {b.server for b in bars} == {"gthread"}
     assert dashboard.stat("wsgi", "servers") == "gthread"
+    assert "gthread worker" in page.inner_text("#panel-wsgi .server-note")
     # The tooltip of a bar names its server too.
     page.focus("#panel-wsgi .bar")
     assert "gthread" in page.inner_text("#tooltip")

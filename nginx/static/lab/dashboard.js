@@ -55,6 +55,22 @@ const EXPLAIN = {
   },
 };
 
+// The text above describes each mode's default server; a run served by another
+// one (the server picker, `lab server`) gets this note under it.
+const SERVER_NOTES = {
+  fcgiwrap:
+    "This run was served by fcgiwrap: nginx speaks FastCGI to it, and it forks the same " +
+    "script for every request. Each lane's worker is the fcgiwrap process that forked it.",
+  gthread:
+    "This run was served by gunicorn's gthread worker: the same processes, each with " +
+    "threads, so bars in one lane can overlap. Threads overlap waits; Python work still " +
+    "takes turns on the GIL.",
+  uwsgi:
+    "This run was served by sync workers that speak the uwsgi protocol to nginx instead " +
+    "of HTTP: another wire, the same one-request-at-a-time workers.",
+  uvicorn: "This run was served by uvicorn's own server: still one event loop per worker.",
+};
+
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -204,6 +220,7 @@ function makePanel(key) {
       <h2 id="panel-${key}-title"><span class="mode-chip mode-chip-${key}"></span>
         ${info.title} <span class="sub">${info.sub}</span></h2>
       <p>${info.text}</p>
+      <p class="server-note" data-stat="server-note"></p>
       <p class="verdict" id="verdict-${key}" data-stat="verdict"></p>
     </div>
     <div class="chart">
@@ -292,6 +309,11 @@ function redrawPanel(panel, spanMs) {
       ?.setAttribute("data-value", String(value));
   }
   panel.nodes.verdict.textContent = done ? verdict(s, panel.results) : "";
+  stat("server-note").textContent = s.servers
+    .split(", ")
+    .map((server) => SERVER_NOTES[server] ?? "")
+    .filter(Boolean)
+    .join(" ");
   return s;
 }
 
