@@ -44,6 +44,7 @@ from lab.nginx.routing import (
     RenderError,
     Split,
     check_mode,
+    control_port,
     format_split,
     parse_active,
     parse_split,
@@ -87,6 +88,23 @@ _MARKER_RE: Final = re.compile(r"^# lab-(mode|split): (\S+)$", re.MULTILINE)
 _ADDRESS_RE: Final = re.compile(
     r"[A-Za-z0-9._-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}|unix:/[A-Za-z0-9._/+-]+"
 )
+
+
+# /lab/api/ (the dashboard's server picker, lab/control.py) under compose: the
+# swap runs `docker compose` on the host, which nothing in nginx's container may do.
+COMPOSE_CONTROL_PASS: Final = (
+    'return 501 \'{"error": "the dashboard swaps servers on the native target only: '
+    'under Docker run make server MODE=.. SERVER=.. (lab server)", "status": 501}\''
+)
+
+
+def control_pass(nginx_port: int) -> str:
+    """/lab/api/ natively: proxied to the lab's control process on the host."""
+    return (
+        "include proxy.conf;\n"
+        "        proxy_read_timeout 120s;\n"
+        f"        proxy_pass http://127.0.0.1:{control_port(nginx_port)}"
+    )
 
 
 class LabTemplate(string.Template):
@@ -189,6 +207,7 @@ def target_values(
             "temp_dir": str(nginx_dir / "tmp"),
             "dashboard_dir": dashboard_dir or str(NATIVE_DASHBOARD_DIR),
             "cgi_script_filename": str(NATIVE_CGI_SCRIPT),
+            "control_pass": control_pass(listen_port),
         }
     if target == "compose":
         return common | {
@@ -205,6 +224,7 @@ def target_values(
             "temp_dir": "/tmp/nginx",
             "dashboard_dir": dashboard_dir or COMPOSE_DASHBOARD_DIR,
             "cgi_script_filename": COMPOSE_CGI_SCRIPT,
+            "control_pass": COMPOSE_CONTROL_PASS,
         }
     raise RenderError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
 

@@ -151,6 +151,11 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+# What a service's group leader has in its command line (else "gateway"): the
+# guard against signalling a recycled pid (leader_matches).
+LEADER_MARKERS: Final = {"nginx": "nginx", "control": "lab.control"}
+
+
 def stop_groups(
     groups: Mapping[str, int],
     deadline_s: float = STOP_DEADLINE_S,
@@ -164,7 +169,7 @@ def stop_groups(
     ours = {
         s: g
         for s, g in groups.items()
-        if group_alive(g) and leader_matches(g, "nginx" if s == "nginx" else "gateway")
+        if group_alive(g) and leader_matches(g, LEADER_MARKERS.get(s, "gateway"))
     }
     for pgid in ours.values():
         signal_group(pgid, signal.SIGTERM)

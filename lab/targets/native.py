@@ -30,9 +30,11 @@ import time
 from collections.abc import Mapping
 from typing import Final, cast
 
+from lab.control import SERVICE as CONTROL
+from lab.control import control_command, health_url
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import MODES, active_label, replica_port
+from lab.nginx.routing import MODES, active_label, control_port, replica_port
 from lab.servers import check_choice, chosen_servers
 from lab.settings import ROOT, LabSettings
 from lab.system import processes, procfs
@@ -142,7 +144,7 @@ class NativeTarget:
         )
         try:
             self._start(cfg, state)
-            checks = health_checks(cfg, state)
+            checks = health_checks(cfg, state) | {CONTROL: health_url(cfg.port)}
             services = {s: (state.groups[s], check) for s, check in checks.items()}
             processes.wait_healthy(services, START_DEADLINE_S)
         except processes.StartFailed as failed:
@@ -156,7 +158,7 @@ class NativeTarget:
 
     def _check_ports(self, cfg: LabSettings) -> None:
         wanted = {f"gateway-{m}": cfg.gateway_ports[m] for m in MODES}
-        wanted |= {"nginx": cfg.port, "nginx (TLS)": cfg.tls_port}
+        wanted |= {"nginx": cfg.port, "nginx (TLS)": cfg.tls_port, CONTROL: control_port(cfg.port)}
         hints = {"nginx": "LAB_PORT", "nginx (TLS)": "LAB_TLS_PORT"}
         for service, port in wanted.items():
             if not port_free(port):
@@ -170,6 +172,15 @@ class NativeTarget:
             save_state(cfg, state)
         cmd = nginx_command(state.nginx, cfg)
         state.groups["nginx"] = spawn_service(cfg, "nginx", cmd, os.environ)
+        save_state(cfg, state)
+        # The dashboard's server picker (lab/control.py), told where this lab lives.
+        env = os.environ | {
+            "LAB_PORT": str(cfg.port),
+            "LAB_TLS_PORT": str(cfg.tls_port),
+            "LAB_STATE_DIR": str(cfg.state_dir),
+            "LAB_TARGET": self.name,
+        }
+        state.groups[CONTROL] = spawn_service(cfg, CONTROL, control_command(cfg.port), env)
         save_state(cfg, state)
 
     def down(self, cfg: LabSettings, quiet: bool = False) -> None:

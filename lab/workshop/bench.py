@@ -33,6 +33,7 @@ from lab.workshop.common import (
     mode_url,
     require_lab,
 )
+from lab.workshop.servers import EXAMPLE, Pair, label, parse_servers, plan, swapping
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -64,6 +65,7 @@ CHECK_MAX_CONCURRENCY: Final = 50  # the check runs at the highest level, capped
 CHECK_DURATION_S: Final = 3.0
 CSV_COLUMNS: Final = (
     "mode",
+    "server",
     "scenario",
     "path",
     "concurrency",
@@ -83,6 +85,7 @@ CSV_COLUMNS: Final = (
 @dataclass(frozen=True)
 class Cell:
     mode: str
+    server: str  # the server behind the mode's route (X-Gateway-Server), "" if unknown
     scenario: str
     path: str
     concurrency: int
@@ -93,6 +96,7 @@ class Cell:
         s = asdict(self.summary)
         return {
             "mode": self.mode,
+            "server": self.server,
             "scenario": self.scenario,
             "path": self.path,
             "concurrency": self.concurrency,
@@ -202,12 +206,13 @@ def report_markdown(run: BenchRun, charts: Sequence[str] = ()) -> str:
         "- req/s counts successful answers only; errors are 4xx/5xx answers, timeouts and "
         "connection errors",
         "",
-        "| mode | scenario | clients | engine | req/s | p50 ms | p95 ms | p99 ms | errors | pids |",
-        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| mode | server | scenario | clients | engine | req/s | p50 ms | p95 ms | p99 ms "
+        "| errors | pids |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in run.rows():
         lines.append(
-            f"| {r['mode']} | {r['scenario']} | {r['concurrency']} | {r['engine']} "
+            f"| {r['mode']} | {r['server']} | {r['scenario']} | {r['concurrency']} | {r['engine']} "
             f"| {r['rps']:,.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} "
             f"| {r['errors']} | {r['distinct_pids']} |"
         )
@@ -230,13 +235,16 @@ def results_table(rows: Sequence[dict[str, Any]]) -> Table:
         caption=f"engine: {', '.join(engines)}; req/s: successful answers per second; "
         "pids: distinct X-Gateway-Pid values",
     )
-    for name in ("mode", "scenario", "clients", "req/s", "p50", "p95", "p99", "errors", "pids"):
-        left = name in ("mode", "scenario")
+    for name in (
+        "mode", "server", "scenario", "clients", "req/s", "p50", "p95", "p99", "errors", "pids"
+    ):  # fmt: skip
+        left = name in ("mode", "server", "scenario")
         table.add_column(name, justify="left" if left else "right", no_wrap=True)
     for r in rows:
         errors = f"[red]{r['errors']}[/red]" if r["errors"] else "0"
         table.add_row(
             r["mode"],
+            r["server"],
             r["scenario"],
             str(r["concurrency"]),
             f"{r['rps']:,.1f}",
@@ -301,8 +309,14 @@ def run_bench(
     charts: bool = True,
     console: Console | None = None,
     command: str = "lab bench",
+    servers: Sequence[Pair] | None = None,
 ) -> tuple[BenchRun, Path]:
-    """Run the matrix, print the table, save JSON, CSV, Markdown and charts. Returns (run, dir)."""
+    """Run the matrix, print the table, save JSON, CSV, Markdown and charts. Returns (run, dir).
+
+    ``servers`` (``--servers``): (mode, server) pairs measured in turn instead of
+    ``modes``, each swapped in first; the servers from before are put back at the
+    end, whatever happens (``lab.workshop.servers.swapping``).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -316,6 +330,8 @@ def run_bench(
     out = out_dir or default_out_dir()
     out.mkdir(parents=True, exist_ok=True)
 
+    pairs = plan(base, modes, servers)
+    modes = list(dict.fromkeys(m for m, _ in pairs))
     console.print(f"[bold]lab bench[/bold] against {base}, results in {out}")
     check = check_generator(base, min(max(levels), CHECK_MAX_CONCURRENCY))
     console.print(check.sentence())
@@ -332,6 +348,7 @@ def run_bench(
             "lab": lab_info(),
             "command": command,
             "modes": list(modes),
+            "servers": [label(m, srv) for m, srv in pairs],
             "scenarios": list(scenarios),
             "levels": list(levels),
             "duration_s": duration_s,
@@ -343,31 +360,41 @@ def run_bench(
             "generator_wrk_rps": check.wrk_rps,
         }
     )
-    warm_up(base, modes)
-    matrix = [(m, s, c) for m in modes for s in scenarios for c in levels]
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("bench", total=len(matrix))
-        for mode, name, clients in matrix:
-            scenario = SCENARIOS[name]
-            progress.update(task, description=f"{mode:<4} {name:<8} x{clients:<3}")
-            summary = measure(mode_url(base, mode, scenario.path), clients, duration_s, chosen)
-            run.cells.append(Cell(mode, name, scenario.path, clients, chosen, summary))
-            progress.advance(task)
-            wait_idle(mode_url(base, mode, "/healthz"))
+    cells = [(name, clients) for name in scenarios for clients in levels]
+    with (
+        swapping(servers) as use,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task("bench", total=len(pairs) * len(cells))
+        for mode, server in pairs:
+            progress.update(task, description=f"{label(mode, server):<14} swapping in")
+            use(mode, server)
+            warm_up(base, [mode])
+            for name, clients in cells:
+                scenario = SCENARIOS[name]
+                progress.update(
+                    task, description=f"{label(mode, server):<14} {name:<8} x{clients:<3}"
+                )
+                summary = measure(mode_url(base, mode, scenario.path), clients, duration_s, chosen)
+                run.cells.append(Cell(mode, server, name, scenario.path, clients, chosen, summary))
+                progress.advance(task)
+                wait_idle(mode_url(base, mode, "/healthz"))
 
     console.print(results_table(run.rows()))
     chart_paths: list[Path] = []
     if charts:
         from lab.workshop.charts import bench_charts
 
+        # The model assumes each mode's server in force (its workers): not with --servers.
+        models = None if servers else model_lines(run.meta)
         chart_paths = bench_charts(
-            run.rows(), out, title_note=machine_note(run.meta), models=model_lines(run.meta)
+            run.rows(), out, title_note=machine_note(run.meta), models=models
         )
     (out / "bench.json").write_text(to_json(run), encoding="utf-8")
     (out / "bench.csv").write_text(to_csv(run.rows()), encoding="utf-8")
@@ -429,8 +456,18 @@ def register(app: typer.Typer, guard: Guard) -> None:
         ] = "auto",
         url: Annotated[str | None, typer.Option(help="the lab (default LAB_URL or :8080)")] = None,
         out: Annotated[Path | None, typer.Option(help="results directory")] = None,
+        servers: Annotated[
+            str | None,
+            typer.Option(
+                help=f"MODE/SERVER pairs measured in turn instead of --modes, e.g. {EXAMPLE}; "
+                "each is swapped in (lab server) and the servers from before come back at the end"
+            ),
+        ] = None,
     ) -> None:
         """Measure modes x scenarios x concurrency through nginx; table, JSON, CSV, charts."""
+        chosen_servers = parse_servers(servers) if servers is not None else None
+        if chosen_servers and modes != "all":
+            raise UsageError("give --modes or --servers, not both: --servers names the modes")
         chosen_modes = parse_names(modes, MODES, "mode")
         chosen_scenarios = parse_names(scenarios, SCENARIOS, "scenario")
         chosen_levels = parse_levels(levels)
@@ -438,6 +475,7 @@ def register(app: typer.Typer, guard: Guard) -> None:
         command = (
             f"lab bench --modes {modes} --scenarios {scenarios} --levels {levels} "
             f"--duration {duration:g} --engine {engine}"
+            + (f" --servers {servers}" if servers else "")
         )
         run_bench(
             url,
@@ -448,4 +486,5 @@ def register(app: typer.Typer, guard: Guard) -> None:
             engine,
             out,
             command=command,
+            servers=chosen_servers,
         )

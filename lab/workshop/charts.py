@@ -20,6 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 -- after choosing the backend
 from matplotlib.patches import Patch  # noqa: E402
 
+from lab.workshop.servers import series_label
+
 if TYPE_CHECKING:
     from lab.workshop.analysis import Bar, Lane
 
@@ -50,32 +52,53 @@ def _ordered(values: Sequence[Any]) -> list[Any]:
     return list(dict.fromkeys(values))
 
 
+# A second or third server of one mode: the mode's colour, another line and marker.
+SERVER_STYLES: Final = (("-", "o"), ("--", "s"), ("-.", "^"))
+
+
+def series_of(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The (mode, server) pairs of bench rows, in order of first appearance."""
+    return _ordered([(r["mode"], str(r.get("server") or "")) for r in rows])
+
+
+def _style(series: Sequence[tuple[str, str]], mode: str, server: str) -> tuple[str, str]:
+    nth = [s for m, s in series if m == mode].index(server)
+    return SERVER_STYLES[nth % len(SERVER_STYLES)]
+
+
 Models = Mapping[tuple[str, str], Sequence[tuple[int, float]]]  # (scenario, mode) -> points
 
 
 def throughput_chart(
     rows: Sequence[Mapping[str, Any]], path: Path, note: str = "", models: Models | None = None
 ) -> Path:
-    """One panel per scenario: requests/s against concurrency, one line per mode, and
+    """One panel per scenario: requests/s against concurrency, one line per (mode, server), and
     the model's prediction per mode as a dotted line (lab.workshop.models)."""
     scenarios = _ordered([r["scenario"] for r in rows])
-    modes = _ordered([r["mode"] for r in rows])
+    series = series_of(rows)
     levels = sorted({int(r["concurrency"]) for r in rows})
     cols = min(3, len(scenarios))
     nrows = math.ceil(len(scenarios) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 4.0 * nrows), squeeze=False)
     for ax, scenario in zip(axes.flat, scenarios, strict=False):
         path_shown = next(r["path"] for r in rows if r["scenario"] == scenario)
-        for mode in modes:
+        for mode, server in series:
             points = sorted(
                 (int(r["concurrency"]), float(r["rps"]))
                 for r in rows
-                if r["scenario"] == scenario and r["mode"] == mode
+                if r["scenario"] == scenario
+                and (r["mode"], str(r.get("server") or "")) == (mode, server)
             )
+            line, marker = _style(series, mode, server)
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", linewidth=2, color=_colour(mode), label=mode.upper())
-            model = (models or {}).get((scenario, mode))
+                ax.plot(
+                    xs, ys, marker=marker, linestyle=line, linewidth=2, color=_colour(mode),
+                    label=series_label(mode, server),
+                )  # fmt: skip
+            # The model describes each mode under its server in force: one line per mode.
+            first = next(s for m, s in series if m == mode) == server
+            model = (models or {}).get((scenario, mode)) if first else None
             if model:
                 mx, my = zip(*model, strict=True)
                 ax.plot(
@@ -114,20 +137,26 @@ def error_share(row: Mapping[str, Any]) -> float:
 def latency_chart(
     rows: Sequence[Mapping[str, Any]], path: Path, concurrency: int, note: str = ""
 ) -> Path:
-    """One panel per scenario at one concurrency level: a bar per mode (p50), with a
+    """One panel per scenario at one concurrency level: a bar per (mode, server) (p50), with a
     line up to its p99, so the modes are compared where the question is asked."""
     chosen = [r for r in rows if int(r["concurrency"]) == concurrency]
-    modes = _ordered([r["mode"] for r in chosen])
+    series = series_of(chosen)
     scenarios = _ordered([r["scenario"] for r in chosen])
     fig, axes = plt.subplots(
-        1, len(scenarios), figsize=(3.6 * len(scenarios), 4.4), squeeze=False, sharey=True
+        1,
+        len(scenarios),
+        figsize=(max(3.6, 0.55 * len(series) + 1.4) * len(scenarios), 4.4),
+        squeeze=False,
+        sharey=True,
     )
     tallest = max((float(r["p99_ms"]) for r in chosen), default=1.0)
     lowest = min((float(r["p50_ms"]) for r in chosen if float(r["p50_ms"]) > 0), default=1.0)
     for ax, scenario in zip(axes.flat, scenarios, strict=True):
-        by_mode = {r["mode"]: r for r in chosen if r["scenario"] == scenario}
-        for j, mode in enumerate(modes):
-            row = by_mode.get(mode)
+        by_series = {
+            (r["mode"], str(r.get("server") or "")): r for r in chosen if r["scenario"] == scenario
+        }
+        for j, (mode, server) in enumerate(series):
+            row = by_series.get((mode, server))
             if row is None:
                 continue
             p50, p99 = max(float(row["p50_ms"]), 0.01), max(float(row["p99_ms"]), 0.01)
@@ -142,8 +171,9 @@ def latency_chart(
                     j, p99 * 1.4, f"{share:.0%}\nrefused", ha="center", va="bottom",
                     fontsize=8, color=ERROR_COLOUR,
                 )  # fmt: skip
-        ax.set_title(f"{scenario}: {by_mode[next(iter(by_mode))]['path']}", fontsize=10)
-        ax.set_xticks(range(len(modes)), [m.upper() for m in modes])
+        ax.set_title(f"{scenario}: {by_series[next(iter(by_series))]['path']}", fontsize=10)
+        names = [series_label(m, srv).replace(" ", "\n") for m, srv in series]
+        ax.set_xticks(range(len(series)), names, fontsize=8 if len(series) > 3 else None)
         ax.set_yscale("log")
         ax.set_ylim(bottom=lowest / 3, top=max(tallest, 1.0) * 8)
         ax.grid(True, axis="y", alpha=0.3)

@@ -24,6 +24,15 @@ from lab.errors import UsageError
 from lab.nginx.routing import MODES
 from lab.workshop.analysis import Sample, Trace, build_lanes, drawable, overlap_per_pid
 from lab.workshop.common import Guard, default_out_dir, lab_url, mode_url, require_lab
+from lab.workshop.servers import (
+    EXAMPLE,
+    Pair,
+    label,
+    parse_servers,
+    plan,
+    series_label,
+    swapping,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,10 +80,16 @@ class TimelineSummary:
     # CGI: medians over the requests with the split (None: no request had it)
     startup_ms: float | None = None  # Start to App-Start: fork, exec, interpreter, imports
     app_ms: float | None = None  # App-Start to App-End: the app's own work
+    server: str = ""  # the server behind the mode's route, "" if unknown
+
+    @property
+    def name(self) -> str:
+        """``wsgi/gthread``: what was measured (the mode alone when the server is unknown)."""
+        return label(self.mode, self.server) if self.server else self.mode
 
     def line(self) -> str:
         text = (
-            f"{self.mode}: {self.requests} requests, {self.processes} processes ran app code, "
+            f"{self.name}: {self.requests} requests, {self.processes} processes ran app code, "
             f"at most {self.max_overlap} at once in one process, "
             f"{self.wall_ms:,.0f} ms from first start to last end"
         )
@@ -83,7 +98,7 @@ class TimelineSummary:
         return text
 
 
-def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
+def summarize_timeline(mode: str, samples: Sequence[Sample], server: str = "") -> TimelineSummary:
     usable = drawable(samples)
     overlaps = overlap_per_pid(usable)
     starts = [s.trace.start for s in usable if s.trace.start is not None]
@@ -98,12 +113,14 @@ def summarize_timeline(mode: str, samples: Sequence[Sample]) -> TimelineSummary:
         wall_ms=(max(ends) - min(starts)) * 1000 if starts else 0.0,
         startup_ms=round(statistics.median(x[0] for x in splits), 3) if splits else None,
         app_ms=round(statistics.median(x[1] for x in splits), 3) if splits else None,
+        server=server,
     )
 
 
 def panel_title(summary: TimelineSummary, endpoint: str, concurrency: int) -> str:
     title = (
-        f"{summary.mode.upper()}  GET {endpoint}, {summary.requests} requests, "
+        f"{series_label(summary.mode, summary.server)}  GET {endpoint}, "
+        f"{summary.requests} requests, "
         f"{concurrency} clients: {summary.processes} processes, "
         f"at most {summary.max_overlap} at once per process"
     )
@@ -133,6 +150,7 @@ def run_timeline(
     out: Path | None = None,
     console: Console | None = None,
     compare: str | Sequence[str] | None = None,
+    servers: Sequence[Pair] | None = None,
 ) -> TimelineRun:
     """Fire the requests (one mode, or each mode in turn for ``all``), draw, print a summary.
 
@@ -141,6 +159,10 @@ def run_timeline(
     the same time axis (``/coffee`` beside ``/blocking-coffee`` and its
     ``asyncio.to_thread`` fix: the healthy loop, the blocked one, the unblocked one);
     their samples and summaries are keyed ``"<mode> <endpoint>"``.
+
+    ``servers`` (``--servers``): (mode, server) pairs drawn in turn instead of
+    ``mode``, each swapped in first, keyed ``"<mode>/<server>"``; the servers
+    from before are put back at the end, whatever happens.
     """
     from rich.console import Console
 
@@ -149,7 +171,7 @@ def run_timeline(
 
     console = console or Console()
     modes = list(MODES) if mode == "all" else [mode]
-    if any(m not in MODES for m in modes):
+    if not servers and any(m not in MODES for m in modes):
         raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
     if not endpoint.startswith("/"):
         endpoint = "/" + endpoint
@@ -159,16 +181,23 @@ def run_timeline(
     summaries: dict[str, TimelineSummary] = {}
     others = [compare] if isinstance(compare, str) else list(compare or [])
     others = [o if o.startswith("/") else "/" + o for o in others]
-    runs = [r for m in modes for r in [(m, endpoint, m)] + [(m, o, f"{m} {o}") for o in others]]
-    for m, path, key in runs:
-        result = run_load(mode_url(base, m, path), concurrency, requests_total=requests_total)
-        samples[key] = result.samples
-        summaries[key] = summarize_timeline(m, result.samples)
-    png = _png_path(out, mode)
+    pairs = plan(base, modes, servers)
+    # (mode, server, path, key) per panel; the key names the server only with --servers.
+    runs = []
+    for m, srv in pairs:
+        key = label(m, srv) if servers else m
+        runs += [(m, srv, endpoint, key)] + [(m, srv, o, f"{key} {o}") for o in others]
+    with swapping(servers) as use:
+        for m, server, path, key in runs:
+            use(m, server)
+            result = run_load(mode_url(base, m, path), concurrency, requests_total=requests_total)
+            samples[key] = result.samples
+            summaries[key] = summarize_timeline(m, result.samples, server)
+    png = _png_path(out, "servers" if servers else mode)
     png.parent.mkdir(parents=True, exist_ok=True)
     panels = [
         (m, panel_title(summaries[key], path, concurrency), build_lanes(samples[key]))
-        for m, path, key in runs
+        for m, _, path, key in runs
     ]
     timeline_chart(panels, png)
     # The samples beside the picture, so every bar can be checked against a number.
@@ -176,6 +205,7 @@ def run_timeline(
         "endpoint": endpoint,
         "concurrency": concurrency,
         "compare": others,
+        "servers": {key: summaries[key].server for key in samples},
         "modes": {key: [sample_record(x) for x in samples[key]] for key in samples},
         "summaries": {key: asdict(summaries[key]) for key in summaries},
     }
@@ -255,6 +285,13 @@ def register(app: typer.Typer, guard: Guard) -> None:
                 "a directory; the other options are ignored",
             ),
         ] = False,
+        servers: Annotated[
+            str | None,
+            typer.Option(
+                help=f"MODE/SERVER pairs drawn in turn instead of --mode, e.g. {EXAMPLE}; each "
+                "is swapped in (lab server) and the servers from before come back at the end"
+            ),
+        ] = None,
     ) -> None:
         """Draw one lane per process that ran app code, one bar per request."""
         if workshop:
@@ -267,6 +304,9 @@ def register(app: typer.Typer, guard: Guard) -> None:
                     folder / figure.name, compare=figure.compare,
                 )  # fmt: skip
             return
+        chosen = parse_servers(servers) if servers is not None else None
         if mode != "all" and mode not in MODES:
             raise UsageError(f"mode must be one of {', '.join(MODES)} or all, not {mode!r}")
-        run_timeline(mode, endpoint, requests, concurrency, url, out, compare=compare)
+        run_timeline(
+            mode, endpoint, requests, concurrency, url, out, compare=compare, servers=chosen
+        )

@@ -35,7 +35,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DASHBOARD_DIR = ROOT / "nginx" / "static" / "lab"
-DASHBOARD_FILES = ("index.html", "dashboard.js", "model.js", "timeline.js", "dashboard.css")
+DASHBOARD_FILES = (
+    "index.html",
+    "dashboard.js",
+    "model.js",
+    "servers.js",
+    "timeline.js",
+    "dashboard.css",
+)
 SCREENSHOTS = Path(os.environ.get("LAB_SCREENSHOTS", str(ROOT / "results" / "screenshots")))
 DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 VIEWPORT = {"width": 1600, "height": 1000}
@@ -75,6 +82,7 @@ class Bar:
 
     index: int
     mode: str
+    server: str
     pid: str
     worker: str
     start: float
@@ -126,6 +134,7 @@ class Dashboard:
             Bar(
                 index=int(b["index"]),
                 mode=b["mode"],
+                server=b.get("server", ""),
                 pid=b["pid"],
                 worker=b["worker"],
                 start=float(b["start"]),

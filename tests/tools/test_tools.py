@@ -18,7 +18,8 @@ from lab.system import processes
 from lab.workshop import bench, claims, timeline
 from lab.workshop.analysis import distinct_pids, overlap_per_pid
 from lab.workshop.claims.verdicts import INCONCLUSIVE, judge
-from tests.support.lab import Lab, workers_in_force
+from lab.workshop.servers import parse_servers
+from tests.support.lab import Lab, lab_status, workers_in_force
 
 pytestmark = pytest.mark.tools
 
@@ -65,7 +66,12 @@ def test_bench_python_engine_files_and_trace_columns(lab: Lab, tmp_path: Path) -
                 assert s.distinct_pids < s.requests  # some worker took several
     for name in ("throughput.png", "latency-c1.png", f"latency-c{crowd}.png"):
         assert is_png(out / name)
-    assert f"| asgi | io | {crowd} | python |" in (out / "bench.md").read_text()
+    assert f"| asgi | gunicorn | io | {crowd} | python |" in (out / "bench.md").read_text()
+    assert {(r["mode"], r["server"]) for r in rows} == {
+        ("cgi", "runner"),
+        ("wsgi", "sync"),
+        ("asgi", "gunicorn"),
+    }
 
 
 def test_bench_wrk_engine_counts_pids(lab: Lab, tmp_path: Path) -> None:
@@ -203,3 +209,55 @@ def test_timeline_compare_draws_both_endpoints_and_saves_samples(lab: Lab, tmp_p
         # Every saved sample is the response's own trace: sent before the app started.
         assert all(r["sent"] <= r["start"] <= r["end"] for r in records), key
     assert is_png(result.png)
+
+
+def test_bench_servers_in_turn_name_each_row_and_put_the_servers_back(
+    lab: Lab, tmp_path: Path
+) -> None:
+    before = lab_status()["servers"]
+    run, out = bench.run_bench(
+        lab.url,
+        scenarios=["hello", "io"],
+        levels=[2],
+        duration_s=1,
+        engine="python",
+        out_dir=tmp_path,
+        console=quiet(),
+        servers=parse_servers("wsgi/gthread,asgi/uvicorn,wsgi/sync"),
+    )
+    assert [(c.mode, c.server, c.scenario) for c in run.cells] == [
+        ("wsgi", "gthread", "hello"),
+        ("wsgi", "gthread", "io"),
+        ("asgi", "uvicorn", "hello"),
+        ("asgi", "uvicorn", "io"),
+        ("wsgi", "sync", "hello"),
+        ("wsgi", "sync", "io"),
+    ]
+    assert all(c.summary.requests > 0 and c.summary.errors == 0 for c in run.cells)
+    rows = list(csv.DictReader(io.StringIO((out / "bench.csv").read_text())))
+    assert [(r["mode"], r["server"]) for r in rows] == [(c.mode, c.server) for c in run.cells]
+    assert "| wsgi | gthread | hello | 2 | python |" in (out / "bench.md").read_text()
+    assert run.meta["servers"] == ["wsgi/gthread", "asgi/uvicorn", "wsgi/sync"]
+    assert is_png(out / "throughput.png") and is_png(out / "latency-c2.png")
+    assert lab_status()["servers"] == before
+
+
+def test_timeline_servers_in_turn_one_panel_each_then_the_servers_back(
+    lab: Lab, tmp_path: Path
+) -> None:
+    before = lab_status()["servers"]
+    result = timeline.run_timeline(
+        endpoint="/coffee?ms=30",
+        requests_total=4,
+        concurrency=4,
+        url=lab.url,
+        out=tmp_path,
+        console=quiet(),
+        servers=parse_servers("wsgi/sync,wsgi/gthread"),
+    )
+    assert list(result.samples) == ["wsgi/sync", "wsgi/gthread"]
+    assert [s.name for s in result.summaries.values()] == ["wsgi/sync", "wsgi/gthread"]
+    saved = json.loads((tmp_path / "timeline-servers.json").read_text())
+    assert saved["servers"] == {"wsgi/sync": "sync", "wsgi/gthread": "gthread"}
+    assert result.png == tmp_path / "timeline-servers.png" and is_png(result.png)
+    assert lab_status()["servers"] == before

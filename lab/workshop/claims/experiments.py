@@ -40,6 +40,7 @@ from lab.workshop.claims.catalog import (
     saturated_run_s,
 )
 from lab.workshop.common import mode_url
+from lab.workshop.servers import server_swapped
 
 SPARE_PORTS: Final = range(18091, 18191)  # extra WSGI gateways for the worker-count claim
 GATEWAY_START_S: Final = 30.0
@@ -185,27 +186,6 @@ def exp_process_per_request(ctx: Context) -> Numbers:
                 for _ in range(ctx.repeats)
             ]
     return numbers
-
-
-@contextlib.contextmanager
-def server_swapped(mode: str, server: str) -> Iterator[None]:
-    """The lab's ``mode`` route served by ``server`` for a while (``lab server``), then
-    by the server it had before, whatever happens in between."""
-    from lab.settings import LabSettings
-    from lab.targets import get_target
-    from lab.targets.state import current_target_name
-
-    cfg = LabSettings.from_env()
-    target = get_target(current_target_name(cfg))
-    swap = getattr(target, "server", None)
-    before = (dict[str, Any](target.status(cfg)).get("servers") or {}).get(mode)
-    if swap is None or before is None:
-        raise LabError(f"the lab at {cfg.url} cannot swap the server behind {mode}")
-    swap(cfg, mode, server)
-    try:
-        yield
-    finally:
-        swap(cfg, mode, before)
 
 
 # -- 2. one request at a time per sync worker ---------------------------------------------

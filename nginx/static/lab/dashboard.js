@@ -16,6 +16,7 @@ import {
   timeZero,
   verdict,
 } from "./model.js";
+import { initServers } from "./servers.js";
 import { drawTimeline, formatMs } from "./timeline.js";
 
 // What each picture shows, beside its timeline.
@@ -52,6 +53,22 @@ const EXPLAIN = {
       "cookie (set it above), else the lab's default (make switch). The lane labels show " +
       "which mode answered.",
   },
+};
+
+// The text above describes each mode's default server; a run served by another
+// one (the server picker, `lab server`) gets this note under it.
+const SERVER_NOTES = {
+  fcgiwrap:
+    "This run was served by fcgiwrap: nginx speaks FastCGI to it, and it forks the same " +
+    "script for every request. Each lane's worker is the fcgiwrap process that forked it.",
+  gthread:
+    "This run was served by gunicorn's gthread worker: the same processes, each with " +
+    "threads, so bars in one lane can overlap. Threads overlap waits; Python work still " +
+    "takes turns on the GIL.",
+  uwsgi:
+    "This run was served by sync workers that speak the uwsgi protocol to nginx instead " +
+    "of HTTP: another wire, the same one-request-at-a-time workers.",
+  uvicorn: "This run was served by uvicorn's own server: still one event loop per worker.",
 };
 
 const $ = (id) => document.getElementById(id);
@@ -203,6 +220,7 @@ function makePanel(key) {
       <h2 id="panel-${key}-title"><span class="mode-chip mode-chip-${key}"></span>
         ${info.title} <span class="sub">${info.sub}</span></h2>
       <p>${info.text}</p>
+      <p class="server-note" data-stat="server-note"></p>
       <p class="verdict" id="verdict-${key}" data-stat="verdict"></p>
     </div>
     <div class="chart">
@@ -210,6 +228,7 @@ function makePanel(key) {
            aria-label="${info.title} timeline: one lane per process, one bar per request"></svg>
       <dl class="summary" id="summary-${key}">
         ${[
+          ["servers", "server"],
           ["requests", "requests"],
           ["processes", "processes"],
           ["max-overlap", "most at once in one process"],
@@ -277,6 +296,7 @@ function redrawPanel(panel, spanMs) {
   const s = summarize(panel.results, panel.wallMs);
   const stat = panel.nodes.stat;
   const has = panel.results.length > 0;
+  stat("servers").textContent = has && s.servers ? s.servers : "\u2013";
   stat("requests").textContent = has ? `${s.requests}` : "\u2013";
   stat("processes").textContent = has ? `${s.processes}` : "\u2013";
   stat("max-overlap").textContent = has ? `${s.maxOverlap}` : "\u2013";
@@ -289,6 +309,11 @@ function redrawPanel(panel, spanMs) {
       ?.setAttribute("data-value", String(value));
   }
   panel.nodes.verdict.textContent = done ? verdict(s, panel.results) : "";
+  stat("server-note").textContent = s.servers
+    .split(", ")
+    .map((server) => SERVER_NOTES[server] ?? "")
+    .filter(Boolean)
+    .join(" ");
   return s;
 }
 
@@ -389,7 +414,8 @@ async function fire(event) {
       $("run-status").textContent = `Firing ${count} \u00d7 GET ${path}\u2026`;
       const s = await runPanel(panel, path, count);
       lines.push(
-        `${EXPLAIN[panel.key].title}: ${s.requests} requests, ${s.processes} processes, ` +
+        `${EXPLAIN[panel.key].title}${s.servers ? ` (${s.servers})` : ""}: ` +
+          `${s.requests} requests, ${s.processes} processes, ` +
           `at most ${s.maxOverlap} at once in one process, ${Math.round(s.wallMs)} ms, ` +
           `${s.rps.toFixed(1)} requests/s, ${s.errors} errors.`,
       );
@@ -462,6 +488,7 @@ function showTooltip(bar) {
     ["request", `#${result.index + 1}  GET ${result.path}`],
     ["status", `${result.status}${result.error ? ` \u2014 ${result.error}` : ""}`],
     ["mode", tr.mode],
+    ["server", tr.server || "(not named)"],
     ["pid", tr.pid],
     ["worker", tr.worker],
     ["start", `${rel(tr.start)}  (${tr.start.toFixed(6)})`],
@@ -532,6 +559,9 @@ function init() {
   });
   syncForm();
   probeRoot();
+  initServers().finally(() => {
+    document.body.dataset.servers = "ready";
+  });
   document.body.dataset.ready = "true";
 }
 

@@ -80,6 +80,8 @@ export function parseTrace(get) {
     mode,
     pid,
     worker: get("X-Gateway-Worker") || "",
+    // The server behind the mode's route (CONTRACT.md, "Servers behind each route").
+    server: get("X-Gateway-Server") || "",
     start,
     end,
     requestId: get("X-Request-Id") || "",
@@ -203,7 +205,27 @@ export function summarize(results, wallMs) {
     wallMs,
     rps: seconds > 0 ? requests / seconds : 0,
     errors,
+    servers: serversSeen(results),
   };
+}
+
+/** The servers that answered, in order of first answer: "sync", or "sync, gthread" across a swap. */
+export function serversSeen(results) {
+  const seen = [];
+  for (const r of results) {
+    const server = r.trace?.server;
+    if (server && !seen.includes(server)) seen.push(server);
+  }
+  return seen.join(", ");
+}
+
+/**
+ * The body the server picker posts (lab/control.py): {"mode", "server"} when
+ * both are among the choices the lab listed, else null (nothing is sent).
+ */
+export function serverChoice(choices, mode, server) {
+  const names = choices?.[mode];
+  return Array.isArray(names) && names.includes(server) ? { mode, server } : null;
 }
 
 /** Round axis steps (1, 2 or 5 x 10^k ms) giving about `target` ticks from 0 to maxMs. */

@@ -46,7 +46,8 @@ export function describe(result, t0) {
   const from = formatMs((tr.start - t0) * 1000);
   const to = formatMs((tr.end - t0) * 1000);
   return (
-    `Request ${result.index + 1}, ${tr.mode}, status ${result.status}, pid ${tr.pid}, ` +
+    `Request ${result.index + 1}, ${tr.mode}` +
+    `${tr.server ? ` (${tr.server})` : ""}, status ${result.status}, pid ${tr.pid}, ` +
     `worker ${tr.worker}, from ${from} to ${to} ms, ` +
     `browser saw ${formatMs(result.latencyMs)} ms`
   );
@@ -130,6 +131,7 @@ export function drawTimeline(svg, results, opts) {
         "aria-label": describe(result, t0),
         "data-index": result.index,
         "data-mode": tr.mode,
+        "data-server": tr.server,
         "data-pid": tr.pid,
         "data-worker": tr.worker,
         "data-start": tr.start.toFixed(6),

@@ -306,7 +306,7 @@ def test_mode_url_uses_the_fixed_route() -> None:
 def _run() -> bench.BenchRun:
     s = summarize([sample(1, 0.0, 0.1), sample(2, 0.0, 0.2)], wall_s=1.0)
     run = bench.BenchRun(meta={"scenarios": ["io"], "machine": {"cores": 2}})
-    run.cells.append(bench.Cell("wsgi", "io", "/coffee?ms=100", 10, "python", s))
+    run.cells.append(bench.Cell("wsgi", "gthread", "io", "/coffee?ms=100", 10, "python", s))
     return run
 
 
@@ -314,7 +314,8 @@ def test_csv_has_the_documented_columns_and_one_row_per_cell() -> None:
     rows = list(csv.DictReader(io.StringIO(bench.to_csv(_run().rows()))))
     assert tuple(rows[0]) == bench.CSV_COLUMNS
     assert len(rows) == 1
-    assert rows[0]["mode"] == "wsgi" and rows[0]["distinct_pids"] == "2"
+    assert rows[0]["mode"] == "wsgi" and rows[0]["server"] == "gthread"
+    assert rows[0]["distinct_pids"] == "2"
     assert float(rows[0]["rps"]) == pytest.approx(2.0)
 
 
@@ -326,7 +327,7 @@ def test_json_has_meta_and_results_with_every_csv_column() -> None:
 
 def test_markdown_report_has_a_row_per_cell() -> None:
     text = bench.report_markdown(_run(), ["/x/throughput.png"])
-    assert "| wsgi | io | 10 | python |" in text
+    assert "| wsgi | gthread | io | 10 | python |" in text
     assert "![throughput](throughput.png)" in text
 
 
@@ -436,6 +437,14 @@ NO_LAB = "http://127.0.0.1:1"
             ["timeline", "--workshop", "--url", NO_LAB], 1, "no lab answers",
             id="timeline-workshop-no-lab",
         ),
+        pytest.param(["bench", "--servers", "wsgi/nope"], 2, "unknown server",
+                     id="bench-bad-server"),
+        pytest.param(["bench", "--servers", "php/sync"], 2, "unknown mode", id="bench-bad-mode"),
+        pytest.param(["bench", "--servers", "wsgi/sync", "--modes", "cgi"], 2, "not both",
+                     id="bench-servers-and-modes"),
+        pytest.param(["timeline", "--servers", "wsgi"], 2, "MODE/SERVER", id="timeline-no-slash"),
+        pytest.param(["timeline", "--servers", "asgi/sync"], 2, "unknown server",
+                     id="timeline-server-of-another-mode"),
         pytest.param(["claims", "--only", "nope"], 2, "unknown claims", id="claims-bad-id"),
     ],
 )  # fmt: skip

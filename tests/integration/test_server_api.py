@@ -1,0 +1,136 @@
+"""The dashboard's server picker endpoint, /lab/api/servers (lab/control.py), through nginx.
+
+Natively it swaps servers as `lab server` does; bad input is a 4xx JSON error
+and changes nothing. Under Docker the endpoint is nginx's JSON 501 naming
+`make server` (nginx's container cannot start containers).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateway.servers.registry import SERVERS, default_server
+from tests.support.contract import json_error
+from tests.support.lab import MODES, Lab, lab_status, use_server
+
+API = "/lab/api/servers"
+JSON = {"Content-Type": "application/json"}
+
+
+def serving(lab: Lab) -> dict[str, str]:
+    """mode -> X-Gateway-Server of GET /<mode>/ through nginx."""
+    return {m: lab.get(f"/{m}/").headers.get("X-Gateway-Server", "") for m in MODES}
+
+
+@pytest.fixture
+def native(lab: Lab) -> None:
+    if lab.target == "docker":
+        pytest.skip("the picker swaps servers on the native target; Docker: see the 501 test")
+
+
+@pytest.fixture
+def defaults_after(lab: Lab) -> Iterator[None]:
+    yield
+    for mode in MODES:
+        use_server(mode, default_server(mode))
+
+
+def test_docker_answers_a_json_501_that_names_make_server(lab: Lab) -> None:
+    if lab.target != "docker":
+        pytest.skip("native: the endpoint swaps (tests below)")
+    got = lab.post(API, json={"mode": "wsgi", "server": "gthread"})
+    error = json_error(501, got.headers.get("Content-Type", ""), got.content)
+    assert error is not None and "make server" in error["error"], got.text
+    assert serving(lab)["wsgi"] == default_server("wsgi")
+
+
+def test_get_lists_the_servers_in_force_and_the_choices(lab: Lab, native: None) -> None:
+    got = lab.get(API)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["servers"] == lab_status()["servers"] == serving(lab)
+    assert body["choices"] == {m: list(SERVERS[m]) for m in MODES}
+
+
+BAD: list[Any] = [
+    pytest.param(b'{"mode": "wsgi", "server": "nope"}', JSON, 400, "unknown server", id="server"),
+    pytest.param(b'{"mode": "php", "server": "sync"}', JSON, 400, "unknown mode", id="mode"),
+    pytest.param(b'{"mode": "cgi", "server": "gthread"}', JSON, 400, "cgi", id="other-mode"),
+    pytest.param(b'{"mode": "wsgi"}', JSON, 400, "exactly", id="missing"),
+    pytest.param(b'["wsgi", "gthread"]', JSON, 400, "object", id="list"),
+    pytest.param(b"mode=wsgi&server=gthread", JSON, 400, "JSON", id="not-json"),
+    pytest.param(
+        b'{"mode": "wsgi", "server": "gthread"}',
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        415,
+        "application/json",
+        id="form",
+    ),
+    pytest.param(
+        b'{"mode": "wsgi", "server": "gthread"}',
+        JSON | {"Origin": "http://evil.example"},
+        403,
+        "evil.example",
+        id="foreign-origin",
+    ),
+    pytest.param(
+        b'{"mode": "wsgi", "server": "gthread", "pad": "' + b"x" * 5000 + b'"}',
+        JSON,
+        413,
+        "larger",
+        id="too-big",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "says"), BAD)
+def test_bad_input_is_a_json_4xx_and_changes_nothing(
+    lab: Lab, native: None, body: bytes, headers: dict[str, str], status: int, says: str
+) -> None:
+    before = serving(lab)
+    got = lab.post(API, data=body, headers=headers)
+    error = json_error(status, got.headers.get("Content-Type", ""), got.content)
+    assert error is not None, (got.status_code, got.text)
+    assert says in error["error"]
+    assert lab.get(API).json()["swap"] is None or lab.get(API).json()["swap"]["state"] != "swapping"
+    assert serving(lab) == before
+
+
+def test_other_methods_are_405(lab: Lab, native: None) -> None:
+    got = lab.get(API.replace("servers", "nothing"))
+    assert json_error(404, got.headers.get("Content-Type", ""), got.content) is not None
+    got = lab.post(API, data=b"", headers=JSON)
+    assert got.status_code == 400
+    got = lab.post(API + "x", json={})
+    assert got.status_code == 404
+
+
+def test_a_swap_through_the_endpoint_changes_the_server_behind_the_route(
+    lab: Lab, native: None, defaults_after: None
+) -> None:
+    origin = {"Origin": lab.url}  # the dashboard's own page
+    got = lab.post(API, json={"mode": "wsgi", "server": "gthread"}, headers=origin)
+    assert got.status_code == 202, got.text
+    assert got.json()["swap"] == {
+        "mode": "wsgi",
+        "server": "gthread",
+        "was": "sync",
+        "state": "swapping",
+    }
+    # A second swap while the first runs is refused.
+    busy = lab.post(API, json={"mode": "asgi", "server": "uvicorn"}, headers=origin)
+    assert json_error(409, busy.headers.get("Content-Type", ""), busy.content) is not None
+    deadline = time.monotonic() + 90
+    while (swap := lab.get(API).json()["swap"])["state"] == "swapping":
+        assert time.monotonic() < deadline, "the swap did not finish"
+        time.sleep(0.5)
+    assert swap["state"] == "done", swap
+    assert serving(lab)["wsgi"] == "gthread"
+    assert lab_status()["servers"]["wsgi"] == "gthread"
+    # Asking for the server in force changes nothing: 200, no new swap.
+    again = lab.post(API, json={"mode": "wsgi", "server": "gthread"}, headers=origin)
+    assert again.status_code == 200 and again.json()["swap"] == swap
