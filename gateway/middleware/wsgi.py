@@ -2,7 +2,8 @@
 
 In order, for every request: believe forwarded headers only from a trusted peer,
 move the mount point into SCRIPT_NAME, answer what gateway.preflight answers
-(Host, 413, 501, /healthz), count a chunked body against the limit, call the
+(Host, 413, 501, /healthz), take the Host from an absolute-form target
+(gateway.target), count a chunked body against the limit, call the
 app, and add the trace headers to its response.
 """
 
@@ -22,6 +23,7 @@ from gateway.numbers import parse_digits
 from gateway.preflight import Answer, preflight
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
 from gateway.servers.registry import default_server
+from gateway.target import request_host
 
 # An environ key of this gateway (PEP 3333: server extensions are named with a
 # prefix of their own): a callable that makes the server close the connection
@@ -89,7 +91,7 @@ class GatewayWSGI:
             )
 
         answer = preflight(
-            http_version=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/"),
+            http_version=http_version(environ),
             host=environ.get("HTTP_HOST"),
             proxied=trusted and "HTTP_X_FORWARDED_FOR" in environ,
             path=environ.get("PATH_INFO"),
@@ -102,6 +104,13 @@ class GatewayWSGI:
             if answer.close:
                 close()
             return [_send_answer(answer, start_response, traced)]
+        # RFC 9112 §3.2.2 (gateway.target): an absolute-form target names the host.
+        # RAW_URI is gunicorn's: the request-target exactly as the client sent it.
+        host = request_host(
+            environ.get("RAW_URI", ""), environ.get("HTTP_HOST"), http_version(environ)
+        )
+        if host is not None:
+            environ["HTTP_HOST"] = host
 
         if (
             self.max_body_bytes is not None
@@ -110,6 +119,11 @@ class GatewayWSGI:
         ):
             environ["wsgi.input"] = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
         return _Response(self.app, environ, start_response, traced, close)
+
+
+def http_version(environ: Environ) -> str:
+    """SERVER_PROTOCOL without "HTTP/": "1.1", "1.0"."""
+    return str(environ.get("SERVER_PROTOCOL", "")).removeprefix("HTTP/")
 
 
 def _send_answer(answer: Answer, start_response: StartResponse, traced: Traced) -> bytes:

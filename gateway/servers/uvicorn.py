@@ -25,20 +25,37 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.config import ENV_PREFIX, Settings
 from gateway.servers.error_pages import json_error
+from gateway.target import request_host
 
 
 class JSONErrorsHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with its one error answer in the lab's JSON shape.
+    """uvicorn's httptools protocol with its one error answer in the lab's JSON shape,
+    and the Host of an absolute-form request-target.
 
     uvicorn answers a request its parser refuses with a plain-text 400
     (``send_400_response``); every error the lab produces is
     ``{"error", "status"}`` JSON (CONTRACT.md), so that one writer is replaced.
+    uvicorn builds the scope's path from the target's path alone, so the ASGI
+    layer never sees an absolute-form target's authority: the rule of
+    gateway.target is applied here, to the headers the scope is made with.
     uvicorn is pinned below its next major version (pyproject.toml).
     """
 
     def send_400_response(self, msg: str) -> None:
         self.transport.write(json_error(400, msg.rstrip(".").lower()))
         self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        # RFC 9112 §3.2.2: self.url is the request-target as sent; self.headers is
+        # the list the scope's "headers" holds, so it is changed in place.
+        sent = next((v for k, v in self.headers if k == b"host"), None)
+        given = sent.decode("latin-1") if sent is not None else None
+        version = self.parser.get_http_version()
+        host = request_host(self.url.decode("latin-1"), given, version)
+        if host is not None and host != given:
+            kept = [(k, v) for k, v in self.headers if k != b"host"]
+            self.headers[:] = [(b"host", host.encode("latin-1")), *kept]
+        super().on_headers_complete()
 
 
 def create_app() -> Any:
