@@ -19,6 +19,7 @@ from asgiref.testing import ApplicationCommunicator
 
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
+from gateway.preflight import HOST_MISSING
 from gateway.proxy import AllowList
 
 LOOPBACK = AllowList.parse("127.0.0.1")
@@ -300,3 +301,43 @@ class TestRefusedBeforeTheApp:
     def test_unknown_transfer_coding_is_501(self) -> None:
         status, body = self.call(HTTP_TRANSFER_ENCODING="gzip, chunked")
         assert status.startswith("501") and "gzip" in json.loads(body)["error"]
+
+
+class TestWebSocketRefusedBeforeTheApp:
+    """A handshake the layer refuses gets the JSON error an HTTP request would get."""
+
+    def refuse(self, extensions: dict[str, Any]) -> list[dict[str, Any]]:
+        scope = {
+            "type": "websocket",
+            "http_version": "1.1",
+            "path": "/ws",
+            "root_path": "",
+            "headers": [],  # no Host: RFC 9112 §3.2, a 400 straight at a gateway
+            "client": ("198.51.100.7", 1),
+            "query_string": b"",
+            "extensions": extensions,
+        }
+
+        async def run() -> list[dict[str, Any]]:
+            comm = ApplicationCommunicator(
+                GatewayASGI(seen_asgi, mode="asgi", allow=LOOPBACK), scope
+            )
+            await comm.send_input({"type": "websocket.connect"})
+            sent = [await comm.receive_output(1)]
+            if sent[0]["type"] == "websocket.http.response.start":
+                sent.append(await comm.receive_output(1))
+            return sent
+
+        return asyncio.run(run())
+
+    def test_with_the_denial_extension_a_json_400(self) -> None:
+        start, body = self.refuse({"websocket.http.response": {}})
+        assert (start["type"], start["status"]) == ("websocket.http.response.start", 400)
+        headers = {bytes(k).lower(): v for k, v in start["headers"]}
+        assert headers[b"content-type"] == b"application/json"
+        assert b"x-gateway-mode" in headers
+        assert json.loads(body["body"]) == {"error": HOST_MISSING, "status": 400}
+
+    def test_without_it_the_only_no_is_a_close(self) -> None:
+        (close,) = self.refuse({})
+        assert close["type"] == "websocket.close"
