@@ -164,8 +164,56 @@ class TestUvicornProtocol:
         assert [v for k, v in scope["headers"] if k == b"host"] == [b"other:1"]
 
 
+class TestUvicornRefusesWhatGunicornRefuses:
+    """httptools takes these; the protocol refuses them as gunicorn does, in JSON."""
+
+    def answer(self, raw: bytes) -> bytes:
+        from uvicorn.config import Config
+        from uvicorn.server import ServerState
+
+        from gateway.servers.uvicorn import JSONErrorsHttpTools
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            raise AssertionError("the app must not be called")
+
+        transport = FakeTransport()
+
+        async def run() -> None:
+            config = Config(app=app, lifespan="off")
+            config.load()
+            protocol = JSONErrorsHttpTools(config=config, server_state=ServerState(), app_state={})
+            protocol.connection_made(transport)  # type: ignore[arg-type]
+            protocol.data_received(raw)
+            for _ in range(10):
+                await asyncio.sleep(0)
+
+        asyncio.run(run())
+        assert transport.closed
+        return b"".join(transport.written)
+
+    @pytest.mark.parametrize(
+        "head, status",
+        [
+            ("GET / HTTP/1.1\r\nHost: a\r\n" + "X-H: v\r\n" * 100, 431),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + "a" * 9000 + "\r\n", 431),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n", 400),
+            ("GET / HTTP/2.0\r\nHost: a\r\n", 505),
+            ("POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n", 400),
+        ],
+        ids=["101-fields", "9k-field", "two-hosts", "http2-line", "te-in-http10"],
+    )
+    def test_refused_in_json(self, head: str, status: int) -> None:
+        data = self.answer(head.encode() + b"\r\n")
+        assert data.startswith(f"HTTP/1.1 {status} ".encode()), data[:80]
+        assert json.loads(data.split(b"\r\n\r\n", 1)[1])["status"] == status
+
+
 class FakeTransport:
     """The least of an asyncio transport uvicorn's protocol calls on connection_made."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8083), "peername": ("127.0.0.1", 50000)}.get(
@@ -173,10 +221,10 @@ class FakeTransport:
         )
 
     def write(self, data: bytes) -> None:
-        pass
+        self.written.append(data)
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
     def is_closing(self) -> bool:
         return False
