@@ -73,3 +73,15 @@ def test_under_the_runner_the_gateway_does_both() -> None:
     assert r.status == 200 and not any(name in r.headers for name in TRACE)
     env = meta_variables(path="/healthz") | {"PATH": env["PATH"]}
     assert exec_script(env).status == 404
+
+
+def test_under_fcgiwrap_the_script_holds_the_header_limits() -> None:
+    # What gunicorn refuses under the runner (RFC 6585 §5): 101 fields, a field
+    # line over 8190 bytes. Under fcgiwrap nothing else refuses them.
+    many = {f"HTTP_X_H{i}": "v" for i in range(101)}
+    r = exec_script(fcgiwrap_env() | many)
+    assert r.status == 431 and b"more than 100" in r.body
+    r = exec_script(fcgiwrap_env() | {"HTTP_X_BIG": "a" * 8190})
+    assert r.status == 431 and b"X-Big" in r.body
+    assert exec_script(fcgiwrap_env() | {"HTTP_X_BIG": "a" * (8190 - 7)}).status == 200
+    assert exec_script(fcgiwrap_env() | dict(list(many.items())[:90])).status == 200
