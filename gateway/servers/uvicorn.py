@@ -42,8 +42,9 @@ class JSONErrorsHttpTools(HttpToolsProtocol):
     ``{"error", "status"}`` JSON (CONTRACT.md), so that one writer is replaced.
     httptools takes what gunicorn refuses (more than 100 header fields, a field
     over 8190 bytes, two Host fields, an HTTP/2.0 request line, Transfer-Encoding
-    in HTTP/1.0): the protocol refuses them too, with gunicorn's statuses, so a
-    swap of the ASGI server changes no answer (tests/integration/test_hostile.py).
+    in HTTP/1.0): the protocol refuses them too, with gunicorn's statuses, and
+    drops a header name with "_" as gunicorn does, so a swap of the ASGI server
+    changes no answer (tests/integration/test_hostile.py).
     uvicorn builds the scope's path from the target's path alone, so the ASGI
     layer never sees an absolute-form target's authority: the rule of
     gateway.target is applied here, to the headers the scope is made with.
@@ -78,6 +79,10 @@ class JSONErrorsHttpTools(HttpToolsProtocol):
             self._refuse(431, f"more than {MAX_FIELDS} header fields")
         if len(name) + len(value) + 2 > MAX_FIELD_BYTES:
             self._refuse(431, f"a header field over {MAX_FIELD_BYTES} bytes")
+        if b"_" in name:
+            # gunicorn's header_map "drop": a name with "_" is dropped, never
+            # merged with its "-" twin (HTTP_X_A is both X-A and X_A).
+            return
         if name.lower() == b"host" and any(k == b"host" for k, _ in self.headers):
             # RFC 9112 §3.2: more than one Host field is a 400.
             self._refuse(400, "more than one Host header")
@@ -116,6 +121,8 @@ def create_app() -> Any:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    from apps.breakfast.kitchen import WS_MAX_MESSAGE_BYTES
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -127,6 +134,12 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         # nginx keeps upstream connections open; outlast its idle timeout, as gunicorn does.
         "timeout_keep_alive": 75,
+        # The /ws limit the app documents, as under gunicorn (gateway/servers/
+        # gunicorn.py): a bigger message closes with 1009 (uvicorn's default is
+        # 16 MiB); with websockets' queue of 32 messages a peer that sends and
+        # never reads pins about 32 x 64 KiB.
+        "ws_max_size": WS_MAX_MESSAGE_BYTES,
+        "ws_max_queue": 32,
         "timeout_graceful_shutdown": int(settings.timeout_s),
         "log_level": settings.log_level,
         "access_log": False,  # nginx writes the access log

@@ -159,6 +159,10 @@ class TestUvicornProtocol:
         assert [v for k, v in scope["headers"] if k == b"host"] == [b"a.test:9000"]
         assert (scope["path"], scope["query_string"]) == ("/env", b"a=1")
 
+    def test_a_header_name_with_an_underscore_is_dropped_as_gunicorn_does(self) -> None:
+        scope = self.request(b"GET /env HTTP/1.1\r\nHost: a\r\nSCRIPT_NAME: /x\r\nX-A: 1\r\n\r\n")
+        assert [k for k, _ in scope["headers"]] == [b"host", b"x-a"]
+
     def test_origin_form_host_unchanged(self) -> None:
         scope = self.request(b"GET /env HTTP/1.1\r\nHost: other:1\r\n\r\n")
         assert [v for k, v in scope["headers"] if k == b"host"] == [b"other:1"]
