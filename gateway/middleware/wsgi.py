@@ -112,11 +112,17 @@ class GatewayWSGI:
         if host is not None:
             environ["HTTP_HOST"] = host
 
-        if (
-            self.max_body_bytes is not None
-            and "HTTP_TRANSFER_ENCODING" in environ
+        chunked = (
+            "HTTP_TRANSFER_ENCODING" in environ
             and parse_digits(environ.get("CONTENT_LENGTH")) is None
-        ):
+        )
+        if chunked:
+            # A chunked body the app may leave unread: a server that drains the
+            # rest after the answer can meet a framing error there and answer
+            # that too (gthread sent a 405, then a 400, for one request). The
+            # connection ends after this answer instead (RFC 9112 §9.6, §11.2).
+            close()
+        if chunked and self.max_body_bytes is not None:
             environ["wsgi.input"] = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
         return _Response(self.app, environ, start_response, traced, close)
 

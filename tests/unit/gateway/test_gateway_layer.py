@@ -341,3 +341,30 @@ class TestWebSocketRefusedBeforeTheApp:
     def test_without_it_the_only_no_is_a_close(self) -> None:
         (close,) = self.refuse({})
         assert close["type"] == "websocket.close"
+
+
+class TestChunkedBodyEndsTheConnection:
+    """After a chunked request the connection closes, whatever the app read of it."""
+
+    def closes(self, **environ: Any) -> bool:
+        env: dict[str, Any] = {"REMOTE_ADDR": "198.51.100.7", "REQUEST_METHOD": "POST"}
+        setup_testing_defaults(env)
+        env |= environ
+        closed: list[bool] = []
+
+        class Response:
+            def force_close(self) -> None:
+                closed.append(True)
+
+            def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+                return lambda data: None
+
+        layer = GatewayWSGI(seen_wsgi, mode="wsgi", allow=LOOPBACK)
+        b"".join(layer(env, Response().start_response))
+        return bool(closed)
+
+    def test_chunked(self) -> None:
+        assert self.closes(HTTP_TRANSFER_ENCODING="chunked")
+
+    def test_a_declared_length_keeps_the_connection(self) -> None:
+        assert not self.closes(CONTENT_LENGTH="0")
