@@ -89,7 +89,22 @@ def main() -> int:
         HANDLERS[path]()
     except kitchen.HTTPError as error:
         respond(error.reply())
+    if SERVER:
+        drain_stdin()
     return 0
+
+
+def drain_stdin() -> None:
+    """Read what is left of the request body, and drop it (under fcgiwrap).
+
+    fcgiwrap writes the whole body to the script's stdin; when the script has
+    exited without reading it (a 413 on the declared length, say), the write
+    fails and fcgiwrap sends its own plain-text "502 An error occurred while
+    reading the request" in place of the script's answer. nginx bounds the
+    body (client_max_body_size) and fcgiwrap closes stdin at its end.
+    """
+    while sys.stdin.buffer.read(65536):
+        pass
 
 
 def check_header_limits(environ: Mapping[str, str]) -> None:
