@@ -20,7 +20,14 @@ import pytest
 
 from gateway.servers.registry import SERVERS, default_server
 from tests.support.endpoints import DIRECT_EXCLUSIONS, Endpoint, mode_endpoints
-from tests.support.lab import MODES, SERVING, Lab, lab_status, use_server
+from tests.support.lab import (
+    MODES,
+    SERVING,
+    Lab,
+    forget_status,
+    status_since_swap,
+    use_server,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -100,7 +107,9 @@ def mode(request: pytest.FixtureRequest, lab: Lab) -> Iterator[str]:
     default = default_server(name)
     # What actually runs, not what the suite assumes: `lab up` starts the server
     # the last `lab server` recorded, which need not be the default.
-    running = (lab_status().get("servers") or {}).get(name) if lab.target != "external" else None
+    running = None
+    if lab.target != "external":
+        running = SERVING.get(name) or (status_since_swap().get("servers") or {}).get(name)
     swap = server != (running or default)
     if swap:
         use_server(name, server)
@@ -123,13 +132,19 @@ def base(mode: str) -> str:
     return f"/{mode}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_status() -> None:
+    """Each module reads ``lab status`` anew the first time it asks (status_since_swap)."""
+    forget_status()
+
+
 @pytest.fixture(scope="module")
 def lab_gateways(lab: Lab, mode: str) -> dict[str, str]:
     """``gateways`` of ``lab status --json`` (native: each HTTP gateway's address), read
     again for every pair: a new server listens on a new port."""
     if lab.target != "native":
         return {}
-    found = lab_status().get("gateways") or {}
+    found = status_since_swap().get("gateways") or {}
     assert isinstance(found, dict)
     return found
 
