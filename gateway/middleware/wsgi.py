@@ -116,15 +116,11 @@ class GatewayWSGI:
             "HTTP_TRANSFER_ENCODING" in environ
             and parse_digits(environ.get("CONTENT_LENGTH")) is None
         )
+        body = None
         if chunked:
-            # A chunked body the app may leave unread: a server that drains the
-            # rest after the answer can meet a framing error there and answer
-            # that too (gthread sent a 405, then a 400, for one request). The
-            # connection ends after this answer instead (RFC 9112 §9.6, §11.2).
-            close()
-        if chunked and self.max_body_bytes is not None:
-            environ["wsgi.input"] = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
-        return _Response(self.app, environ, start_response, traced, close)
+            body = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
+            environ["wsgi.input"] = body
+        return _Response(self.app, environ, start_response, traced, close, body)
 
 
 def http_version(environ: Environ) -> str:
@@ -140,30 +136,36 @@ def _send_answer(answer: Answer, start_response: StartResponse, traced: Traced) 
 
 
 class LimitedInput:
-    """``wsgi.input`` counted against the body limit (PEP 3333's four read methods).
+    """A chunked ``wsgi.input`` counted against the body limit (PEP 3333's four
+    read methods), which also knows whether the app read it to its end.
 
     Past the limit a read raises BodyTooLarge, which the layer turns into a 413
     when the app lets it through (the demo app does: it only handles its own
-    errors); bytes already read are not undone.
+    errors); bytes already read are not undone. ``limit`` None: no limit.
     """
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: IO[bytes], limit: int | None) -> None:
         self.stream = stream
-        self.limit = BodyLimit(limit)
+        self.limit = BodyLimit(limit) if limit is not None else None
+        self.finished = False  # a read reached the end of the body
 
-    def _counted(self, data: bytes) -> bytes:
-        self.limit.count(len(data))
+    def _counted(self, data: bytes, whole: bool = False) -> bytes:
+        if self.limit is not None:
+            self.limit.count(len(data))
+        if whole or not data:
+            self.finished = True
         return data
 
     def read(self, *args: int) -> bytes:
-        return self._counted(self.stream.read(*args))
+        whole = not args or args[0] is None or args[0] < 0
+        return self._counted(self.stream.read(*args), whole)
 
     def readline(self, *args: int) -> bytes:
         return self._counted(self.stream.readline(*args))
 
     def readlines(self, *args: int) -> list[bytes]:
         lines = self.stream.readlines(*args)
-        self.limit.count(sum(len(line) for line in lines))
+        self._counted(b"".join(lines), not args)
         return lines
 
     def __iter__(self) -> Iterator[bytes]:
@@ -207,8 +209,10 @@ class _Response:
         start_response: StartResponse,
         traced: Traced,
         close: Callable[[], None],
+        body: LimitedInput | None = None,
     ) -> None:
         self.start_response = start_response
+        self.body = body
         self.traced = traced
         self.close_connection = close
         self.pending: tuple[str, Headers, ExcInfo | None] | None = None
@@ -273,6 +277,12 @@ class _Response:
             self._send(time.time())
 
     def close(self) -> None:
+        if self.body is not None and not self.body.finished:
+            # A chunked body the app left unread: a server that drains the rest
+            # after the answer can meet a framing error there and answer it too
+            # (gthread sent a 405, then a 400, for one request). The connection
+            # ends after this answer instead (RFC 9112 §9.6, §11.2).
+            self.close_connection()
         # PEP 3333: the server must call close() on the app's iterable.
         close = getattr(self.result, "close", None)
         if close is not None:

@@ -343,10 +343,16 @@ class TestWebSocketRefusedBeforeTheApp:
         assert close["type"] == "websocket.close"
 
 
-class TestChunkedBodyEndsTheConnection:
-    """After a chunked request the connection closes, whatever the app read of it."""
+def reading_wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    data = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [data]
 
-    def closes(self, **environ: Any) -> bool:
+
+class TestAnUnreadChunkedBodyEndsTheConnection:
+    """A chunked body the app left unread: the connection closes after the answer."""
+
+    def closes(self, app: Any, **environ: Any) -> bool:
         env: dict[str, Any] = {"REMOTE_ADDR": "198.51.100.7", "REQUEST_METHOD": "POST"}
         setup_testing_defaults(env)
         env |= environ
@@ -359,12 +365,16 @@ class TestChunkedBodyEndsTheConnection:
             def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
                 return lambda data: None
 
-        layer = GatewayWSGI(seen_wsgi, mode="wsgi", allow=LOOPBACK)
-        b"".join(layer(env, Response().start_response))
+        result = GatewayWSGI(app, mode="wsgi", allow=LOOPBACK)(env, Response().start_response)
+        b"".join(result)
+        result.close()  # type: ignore[attr-defined]
         return bool(closed)
 
-    def test_chunked(self) -> None:
-        assert self.closes(HTTP_TRANSFER_ENCODING="chunked")
+    def test_unread(self) -> None:
+        assert self.closes(seen_wsgi, HTTP_TRANSFER_ENCODING="chunked")
+
+    def test_read_to_its_end_keeps_the_connection(self) -> None:
+        assert not self.closes(reading_wsgi, HTTP_TRANSFER_ENCODING="chunked")
 
     def test_a_declared_length_keeps_the_connection(self) -> None:
-        assert not self.closes(CONTENT_LENGTH="0")
+        assert not self.closes(seen_wsgi, CONTENT_LENGTH="0")
