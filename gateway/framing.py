@@ -8,7 +8,18 @@ is the only check a chunked body (no declared length) can get. Pure.
 
 from __future__ import annotations
 
+from typing import Final
+
 from gateway.numbers import parse_digits
+
+# Reading what an app left of a request body before the connection closes (each
+# layer's ``drain``): at most this long in all, at most this long per read (a
+# sender this quiet is not sending a body it buffered, as nginx does), in reads
+# of this size. RFC 9112 §9.6: a server that closes while the client may still
+# send risks that "the client will not be able to read the last HTTP response".
+DRAIN_S: Final = 2.0
+DRAIN_IDLE_S: Final = 0.25
+DRAIN_CHUNK: Final = 64 * 1024
 
 
 class BodyTooLarge(Exception):

@@ -13,7 +13,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 STARTED = time.time()  # the interpreter is up: this script's first line runs
 
@@ -71,6 +71,13 @@ out: BinaryIO = sys.stdout.buffer  # the response is bytes: stdout in binary mod
 # so X-Gateway-Start .. X-Gateway-App-Start is the process's start-up (set in main).
 app_started = STARTED
 
+# The request-header limits every other server of the lab holds (gunicorn's:
+# at most 100 fields, each line at most 8190 bytes; RFC 6585 §5, 431). nginx
+# takes lines up to 16 KiB and fcgiwrap passes on whatever nginx sends, so under
+# fcgiwrap (SERVER set) the script holds them itself.
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_FIELD_BYTES = 8190
+
 
 def main() -> int:
     global app_started
@@ -82,11 +89,41 @@ def main() -> int:
         respond(kitchen.json_reply({"status": "ok", "mode": MODE}))
         return 0
     try:
+        if SERVER:
+            check_header_limits(os.environ)
         kitchen.check_route(path, method)
         HANDLERS[path]()
     except kitchen.HTTPError as error:
         respond(error.reply())
+    if SERVER:
+        drain_stdin()
     return 0
+
+
+def drain_stdin() -> None:
+    """Read what is left of the request body, and drop it (under fcgiwrap).
+
+    fcgiwrap writes the whole body to the script's stdin; when the script has
+    exited without reading it (a 413 on the declared length, say), the write
+    fails and fcgiwrap sends its own plain-text "502 An error occurred while
+    reading the request" in place of the script's answer. nginx bounds the
+    body (client_max_body_size) and fcgiwrap closes stdin at its end.
+    """
+    while sys.stdin.buffer.read(65536):
+        pass
+
+
+def check_header_limits(environ: Mapping[str, str]) -> None:
+    """A 431 past MAX_HEADER_FIELDS or MAX_HEADER_FIELD_BYTES, counted from the
+    meta-variables the request's header fields became (RFC 3875 §4.1.18)."""
+    fields = [(k[5:], v) for k, v in environ.items() if k.startswith("HTTP_")]
+    fields += [(k, environ[k]) for k in ("CONTENT_TYPE", "CONTENT_LENGTH") if k in environ]
+    if len(fields) > MAX_HEADER_FIELDS:
+        raise kitchen.HTTPError(431, f"more than {MAX_HEADER_FIELDS} header fields")
+    for name, value in fields:
+        if len(name) + 2 + len(value) > MAX_HEADER_FIELD_BYTES:
+            field = name.replace("_", "-").title()
+            raise kitchen.HTTPError(431, f"header {field} over {MAX_HEADER_FIELD_BYTES} bytes")
 
 
 def respond(reply: kitchen.Reply) -> None:

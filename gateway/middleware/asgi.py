@@ -10,19 +10,24 @@ over, and the trace headers go on ``http.response.start`` (or on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Final
 
 from gateway import trace
 from gateway._types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import error_data
-from gateway.framing import BodyLimit, BodyTooLarge
+from gateway.framing import DRAIN_IDLE_S, DRAIN_S, BodyLimit, BodyTooLarge
 from gateway.numbers import parse_digits
 from gateway.preflight import Answer, preflight
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
 from gateway.servers.registry import default_server
+from gateway.target import origin_path, request_host, target_authority
+
+# The ASGI WebSocket Denial Response extension's name in ``scope["extensions"]``.
+DENIAL_EXTENSION: Final = "websocket.http.response"
 
 
 def header_map(scope: Scope) -> dict[bytes, str]:
@@ -106,6 +111,44 @@ class _LimitedReceive:
         return message
 
 
+class _TrackedReceive:
+    """The app's ``receive``, noting whether the request body was read to its end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.complete = False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.complete = True
+        return message
+
+
+async def drain(receive: _TrackedReceive, limit: int | None, budget_s: float = DRAIN_S) -> int:
+    """Receive and drop what the app left of the request body; the bytes dropped.
+
+    The ASGI twin of ``gateway.middleware.wsgi.drain``: an app that answers
+    before reading the body (a form over its limit: 413) leaves it unread, the
+    server then closes rather than parse the rest as a request, and nginx, still
+    sending the body it buffered, reports a 502 instead of the answer (RFC 9112
+    §9.6, quoted at ``gateway.framing.DRAIN_S``).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    dropped = 0
+    while not receive.complete and (limit is None or dropped <= limit):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(receive(), min(remaining, DRAIN_IDLE_S))
+        except (TimeoutError, OSError):
+            break
+        dropped += len(message.get("body", b""))
+    return dropped
+
+
 class GatewayASGI:
     def __init__(
         self,
@@ -151,6 +194,7 @@ class GatewayASGI:
         if answer is not None:
             await _send_answer(answer, scope, send, traced)
             return
+        apply_absolute_form(scope)
 
         if (
             is_http
@@ -160,8 +204,14 @@ class GatewayASGI:
         ):
             receive = _LimitedReceive(receive, self.max_body_bytes)
         traced_send = _TracedSend(send, traced)
+        # A declared body the app may leave unread is drained after it answers.
+        tracked = None
+        if is_http and parse_digits(headers.get(b"content-length")):
+            receive = tracked = _TrackedReceive(receive)
         try:
             await self.app(scope, receive, traced_send)
+            if tracked is not None and not tracked.complete:
+                await drain(tracked, self.max_body_bytes)
         except BodyTooLarge as exc:
             if traced_send.started and traced_send.held is None:
                 raise  # too late for a 413: the server cuts the connection
@@ -170,11 +220,10 @@ class GatewayASGI:
 
 
 async def _send_answer(answer: Answer, scope: Scope, send: Send, traced: _Traced) -> None:
-    if scope["type"] == "websocket":
-        # Before websocket.accept, a close is the server's "no" (a 403).
-        await send({"type": "websocket.close", "code": 1008})
-        return
     headers = [(b"content-type", b"application/json")]
+    if scope["type"] == "websocket":
+        await _deny_websocket(answer, scope, send, traced(headers, time.time()))
+        return
     if answer.close:
         # The body stays unread: the connection must not carry another request
         # (RFC 9112 §9.6: "close" in a response means the server closes after
@@ -183,6 +232,51 @@ async def _send_answer(answer: Answer, scope: Scope, send: Send, traced: _Traced
     start = {"type": "http.response.start", "status": answer.status}
     await send(start | {"headers": traced(headers, time.time())})
     await send({"type": "http.response.body", "body": json.dumps(answer.data).encode()})
+
+
+async def _deny_websocket(
+    answer: Answer, scope: Scope, send: Send, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Refuse a handshake before the app with the same JSON answer an HTTP request gets.
+
+    The ASGI WebSocket Denial Response extension (``websocket.http.response``)
+    sends an HTTP response instead of accepting: uvicorn offers it, and
+    gateway/servers/websocket_denial.py adds it to gunicorn's asyncio worker.
+    Without it the only "no" before ``websocket.accept`` is a close, which a
+    server sends as an empty 403 (ASGI spec, "Close - send event").
+    """
+    if DENIAL_EXTENSION not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    start = {"type": "websocket.http.response.start", "status": answer.status}
+    await send(start | {"headers": headers})
+    body = json.dumps(answer.data).encode()
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+def apply_absolute_form(scope: Scope) -> None:
+    """RFC 9112 §3.2.2 (gateway.target): an absolute-form target names the Host.
+
+    gunicorn's asyncio worker leaves an absolute-form target in ``path`` and
+    ``raw_path`` ("http://a.test:81/env"): the scope gets the origin-form path
+    a request through nginx has, and a Host header holding the authority.
+    uvicorn's parser drops the authority before the scope exists; its protocol
+    applies the same rule there (gateway/servers/uvicorn.py).
+    """
+    path = str(scope.get("path", ""))
+    if target_authority(path) is None:
+        return
+    headers = list(scope.get("headers", ()))
+    sent = [bytes(v).decode("latin-1") for k, v in headers if bytes(k).lower() == b"host"]
+    given = sent[0] if sent else None
+    host = request_host(path, given, str(scope.get("http_version", "1.1")))
+    scope["path"] = origin_path(path)
+    raw = scope.get("raw_path")
+    if raw is not None:
+        scope["raw_path"] = origin_path(bytes(raw).decode("latin-1")).encode("latin-1")
+    if host is not None:
+        kept = [(k, v) for k, v in headers if bytes(k).lower() != b"host"]
+        scope["headers"] = [(b"host", host.encode("latin-1")), *kept]
 
 
 def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:

@@ -2,7 +2,8 @@
 
 In order, for every request: believe forwarded headers only from a trusted peer,
 move the mount point into SCRIPT_NAME, answer what gateway.preflight answers
-(Host, 413, 501, /healthz), count a chunked body against the limit, call the
+(Host, 413, 501, /healthz), take the Host from an absolute-form target
+(gateway.target), count a chunked body against the limit, call the
 app, and add the trace headers to its response.
 """
 
@@ -18,11 +19,12 @@ from typing import IO, Final
 from gateway import trace
 from gateway._types import Environ, ExcInfo, Headers, StartResponse, WSGIApp
 from gateway.errors import error_body, status_line
-from gateway.framing import BodyLimit, BodyTooLarge
+from gateway.framing import DRAIN_CHUNK, DRAIN_IDLE_S, DRAIN_S, BodyLimit, BodyTooLarge
 from gateway.numbers import parse_digits
 from gateway.preflight import Answer, preflight
 from gateway.proxy import AllowList, client_address, scheme_from, split_mount
 from gateway.servers.registry import default_server
+from gateway.target import request_host
 
 # An environ key of this gateway (PEP 3333: server extensions are named with a
 # prefix of their own): a callable that makes the server close the connection
@@ -31,14 +33,10 @@ CLOSE_CONNECTION: Final = "gateway.close_connection"
 
 Traced = Callable[[Headers, float | None], Headers]
 
-# How long a response's close may spend reading the rest of a request body the
-# app left unread, and how much (past that, the server closes on it anyway).
-DRAIN_S: Final = 2.0
-DRAIN_CHUNK: Final = 64 * 1024
 
-
-def connection_closer(start_response: StartResponse) -> Callable[[], None]:
-    """A callable that makes the server close this connection after the response.
+class ConnectionCloser:
+    """A callable that makes the server close this connection after the response,
+    and remembers that it was called.
 
     PEP 3333 forbids an app to send hop-by-hop headers (``Connection: close``),
     so a WSGI app cannot ask for a close in the protocol. gunicorn's
@@ -47,8 +45,16 @@ def connection_closer(start_response: StartResponse) -> Callable[[], None]:
     (gunicorn is pinned below its next major version, pyproject.toml); a server
     without it (wsgiref in the unit tests) closes on its own terms.
     """
-    close = getattr(getattr(start_response, "__self__", None), "force_close", None)
-    return close if callable(close) else (lambda: None)
+
+    def __init__(self, start_response: StartResponse) -> None:
+        close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+        self._close: Callable[[], object] | None = close if callable(close) else None
+        self.called = False
+
+    def __call__(self) -> None:
+        self.called = True
+        if self._close is not None:
+            self._close()
 
 
 class GatewayWSGI:
@@ -78,7 +84,7 @@ class GatewayWSGI:
         if trusted:
             apply_forwarded(environ)
         environ["HTTP_X_REQUEST_ID"] = request_id
-        close = connection_closer(start_response)
+        close = ConnectionCloser(start_response)
         environ[CLOSE_CONNECTION] = close
 
         def traced(headers: Headers, end: float | None) -> Headers:
@@ -95,7 +101,7 @@ class GatewayWSGI:
             )
 
         answer = preflight(
-            http_version=environ.get("SERVER_PROTOCOL", "").removeprefix("HTTP/"),
+            http_version=http_version(environ),
             host=environ.get("HTTP_HOST"),
             proxied=trusted and "HTTP_X_FORWARDED_FOR" in environ,
             path=environ.get("PATH_INFO"),
@@ -108,14 +114,30 @@ class GatewayWSGI:
             if answer.close:
                 close()
             return [_send_answer(answer, start_response, traced)]
+        # RFC 9112 §3.2.2 (gateway.target): an absolute-form target names the host.
+        # RAW_URI is gunicorn's: the request-target exactly as the client sent it.
+        host = request_host(
+            environ.get("RAW_URI", ""), environ.get("HTTP_HOST"), http_version(environ)
+        )
+        if host is not None:
+            environ["HTTP_HOST"] = host
 
-        if (
-            self.max_body_bytes is not None
-            and "HTTP_TRANSFER_ENCODING" in environ
+        chunked = (
+            "HTTP_TRANSFER_ENCODING" in environ
             and parse_digits(environ.get("CONTENT_LENGTH")) is None
-        ):
-            environ["wsgi.input"] = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
-        return _Response(self.app, environ, start_response, traced, close, self.max_body_bytes)
+        )
+        body = None
+        if chunked:
+            body = LimitedInput(environ["wsgi.input"], self.max_body_bytes)
+            environ["wsgi.input"] = body
+        return _Response(
+            self.app, environ, start_response, traced, close, body, self.max_body_bytes
+        )
+
+
+def http_version(environ: Environ) -> str:
+    """SERVER_PROTOCOL without "HTTP/": "1.1", "1.0"."""
+    return str(environ.get("SERVER_PROTOCOL", "")).removeprefix("HTTP/")
 
 
 def _send_answer(answer: Answer, start_response: StartResponse, traced: Traced) -> bytes:
@@ -126,30 +148,36 @@ def _send_answer(answer: Answer, start_response: StartResponse, traced: Traced) 
 
 
 class LimitedInput:
-    """``wsgi.input`` counted against the body limit (PEP 3333's four read methods).
+    """A chunked ``wsgi.input`` counted against the body limit (PEP 3333's four
+    read methods), which also knows whether the app read it to its end.
 
     Past the limit a read raises BodyTooLarge, which the layer turns into a 413
     when the app lets it through (the demo app does: it only handles its own
-    errors); bytes already read are not undone.
+    errors); bytes already read are not undone. ``limit`` None: no limit.
     """
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: IO[bytes], limit: int | None) -> None:
         self.stream = stream
-        self.limit = BodyLimit(limit)
+        self.limit = BodyLimit(limit) if limit is not None else None
+        self.finished = False  # a read reached the end of the body
 
-    def _counted(self, data: bytes) -> bytes:
-        self.limit.count(len(data))
+    def _counted(self, data: bytes, whole: bool = False) -> bytes:
+        if self.limit is not None:
+            self.limit.count(len(data))
+        if whole or not data:
+            self.finished = True
         return data
 
     def read(self, *args: int) -> bytes:
-        return self._counted(self.stream.read(*args))
+        whole = not args or args[0] is None or args[0] < 0
+        return self._counted(self.stream.read(*args), whole)
 
     def readline(self, *args: int) -> bytes:
         return self._counted(self.stream.readline(*args))
 
     def readlines(self, *args: int) -> list[bytes]:
         lines = self.stream.readlines(*args)
-        self.limit.count(sum(len(line) for line in lines))
+        self._counted(b"".join(lines), not args)
         return lines
 
     def __iter__(self) -> Iterator[bytes]:
@@ -192,10 +220,12 @@ class _Response:
         environ: Environ,
         start_response: StartResponse,
         traced: Traced,
-        close: Callable[[], None],
+        close: ConnectionCloser,
+        body: LimitedInput | None = None,
         max_body_bytes: int | None = None,
     ) -> None:
         self.start_response = start_response
+        self.body = body
         self.traced = traced
         self.close_connection = close
         self.environ = environ
@@ -262,13 +292,23 @@ class _Response:
             self._send(time.time())
 
     def close(self) -> None:
+        abandon = self.body is not None and not self.body.finished
+        if abandon:
+            # A chunked body the app left unread: a server that drains the rest
+            # after the answer can meet a framing error there and answer it too
+            # (gthread sent a 405, then a 400, for one request). The connection
+            # ends after this answer instead (RFC 9112 §9.6, §11.2).
+            self.close_connection()
         # PEP 3333: the server must call close() on the app's iterable.
         close = getattr(self.result, "close", None)
         try:
             if close is not None:
                 close()
         finally:
-            drain(self.environ, self.max_body_bytes)
+            # A body left unread on purpose (chunked, or one the CGI bridge gave
+            # up on: a stalled sender's 408) is not waited for; any other is.
+            if not abandon and not self.close_connection.called:
+                drain(self.environ, self.max_body_bytes)
 
 
 def drain(environ: Environ, limit: int | None, budget_s: float = DRAIN_S) -> int:
@@ -278,10 +318,10 @@ def drain(environ: Environ, limit: int | None, budget_s: float = DRAIN_S) -> int
     The sync workers then close the connection, and a peer still writing the
     body gets EPIPE or a reset before it reads the answer: nginx, which sends
     the whole body it buffered, reports a 502 instead of the app's 413 (RFC
-    9112 §9.6: closing while the client may still send risks that "the client
-    will not be able to read the last HTTP response"). Through nginx the body
+    9112 §9.6, quoted at ``gateway.framing.DRAIN_S``). Through nginx the body
     is already on its way and costs a read; straight at the gateway a slow
-    sender is given ``budget_s`` and at most ``limit`` bytes (the body limit).
+    sender is given ``budget_s``, each read ``DRAIN_IDLE_S``, and at most
+    ``limit`` bytes (the body limit).
     """
     stream = environ.get("wsgi.input")
     if stream is None:
@@ -296,7 +336,7 @@ def drain(environ: Environ, limit: int | None, budget_s: float = DRAIN_S) -> int
             if remaining <= 0:
                 break
             if sock is not None:
-                sock.settimeout(remaining)
+                sock.settimeout(min(remaining, DRAIN_IDLE_S))
             chunk = stream.read(DRAIN_CHUNK)
             if not chunk:
                 break

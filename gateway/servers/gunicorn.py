@@ -32,6 +32,7 @@ from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList, ip_entries
 from gateway.servers.error_pages import install_json_error_pages
+from gateway.servers.uwsgi_limits import install_uwsgi_header_limits
 from gateway.servers.websocket_denial import install_websocket_denial_response
 
 LAYERS: Final[Mapping[str, type[GatewayWSGI] | type[GatewayASGI]]] = {
@@ -182,6 +183,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         self.settings = settings
         install_json_error_pages()
         install_websocket_denial_response()  # the app's JSON answer to a refused handshake
+        install_uwsgi_header_limits()  # the 431s gunicorn's HTTP parser gives, for uwsgi too
         super().__init__()
 
     def load_config(self) -> None:

@@ -24,7 +24,8 @@ from typing import Any
 
 from gunicorn.asgi import protocol, websocket
 
-EXTENSION = "websocket.http.response"
+from gateway.middleware.asgi import DENIAL_EXTENSION as EXTENSION
+
 _WRAPPED = "_lab_websocket_denial"
 
 

@@ -1,9 +1,10 @@
 """Hostile input: malformed HTTP, smuggling attempts and CGI hazards, with real sockets.
 
-Every case in tests/integration/raw/ is replayed through nginx (under each
-mount point) and straight at every gateway the host can reach (the `gateways`
-map of `lab status --json`; empty under Docker, where only nginx is tested).
-What must hold, per case and endpoint:
+Every case in tests/integration/raw/ is replayed, for every (mode, server)
+pair, through nginx under the mode's mount point and straight at the gateway
+(tests.support.endpoints: natively its own port, under Docker through a relay
+in the nginx container; a server that speaks no HTTP to nginx is reached
+through nginx only). What must hold, per case and endpoint:
 
 - "reject" cases: a 4xx (or a status the case's RFC allows, e.g. 501 for an
   unknown transfer coding) or a close without an answer; never a 2xx/3xx;
@@ -23,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -36,41 +36,17 @@ from lab.system.ports import first_free
 from lab.system.procfs import read_proc
 from tests.support import faults
 from tests.support.contract import json_error
-from tests.support.lab import MODES, ROOT, Lab, lab_status
-from tests.support.rawhttp import MARKER, Case, RawResult, exchange, get, load_cases
+from tests.support.endpoints import Endpoint
+from tests.support.lab import ROOT, Lab, lab_status
+from tests.support.rawhttp import MARKER, Case, RawResult, exchange, load_cases
+
+pytestmark = pytest.mark.every_server
 
 CASES = load_cases()
 DEADLINE_S = 6.0
 PATIENCE_S = 2.0
 # Signs that a response shows a file instead of running the app.
 SOURCE_SIGNS = ("#!/usr/bin/env", "import ", "def main", "root:x:0:0")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str
-    host: str
-    port: int
-    prefix: str  # mount point the app is reached under ("" straight at a gateway)
-    via_nginx: bool
-
-    @property
-    def hostport(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@pytest.fixture(scope="module")
-def endpoints(lab: Lab) -> list[Endpoint]:
-    nginx = urlsplit(lab.url)
-    assert nginx.hostname and nginx.port
-    found = [Endpoint(f"nginx/{m}", nginx.hostname, nginx.port, f"/{m}", True) for m in MODES]
-    gateways = lab_status().get("gateways", {}) if lab.target != "external" else {}
-    assert isinstance(gateways, dict)
-    for mode, url in gateways.items():
-        parts = urlsplit(url)
-        assert parts.hostname and parts.port
-        found.append(Endpoint(f"gw/{mode}", parts.hostname, parts.port, "", False))
-    return found
 
 
 # -- the table of outcomes ------------------------------------------------------------
@@ -88,9 +64,9 @@ class _Summary:
         width = max(len(name) for name in OUTCOMES)
         tr = terminalreporter
         tr.section("hostile input: case x endpoint (! marks a failure)")
-        tr.write_line(" " * width + "  " + "".join(f"{c:>18}" for c in columns))
+        tr.write_line(" " * width + "  " + "".join(f"{c:>16}" for c in columns))
         for name, row in OUTCOMES.items():
-            tr.write_line(f"{name:<{width}}  " + "".join(f"{row.get(c, '-'):>18}" for c in columns))
+            tr.write_line(f"{name:<{width}}  " + "".join(f"{row.get(c, '-'):>16}" for c in columns))
         by_category: dict[str, list[int]] = {}
         for case in CASES:
             outcomes = OUTCOMES.get(case.name, {})
@@ -146,9 +122,7 @@ def _is_json_error(status: int, headers: dict[str, str], body: bytes) -> bool:
 
 def replay(case: Case, endpoint: Endpoint) -> RawResult:
     wire = case.wire(endpoint.prefix, endpoint.hostport)
-    return exchange(
-        endpoint.host,
-        endpoint.port,
+    return endpoint.exchange(
         wire,
         deadline_s=DEADLINE_S,
         expect_answers=case.answers,
@@ -157,29 +131,31 @@ def replay(case: Case, endpoint: Endpoint) -> RawResult:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_malformed_request(case: Case, endpoints: list[Endpoint], log_start: int) -> None:
+def test_malformed_request(
+    case: Case, endpoints: list[Endpoint], server: str, log_start: int
+) -> None:
     with ThreadPoolExecutor(len(endpoints)) as pool:
         results = list(pool.map(lambda ep: replay(case, ep), endpoints))
-    row: dict[str, str] = {}
+    row = OUTCOMES.setdefault(case.name, {})
     failures = []
     for endpoint, result in zip(endpoints, results, strict=True):
         found = problems(case, endpoint, result)
-        row[endpoint.name] = result.outcome() + ("!" if found else "")
-        failures += [f"{endpoint.name}: {p}" for p in found]
-    OUTCOMES[case.name] = row
+        row[f"{endpoint.name}.{server}"] = result.outcome() + ("!" if found else "")
+        failures += [f"{endpoint.name} ({server}): {p}" for p in found]
     assert not failures, f"{case.name} ({case.rfc}):\n" + "\n".join(failures)
 
 
-def test_the_harness_sees_a_second_answer(endpoints: list[Endpoint]) -> None:
+def test_the_harness_sees_a_second_answer(endpoints: list[Endpoint], server: str) -> None:
     """Control: two pipelined requests get two answers, so one extra answer would show.
 
-    gunicorn's sync worker (gw/wsgi) serves one request per connection and
-    closes, dropping the second unanswered; every other endpoint answers both.
+    gunicorn's sync worker (gw/wsgi under sync) serves one request per
+    connection and closes, dropping the second unanswered; every other
+    endpoint answers both.
     """
     for endpoint in endpoints:
         one = f"GET {endpoint.prefix}/healthz HTTP/1.1\r\nHost: {endpoint.hostport}\r\n\r\n"
-        result = exchange(endpoint.host, endpoint.port, (one + one).encode(), expect_answers=2)
-        if endpoint.name == "gw/wsgi":
+        result = endpoint.exchange((one + one).encode(), expect_answers=2)
+        if endpoint.name == "gw/wsgi" and server == "sync":
             assert result.statuses == [200] and result.closed, result.outcome()
         else:
             assert result.statuses == [200, 200], (endpoint.name, result.outcome())
@@ -246,14 +222,14 @@ class TestLimitsThroughNginx:
 # -- CGI hazards, through nginx and at the cgi gateway ----------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cgi_endpoints(endpoints: list[Endpoint]) -> list[Endpoint]:
-    return [e for e in endpoints if e.name in ("nginx/cgi", "gw/cgi")]
+    return endpoints
 
 
 def cgi_variables(endpoint: Endpoint, headers: dict[str, str], query: str = "") -> dict[str, str]:
-    target = f"{endpoint.prefix}/env" + (f"?{query}" if query else "")
-    result = get(endpoint.host, endpoint.port, target, headers)
+    target = "/env" + (f"?{query}" if query else "")
+    result = endpoint.request(target, headers=headers)
     assert result.statuses == [200], result.outcome()
     data = result.responses[0].json()
     assert data["mode"] == "cgi"
@@ -261,6 +237,7 @@ def cgi_variables(endpoint: Endpoint, headers: dict[str, str], query: str = "") 
     return variables
 
 
+@pytest.mark.servers("cgi")
 class TestCGIHazards:
     def test_proxy_header_never_becomes_http_proxy(self, cgi_endpoints: list[Endpoint]) -> None:
         for endpoint in cgi_endpoints:
@@ -303,7 +280,7 @@ class TestCGIHazards:
     )
     def test_path_traversal_never_escapes(self, cgi_endpoints: list[Endpoint], path: str) -> None:
         for endpoint in cgi_endpoints:
-            result = get(endpoint.host, endpoint.port, endpoint.prefix + path)
+            result = endpoint.request(path)
             assert len(result.responses) == 1, (endpoint.name, result.outcome())
             resp = result.responses[0]
             text = resp.body.decode("latin-1")
@@ -316,14 +293,14 @@ class TestCGIHazards:
                 # (RFC 3986 §5.2.4): then "/" answered, in the mode it serves.
                 mode = resp.headers["x-gateway-mode"]
                 if endpoint.via_nginx and ".." in unquote(unquote(path)).replace("\\", "/"):
-                    root = get(endpoint.host, endpoint.port, "/").responses[0]
+                    root = endpoint.request("/", raw_target=True).responses[0]
                     assert mode in ("cgi", root.headers["x-gateway-mode"]), (path, mode)
                 else:
                     assert mode == "cgi", (endpoint.name, path, mode)
 
     def test_nul_in_the_path_is_400_not_500(self, cgi_endpoints: list[Endpoint]) -> None:
         for endpoint in cgi_endpoints:
-            result = get(endpoint.host, endpoint.port, f"{endpoint.prefix}/env%00x")
+            result = endpoint.request("/env%00x")
             assert result.statuses == [400], (endpoint.name, result.outcome())
             assert result.responses[0].json()["status"] == 400
 
@@ -333,7 +310,7 @@ class TestCGIHazards:
                 f"GET {endpoint.prefix}/env HTTP/1.1\r\nHost: {endpoint.hostport}\r\n"
                 "X-Lab-Test: a\0b\r\nConnection: close\r\n\r\n"
             )
-            result = exchange(endpoint.host, endpoint.port, raw.encode())
+            result = endpoint.exchange(raw.encode())
             assert result.statuses == [400], (endpoint.name, result.outcome())
 
 

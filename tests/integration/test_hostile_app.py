@@ -1,9 +1,10 @@
 """Hostile and careless clients the app and nginx must answer, through nginx and at each gateway.
 
-Every test runs in every mode, and for each mode against two endpoints: the
-mode's mount point through nginx, and the gateway's own address from
-`lab status --json` (under Docker the gateways are not published and only
-nginx is tried). Requests are raw bytes read back by h11 (tests/integration/
+Every test runs for every (mode, server) pair it applies to, against two
+endpoints: the mode's mount point through nginx, and the gateway itself
+(tests.support.endpoints: natively its own port, under Docker a relay in the
+nginx container; a server that speaks no HTTP to nginx is reached through
+nginx only). Requests are raw bytes read back by h11 (tests/integration/
 rawhttp.py), or a real WebSocket client where the protocol is WebSocket.
 
 - a multipart form of 60,000 empty parts: a 400 naming the part cap, while
@@ -29,71 +30,21 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 import pytest
 
 from apps.breakfast import kitchen
+from gateway.servers.registry import default_server
 from lab.targets.compose import SERVICES, compose_args
-from tests.support.lab import Lab, lab_status
-from tests.support.rawhttp import RawResponse, RawResult, exchange
+from tests.support.endpoints import Endpoint, mode_endpoints, nginx_endpoint
+from tests.support.lab import SERVING, Lab
+from tests.support.rawhttp import RawResponse, RawResult
+
+pytestmark = pytest.mark.every_server
 
 MIB: Final = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # "nginx/cgi", "gw/cgi"
-    host: str
-    port: int
-    prefix: str  # the mount point ("" straight at a gateway)
-
-    @property
-    def hostport(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def request(
-        self,
-        target: str,
-        *,
-        method: str = "GET",
-        headers: dict[str, str] | None = None,
-        body: bytes = b"",
-        deadline_s: float = 30.0,
-        raw_target: bool = False,
-    ) -> RawResult:
-        """One request on a fresh connection (Connection: close); ``target`` after the prefix."""
-        line_target = target if raw_target else self.prefix + target
-        lines = [f"{method} {line_target} HTTP/1.1", f"Host: {self.hostport}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        if body or method == "POST":
-            lines.append(f"Content-Length: {len(body)}")
-        if "Connection" not in (headers or {}):
-            lines.append("Connection: close")
-        wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-        return exchange(self.host, self.port, wire, deadline_s=deadline_s, method=method)
-
-
-@pytest.fixture(scope="module")
-def gateways(lab: Lab) -> dict[str, str]:
-    found = lab_status().get("gateways", {}) if lab.target != "external" else {}
-    assert isinstance(found, dict)
-    return found
-
-
-@pytest.fixture
-def endpoints(lab: Lab, gateways: dict[str, str], mode: str) -> list[Endpoint]:
-    """The mode through nginx, and its gateway directly where the host can reach it."""
-    nginx = urlsplit(lab.url)
-    assert nginx.hostname and nginx.port
-    found = [Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")]
-    if mode in gateways:
-        direct = urlsplit(gateways[mode])
-        assert direct.hostname and direct.port
-        found.append(Endpoint(f"gw/{mode}", direct.hostname, direct.port, ""))
-    return found
 
 
 def only(result: RawResult, name: str) -> RawResponse:
@@ -194,44 +145,18 @@ def read_stream(endpoint: Endpoint, chunks: int, interval_ms: int) -> RawResult:
     )
 
 
-@pytest.fixture(scope="module")
-def streams(lab: Lab, gateways: dict[str, str]) -> Iterator[dict[str, Future[RawResult]]]:
-    """Every long stream of the class below, started at once so they overlap (~40 s in all)."""
-    nginx = urlsplit(lab.url)
-    assert nginx.hostname and nginx.port
-    jobs: dict[str, tuple[Endpoint, tuple[int, int]]] = {}
-    for mode in ("cgi", "wsgi", "asgi"):
-        points = [Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")]
-        if mode in gateways:
-            direct = urlsplit(gateways[mode])
-            assert direct.hostname and direct.port
-            points.append(Endpoint(f"gw/{mode}", direct.hostname, direct.port, ""))
-        for point in points:
-            shape = LONG_STREAM if mode == "asgi" else LIMIT_STREAM
-            jobs[point.name] = (point, shape)
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        yield {
-            name: pool.submit(read_stream, point, *shape) for name, (point, shape) in jobs.items()
-        }
-
-
-class TestStreamsAndDeadlines:
-    def test_a_stream_longer_than_the_deadline(
-        self, endpoints: list[Endpoint], mode: str, streams: dict[str, Future[RawResult]]
-    ) -> None:
-        for endpoint in endpoints:
-            if mode != "asgi":
-                # Refused before a line is sent, with the limit in the answer.
-                result = read_stream(endpoint, *LONG_STREAM)
-                message = json_error(only(result, endpoint.name), 400, endpoint.name)
-                assert str(kitchen.STREAM_MAX_MS) in message, (endpoint.name, message)
-            chunks = (LONG_STREAM if mode == "asgi" else LIMIT_STREAM)[0]
-            started = time.monotonic()
-            response = only(streams[endpoint.name].result(), endpoint.name)
-            assert response.status == 200, (endpoint.name, response.body[:200])
-            lines = [json.loads(line) for line in response.body.splitlines()]
-            assert [line["chunk"] for line in lines] == list(range(chunks)), endpoint.name
-            print(f"{endpoint.name}: {chunks} lines, waited {time.monotonic() - started:.1f} s")
+@pytest.fixture(scope="module", autouse=True)
+def streams(
+    lab: Lab, mode: str, lab_gateways: dict[str, str]
+) -> Iterator[dict[str, Future[RawResult]]]:
+    """The pair's long streams, started with its first test so that the others run
+    while they last (up to ~40 s); TestStreamsAndDeadlines, last in the module, reads them."""
+    shape = LONG_STREAM if mode == "asgi" else LIMIT_STREAM
+    server = SERVING.get(mode) or default_server(mode)
+    compose = compose_args() if lab.target == "docker" else []
+    points = mode_endpoints(lab.url, lab.target, mode, server, lab_gateways, compose)
+    with ThreadPoolExecutor(len(points)) as pool:
+        yield {point.name: pool.submit(read_stream, point, *shape) for point in points}
 
 
 # -- absolute-form targets and fragments ---------------------------------------------------
@@ -246,17 +171,18 @@ def protocol_view(mode: str, variables: dict[str, Any]) -> tuple[str, str, str]:
 
 
 class TestRequestTargets:
-    def test_absolute_form_host_is_the_targets_authority(self, lab: Lab, mode: str) -> None:
-        # RFC 9112 §3.2.2: the Host header is ignored for the target's authority.
-        nginx = urlsplit(lab.url)
-        assert nginx.hostname and nginx.port
-        endpoint = Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")
-        target = f"http://example.test:9000/{mode}/env?a=1"
-        response = only(endpoint.request(target, raw_target=True), endpoint.name)
-        assert response.status == 200, response.body[:200]
-        host, path, query = protocol_view(mode, response.json()["variables"])
-        assert host == "example.test:9000"
-        assert (path.removeprefix(f"/{mode}"), query) == ("/env", "a=1")
+    def test_absolute_form_host_is_the_targets_authority(
+        self, endpoints: list[Endpoint], mode: str
+    ) -> None:
+        # RFC 9112 §3.2.2: the Host header is ignored for the target's authority,
+        # by nginx and by each gateway reached directly (gateway.target).
+        for endpoint in endpoints:
+            target = f"http://example.test:9000{endpoint.prefix}/env?a=1"
+            response = only(endpoint.request(target, raw_target=True), endpoint.name)
+            assert response.status == 200, (endpoint.name, response.body[:200])
+            host, path, query = protocol_view(mode, response.json()["variables"])
+            assert host == "example.test:9000", endpoint.name
+            assert (path.removeprefix(endpoint.prefix), query) == ("/env", "a=1"), endpoint.name
 
     def test_absolute_form_is_routed_like_origin_form(
         self, endpoints: list[Endpoint], mode: str
@@ -284,9 +210,7 @@ class TestRequestTargets:
             assert response.json()["ms"] == ms, endpoint.name
 
     def test_no_fragment_in_the_protocol_view_through_nginx(self, lab: Lab, mode: str) -> None:
-        nginx = urlsplit(lab.url)
-        assert nginx.hostname and nginx.port
-        endpoint = Endpoint(f"nginx/{mode}", nginx.hostname, nginx.port, f"/{mode}")
+        endpoint = nginx_endpoint(lab.url, mode)
         response = only(endpoint.request("/env?a=1#frag?b=2"), endpoint.name)
         _, path, query = protocol_view(mode, response.json()["variables"])
         assert (path.removeprefix(f"/{mode}"), query) == ("/env", "a=1")
@@ -303,13 +227,16 @@ WS_HANDSHAKE: Final = {
 
 
 @pytest.fixture
-def asgi_ws_urls(lab: Lab, gateways: dict[str, str]) -> list[str]:
+def asgi_ws_urls(lab: Lab, lab_gateways: dict[str, str], mode: str) -> list[str]:
+    """WebSocket URLs of the ASGI endpoints a WebSocket client can open from the host
+    (the gateway directly only natively: the Docker relay carries raw bytes, not a client)."""
     urls = [lab.url.replace("http://", "ws://") + "/asgi/ws"]
-    if "asgi" in gateways:
-        urls.append(gateways["asgi"].replace("http://", "ws://") + "/ws")
+    if "asgi" in lab_gateways:
+        urls.append(lab_gateways["asgi"].replace("http://", "ws://") + "/ws")
     return urls
 
 
+@pytest.mark.servers("asgi")
 class TestWebSocket:
     def test_a_message_over_the_limit_closes_with_1009(self, asgi_ws_urls: list[str]) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -367,6 +294,20 @@ class TestWebSocket:
                 time.sleep(0.2)
             print(f"{url}: after the peers left, RSS +{after / MIB:.1f} MiB")
             assert after <= bound, f"{url}: {after / MIB:.1f} MiB still held after the peers left"
+
+    def test_a_handshake_the_gateway_refuses_is_answered_in_json(
+        self, endpoints: list[Endpoint], server: str
+    ) -> None:
+        # HTTP/1.1 without Host: refused before the app (RFC 9112 §3.2). Straight at
+        # the gateway its layer answers, under gunicorn and uvicorn alike, through
+        # the Denial Response extension; through nginx, nginx itself.
+        for endpoint in endpoints:
+            head = "".join(f"{k}: {v}\r\n" for k, v in WS_HANDSHAKE.items())
+            raw = f"GET {endpoint.prefix}/ws HTTP/1.1\r\n{head}\r\n".encode()
+            result = endpoint.exchange(raw)
+            message = json_error(only(result, endpoint.name), 400, endpoint.name)
+            if endpoint.direct:
+                assert "Host" in message, (endpoint.name, server, message)
 
     def test_a_handshake_on_another_path_is_answered_in_json(
         self, endpoints: list[Endpoint], mode: str
@@ -489,3 +430,25 @@ def rss_bytes(target: str, pid: int) -> int:
         args = [sys.executable, "-c", _RSS_PROGRAM, str(pid)]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
     return int(done.stdout)
+
+
+# -- last in the module: the streams started with the pair's first test -------------
+
+
+class TestStreamsAndDeadlines:
+    def test_a_stream_longer_than_the_deadline(
+        self, endpoints: list[Endpoint], mode: str, streams: dict[str, Future[RawResult]]
+    ) -> None:
+        for endpoint in endpoints:
+            if mode != "asgi":
+                # Refused before a line is sent, with the limit in the answer.
+                result = read_stream(endpoint, *LONG_STREAM)
+                message = json_error(only(result, endpoint.name), 400, endpoint.name)
+                assert str(kitchen.STREAM_MAX_MS) in message, (endpoint.name, message)
+            chunks = (LONG_STREAM if mode == "asgi" else LIMIT_STREAM)[0]
+            started = time.monotonic()
+            response = only(streams[endpoint.name].result(), endpoint.name)
+            assert response.status == 200, (endpoint.name, response.body[:200])
+            lines = [json.loads(line) for line in response.body.splitlines()]
+            assert [line["chunk"] for line in lines] == list(range(chunks)), endpoint.name
+            print(f"{endpoint.name}: {chunks} lines, waited {time.monotonic() - started:.1f} s")

@@ -1,8 +1,10 @@
 """Hostile and careless clients, round two: what each gateway answers by itself.
 
-Through nginx on every mount point where nginx lets the request through, and
-straight at every gateway the host can reach (``gateways`` in ``lab status
---json``; empty under Docker, where only the nginx cases run). The CGI limits
+For every (mode, server) pair: through nginx on the mode's mount point where
+nginx lets the request through, and straight at the gateway
+(tests.support.endpoints: natively its own port, under Docker a relay in the
+nginx container; tests marked ``direct`` are not run for a server that speaks
+no HTTP). The CGI limits
 that need small numbers (deadline, script cap, queue) run against a CGI gateway
 of the test's own on a spare port.
 
@@ -22,38 +24,18 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.support.lab import MODES, ROOT, Lab, lab_status
+from gateway.errors import status_line
+from tests.support.endpoints import Endpoint
+from tests.support.lab import ROOT, Lab, lab_status
 from tests.support.rawhttp import RawResult, exchange
 
-FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "gateway" / "cgi_scripts" / "fixture_app.py"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # "nginx/cgi", "gw/wsgi", ...
-    mode: str
-    host: str
-    port: int
-    prefix: str  # the mount point ("" straight at a gateway)
-
-    @property
-    def hostport(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def direct(self) -> bool:
-        return self.name.startswith("gw/")
-
-    def send(self, raw: str, **kwargs: object) -> RawResult:
-        data = raw.replace("{p}", self.prefix).replace("{h}", self.hostport).encode("latin-1")
-        return exchange(self.host, self.port, data, **kwargs)  # type: ignore[arg-type]
+pytestmark = pytest.mark.every_server
 
 
 @pytest.fixture(scope="module")
@@ -61,26 +43,7 @@ def status(lab: Lab) -> dict[str, object]:
     return lab_status() if lab.target != "external" else {}
 
 
-@pytest.fixture(scope="module")
-def endpoints(lab: Lab, status: dict[str, object]) -> list[Endpoint]:
-    nginx = urlsplit(lab.url)
-    assert nginx.hostname and nginx.port
-    found = [Endpoint(f"nginx/{m}", m, nginx.hostname, nginx.port, f"/{m}") for m in MODES]
-    gateways = status.get("gateways") or {}
-    assert isinstance(gateways, dict)
-    for mode, url in gateways.items():
-        parts = urlsplit(url)
-        assert parts.hostname and parts.port
-        found.append(Endpoint(f"gw/{mode}", mode, parts.hostname, parts.port, ""))
-    return found
-
-
-@pytest.fixture(scope="module")
-def gateways(endpoints: list[Endpoint]) -> list[Endpoint]:
-    direct = [e for e in endpoints if e.direct]
-    if not direct:
-        pytest.skip("no gateway is reachable from the host (Docker): nginx cases only")
-    return direct
+FIXTURE_SCRIPT = ROOT / "tests" / "unit" / "gateway" / "cgi_scripts" / "fixture_app.py"
 
 
 def each(endpoints: list[Endpoint], check: object) -> None:
@@ -119,19 +82,19 @@ class TestHostOptionalBeforeHTTP11:
 
         each(endpoints, check)
 
-    def test_http09_through_nginx_is_answered_by_the_app(self, lab: Lab) -> None:
+    def test_http09_through_nginx_is_answered_by_the_app(self, lab: Lab, mode: str) -> None:
         # HTTP/0.9: a request line without a version, a response without a
         # status line or headers (the body only), which nginx still speaks.
         url = urlsplit(lab.url)
         assert url.hostname and url.port
-        for mode in MODES:
-            with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
-                sock.sendall(f"GET /{mode}/\r\n".encode())
-                data = b""
-                while chunk := sock.recv(65536):
-                    data += chunk
-            assert json.loads(data)["mode"] == mode, data[:200]
+        with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+            sock.sendall(f"GET /{mode}/\r\n".encode())
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert json.loads(data)["mode"] == mode, data[:200]
 
+    @pytest.mark.direct
     def test_an_empty_host_is_answered_alike_at_every_gateway(
         self, gateways: list[Endpoint]
     ) -> None:
@@ -141,6 +104,7 @@ class TestHostOptionalBeforeHTTP11:
 
         each(gateways, check)
 
+    @pytest.mark.direct
     def test_a_direct_http11_request_without_host_is_still_400(
         self, gateways: list[Endpoint]
     ) -> None:
@@ -168,8 +132,7 @@ class TestUnicodeDigits:
         raw = f"GET {{p}}/env HTTP/1.1\r\nHost: lab.test:{port}\r\nConnection: close\r\n\r\n"
 
         def check(ep: Endpoint) -> None:
-            data = raw.replace("{p}", ep.prefix).encode("latin-1")
-            result = exchange(ep.host, ep.port, data)
+            result = ep.exchange(raw.replace("{p}", ep.prefix).encode("latin-1"))
             assert len(result.statuses) == 1, result.outcome()
             assert result.statuses[0] < 500, (result.outcome(), result.responses[0].body[:200])
 
@@ -201,7 +164,7 @@ class TestCloseAfterAFramingError:
             # gateways behind it get nginx's re-framed body. Direct only.
             endpoints = [e for e in endpoints if e.direct]
             if not endpoints:
-                pytest.skip("no gateway is reachable from the host (Docker): direct only")
+                return  # a server that speaks no HTTP: nginx is its only client
         raw = (
             f"POST {{p}}{path} HTTP/1.1\r\nHost: {{h}}\r\nTransfer-Encoding: chunked\r\n\r\n"
             + body
@@ -215,6 +178,7 @@ class TestCloseAfterAFramingError:
 
         each(endpoints, check)
 
+    @pytest.mark.direct
     def test_a_declared_body_over_the_limit_is_413_and_the_end(
         self, gateways: list[Endpoint], status: dict[str, object]
     ) -> None:
@@ -234,6 +198,7 @@ class TestCloseAfterAFramingError:
 
 
 class TestChunkedBodyLimit:
+    @pytest.mark.direct
     def test_a_chunked_body_past_the_limit_is_413(
         self, gateways: list[Endpoint], status: dict[str, object]
     ) -> None:
@@ -247,7 +212,7 @@ class TestChunkedBodyLimit:
 
         def check(ep: Endpoint) -> None:
             data = head.replace("{h}", ep.hostport).encode() + chunk * count + b"0\r\n\r\n"
-            result = exchange(ep.host, ep.port, data, deadline_s=30)
+            result = ep.exchange(data, deadline_s=30)
             assert_json_error(result, 413)
 
         each(gateways, check)
@@ -256,16 +221,17 @@ class TestChunkedBodyLimit:
 # -- item 11: a header too large for the script's environment -------------------------------
 
 
+@pytest.mark.servers("cgi")
 class TestHeaderTooLargeForCGI:
+    @pytest.mark.direct
     def test_one_header_repeated_past_an_environment_string_is_431(
         self, gateways: list[Endpoint]
     ) -> None:
         # gunicorn takes up to 100 fields of 8190 bytes; 20 copies of one name
         # are joined into one HTTP_X_REPEATED of 160 KiB, more than the 128 KiB
         # Linux allows one environment string (execve(2): MAX_ARG_STRLEN).
-        cgi = [e for e in gateways if e.mode == "cgi"]
         lines = "".join(f"X-Repeated: {'r' * 8000}\r\n" for _ in range(20))
-        for ep in cgi:
+        for ep in gateways:
             result = ep.send(
                 f"GET /env HTTP/1.1\r\nHost: {{h}}\r\n{lines}Connection: close\r\n\r\n"
             )
@@ -276,6 +242,7 @@ class TestHeaderTooLargeForCGI:
 
 
 class TestForwarderHeaders:
+    @pytest.mark.direct
     def test_a_script_name_request_header_changes_nothing(self, gateways: list[Endpoint]) -> None:
         # gunicorn's default forwarder_headers believe SCRIPT_NAME from a trusted
         # peer, and natively every local process is one (127.0.0.1): a path not
@@ -294,9 +261,11 @@ class TestForwarderHeaders:
 # -- issue 14: CGI admission, through nginx -------------------------------------------------
 
 
+# The queue (and its X-Gateway-Queue-Ms) is the runner's: fcgiwrap forks a script per request.
+@pytest.mark.servers("cgi/runner")
 class TestCGIQueueThroughNginx:
     def test_a_burst_past_the_script_cap_queues_instead_of_failing(
-        self, lab: Lab, status: dict[str, object]
+        self, lab: Lab, status: dict[str, object], mode: str
     ) -> None:
         limits = status.get("limits") or {}
         assert isinstance(limits, dict)
@@ -480,7 +449,7 @@ class TestCGIAdmission:
 def first_line(ep: Endpoint, raw: bytes) -> str:
     """The status line of the answer to ``raw`` (read by hand: h11 drops nothing but
     does not keep the reason phrase in RawResponse)."""
-    with socket.create_connection((ep.host, ep.port), timeout=10) as sock:
+    with ep.connect(10) as sock:
         with contextlib.suppress(OSError):
             sock.sendall(raw)
         data = b""
@@ -494,6 +463,8 @@ class TestReasonPhrases:
     def test_a_413_reads_the_same_from_every_mode_and_layer(
         self, endpoints: list[Endpoint]
     ) -> None:
+        # Per pair, against the one phrase table (gateway.errors): so every mode,
+        # server and layer reads alike.
         form = b"a=" + b"x" * (1024 * 1024 + 1)  # over the app's form limit
         lines: dict[str, str] = {}
         for ep in endpoints:
@@ -507,5 +478,4 @@ class TestReasonPhrases:
                 gateway = f"POST /upload HTTP/1.1\r\nHost: {ep.hostport}\r\n"
                 gateway += "Content-Length: 99999999999\r\n\r\n"
                 lines[f"{ep.name} gateway"] = first_line(ep, gateway.encode())
-        assert len(set(lines.values())) == 1, lines
-        assert next(iter(lines.values())).startswith("HTTP/1.1 413 "), lines
+        assert set(lines.values()) == {f"HTTP/1.1 {status_line(413)}"}, lines

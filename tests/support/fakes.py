@@ -1,8 +1,9 @@
-"""One fake target for CLI tests: records every call, can fail on demand, can scale.
+"""One fake target for CLI tests: records every call, can fail on demand, can scale,
+can swap a mode's server.
 
-It is checked against the real ``Target`` and ``ScalableTarget`` protocols
-(tests/unit/lab/test_cli.py), so the CLI tests talk to the same interface the
-real targets implement.
+It is checked against the real ``Target``, ``ScalableTarget`` and
+``ServerTarget`` protocols (tests/unit/lab/test_cli.py, test_lab_server.py), so
+the CLI tests talk to the same interface the real targets implement.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ class FakeTarget:
     active_mode: str = "wsgi"
     calls: list[tuple[str, ...]] = field(default_factory=list)
     fail_with: str | None = None
+    # What ``status`` reports (a test sets the servers it is about).
+    servers: dict[str, str] = field(
+        default_factory=lambda: {"cgi": "runner", "wsgi": "sync", "asgi": "gunicorn"}
+    )
+    gateways: dict[str, str] = field(default_factory=lambda: {"cgi": "http://127.0.0.1:8081"})
+    workers: dict[str, int] = field(default_factory=lambda: {"cgi": 1, "wsgi": 5, "asgi": 2})
+    replicas: dict[str, int] = field(default_factory=lambda: {"cgi": 1, "wsgi": 3, "asgi": 1})
 
     def _call(self, *what: str) -> None:
         self.calls.append(what)
@@ -44,11 +52,12 @@ class FakeTarget:
             "ca_file": str(cfg.ca_file),
             "running": True,
             "active_mode": self.active_mode,
-            "gateways": {"cgi": "http://127.0.0.1:8081"},
+            "gateways": dict(self.gateways),
+            "servers": dict(self.servers),
             "limits": limits_dict(cfg),
             "services": {"nginx": True, "gateway-cgi": True},
-            "workers": {"cgi": 1, "wsgi": 5, "asgi": 2},
-            "replicas": {"cgi": 1, "wsgi": 3, "asgi": 1},
+            "workers": dict(self.workers),
+            "replicas": dict(self.replicas),
         }
 
     def switch(self, cfg: LabSettings, mode: str) -> None:
@@ -59,6 +68,9 @@ class FakeTarget:
 
     def scale(self, cfg: LabSettings, mode: str, replicas: int) -> None:
         self._call("scale", mode, str(replicas))
+
+    def server(self, cfg: LabSettings, mode: str, server: str) -> None:
+        self._call("server", mode, server)
 
     def logs(self, cfg: LabSettings, follow: bool) -> None:
         self._call("logs", str(follow))

@@ -34,9 +34,11 @@ __all__ = [
     "ROOT",
     "SERVING",
     "Lab",
+    "forget_status",
     "lab_status",
     "run_lab",
     "session_lab",
+    "status_since_swap",
     "use_server",
     "workers_in_force",
 ]
@@ -143,10 +145,33 @@ SERVING: dict[str, str] = {}
 
 def use_server(mode: str, server: str) -> None:
     """`lab server MODE SERVER` on the running lab; fails the test when it fails."""
+    _STATUS.clear()  # the new server listens elsewhere: read the status again
     done = run_lab("server", mode, server, timeout=120)
     if done.returncode != 0:
         pytest.fail(f"`lab server {mode} {server}` failed:\n{done.stdout}\n{done.stderr}")
     SERVING[mode] = server
+
+
+# ``lab status --json`` as last read by status_since_swap (it takes seconds to run).
+_STATUS: dict[str, Any] = {}
+
+
+def forget_status() -> None:
+    """The next status_since_swap reads the status again (another module may have
+    restarted services since)."""
+    _STATUS.clear()
+
+
+def status_since_swap() -> dict[str, Any]:
+    """``lab status --json``, read again only after a `lab server` of this run.
+
+    For what only a swap changes (the servers running, their addresses), asked
+    once per (mode, server) pair by every_server modules: a status read costs
+    about 3 s on a loaded machine, and the pairs of three modules ask 40 times.
+    """
+    if not _STATUS:
+        _STATUS.update(lab_status())
+    return dict(_STATUS)
 
 
 def lab_status() -> dict[str, Any]:

@@ -24,6 +24,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -229,8 +230,12 @@ def exchange(
     grace_s: float = GRACE_S,
     method: str = "GET",
     patience_s: float | None = None,
+    connect: Callable[[float], socket.socket] | None = None,
 ) -> RawResult:
     """Send ``data`` on a fresh connection and read what comes back.
+
+    ``connect(timeout)`` opens the connection (tests.support.endpoints: a relay
+    under Docker); by default a TCP connection to host:port.
 
     Reads until the server closes, or the deadline passes, or ``expect_answers``
     responses have arrived and ``grace_s`` more passed with nothing else (a
@@ -247,7 +252,8 @@ def exchange(
     reader = _ResponseReader(method)
     started = time.monotonic()
     end = started + deadline_s
-    with socket.create_connection((host, port), timeout=deadline_s) as sock:
+    opened = connect(deadline_s) if connect else socket.create_connection((host, port), deadline_s)
+    with opened as sock:
         try:
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):

@@ -29,7 +29,14 @@ TRACE = (
 
 def exec_script(env: dict[str, str]) -> Result:
     """Exec the file itself, as fcgiwrap does (no interpreter named by the caller)."""
-    done = subprocess.run([str(SCRIPT)], env=env, capture_output=True, timeout=TIMEOUT, check=False)
+    done = subprocess.run(
+        [str(SCRIPT)],
+        env=env,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,  # fcgiwrap closes stdin at the body's end
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()
     return parse_cgi_output(done.stdout)
 
@@ -81,3 +88,40 @@ def test_under_the_runner_the_gateway_does_both() -> None:
     assert r.status == 200 and not any(name in r.headers for name in TRACE)
     env = meta_variables(path="/healthz") | {"PATH": env["PATH"]}
     assert exec_script(env).status == 404
+
+
+def test_under_fcgiwrap_the_script_holds_the_header_limits() -> None:
+    # What gunicorn refuses under the runner (RFC 6585 §5): 101 fields, a field
+    # line over 8190 bytes. Under fcgiwrap nothing else refuses them.
+    many = {f"HTTP_X_H{i}": "v" for i in range(101)}
+    r = exec_script(fcgiwrap_env() | many)
+    assert r.status == 431 and b"more than 100" in r.body
+    r = exec_script(fcgiwrap_env() | {"HTTP_X_BIG": "a" * 8190})
+    assert r.status == 431 and b"X-Big" in r.body
+    assert exec_script(fcgiwrap_env() | {"HTTP_X_BIG": "a" * (8190 - 7)}).status == 200
+    assert exec_script(fcgiwrap_env() | dict(list(many.items())[:90])).status == 200
+
+
+def test_under_fcgiwrap_a_body_the_script_refuses_is_still_read() -> None:
+    # A form over the app's 1 MiB limit is refused on its declared length. fcgiwrap
+    # writes the body to the script all the same: were the script gone without
+    # reading it, that write would fail (here: BrokenPipeError) and fcgiwrap would
+    # answer its own plain-text 502 in place of the 413.
+    body = b"a=" + b"x" * (2 * 1024 * 1024)
+    env = fcgiwrap_env(
+        method="POST", path="/form", body=body, content_type="application/x-www-form-urlencoded"
+    )
+    with subprocess.Popen(
+        [str(SCRIPT)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(body)
+            proc.stdin.close()
+            read_it = True
+        except BrokenPipeError:
+            read_it = False
+        out = proc.stdout.read()
+        assert proc.wait(TIMEOUT) == 0
+    assert read_it, "the script exited without reading the body"
+    assert parse_cgi_output(out).status == 413

@@ -18,9 +18,11 @@ from wsgiref.validate import validator
 import pytest
 from asgiref.testing import ApplicationCommunicator
 
+from gateway.middleware import asgi as asgi_layer
 from gateway.middleware import wsgi as wsgi_layer
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
+from gateway.preflight import HOST_MISSING
 from gateway.proxy import AllowList
 
 LOOPBACK = AllowList.parse("127.0.0.1")
@@ -333,3 +335,120 @@ def test_closing_a_response_drains_the_body_the_app_left_unread() -> None:
     # A body that breaks while being read ends the drain quietly.
     broken = {"wsgi.input": wsgi_layer.LimitedInput(io.BytesIO(b"x" * 300_000), 10)}
     assert wsgi_layer.drain(broken, limit=None) == 0
+
+
+class TestWebSocketRefusedBeforeTheApp:
+    """A handshake the layer refuses gets the JSON error an HTTP request would get."""
+
+    def refuse(self, extensions: dict[str, Any]) -> list[dict[str, Any]]:
+        scope = {
+            "type": "websocket",
+            "http_version": "1.1",
+            "path": "/ws",
+            "root_path": "",
+            "headers": [],  # no Host: RFC 9112 §3.2, a 400 straight at a gateway
+            "client": ("198.51.100.7", 1),
+            "query_string": b"",
+            "extensions": extensions,
+        }
+
+        async def run() -> list[dict[str, Any]]:
+            comm = ApplicationCommunicator(
+                GatewayASGI(seen_asgi, mode="asgi", allow=LOOPBACK), scope
+            )
+            await comm.send_input({"type": "websocket.connect"})
+            sent = [await comm.receive_output(1)]
+            if sent[0]["type"] == "websocket.http.response.start":
+                sent.append(await comm.receive_output(1))
+            return sent
+
+        return asyncio.run(run())
+
+    def test_with_the_denial_extension_a_json_400(self) -> None:
+        start, body = self.refuse({"websocket.http.response": {}})
+        assert (start["type"], start["status"]) == ("websocket.http.response.start", 400)
+        headers = {bytes(k).lower(): v for k, v in start["headers"]}
+        assert headers[b"content-type"] == b"application/json"
+        assert b"x-gateway-mode" in headers
+        assert json.loads(body["body"]) == {"error": HOST_MISSING, "status": 400}
+
+    def test_without_it_the_only_no_is_a_close(self) -> None:
+        (close,) = self.refuse({})
+        assert close["type"] == "websocket.close"
+
+
+def reading_wsgi(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    data = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [data]
+
+
+class TestAnUnreadChunkedBodyEndsTheConnection:
+    """A chunked body the app left unread: the connection closes after the answer."""
+
+    def closes(self, app: Any, **environ: Any) -> bool:
+        env: dict[str, Any] = {"REMOTE_ADDR": "198.51.100.7", "REQUEST_METHOD": "POST"}
+        setup_testing_defaults(env)
+        env |= environ
+        closed: list[bool] = []
+
+        class Response:
+            def force_close(self) -> None:
+                closed.append(True)
+
+            def start_response(self, status: str, headers: Any, exc_info: Any = None) -> Any:
+                return lambda data: None
+
+        result = GatewayWSGI(app, mode="wsgi", allow=LOOPBACK)(env, Response().start_response)
+        b"".join(result)
+        result.close()  # type: ignore[attr-defined]
+        return bool(closed)
+
+    def test_unread(self) -> None:
+        assert self.closes(seen_wsgi, HTTP_TRANSFER_ENCODING="chunked")
+
+    def test_read_to_its_end_keeps_the_connection(self) -> None:
+        assert not self.closes(reading_wsgi, HTTP_TRANSFER_ENCODING="chunked")
+
+    def test_a_declared_length_keeps_the_connection(self) -> None:
+        assert not self.closes(seen_wsgi, CONTENT_LENGTH="0")
+
+
+def test_the_asgi_layer_drains_a_declared_body_the_app_left_unread() -> None:
+    # The ASGI twin: after the app answers, the layer receives the rest, so the
+    # server sees the body framed to its end and need not cut the connection.
+    chunks = [b"x" * 1000, b"y" * 1000, b""]
+    received = []
+
+    async def receive() -> dict[str, Any]:
+        body = chunks.pop(0)
+        received.append(body)
+        return {"type": "http.request", "body": body, "more_body": bool(chunks)}
+
+    async def answer_early(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    layer = GatewayASGI(answer_early, mode="asgi", allow=AllowList.parse("127.0.0.1"))
+    scope = {
+        "type": "http", "http_version": "1.1", "method": "POST", "path": "/form",
+        "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1),
+        "headers": [(b"host", b"x"), (b"content-length", b"2000")],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(layer(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert received == [b"x" * 1000, b"y" * 1000, b""]  # read to the end, after the answer
+
+
+def test_the_asgi_drain_gives_up_on_a_silent_sender() -> None:
+    async def silent() -> dict[str, Any]:
+        await asyncio.sleep(10)
+        return {}
+
+    tracked = asgi_layer._TrackedReceive(silent)
+    assert asyncio.run(asgi_layer.drain(tracked, None, budget_s=0.5)) == 0

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from apps.breakfast.kitchen import WS_MAX_MESSAGE_BYTES
 from gateway.config import APPS_DIR, Settings, SettingsError, default_workers
 from gateway.servers import fcgiwrap, probe
 from gateway.servers.gunicorn import gunicorn_options
@@ -103,6 +104,8 @@ def test_uwsgi_is_sync_workers_speaking_the_uwsgi_protocol() -> None:
 
 def test_uvicorn_uses_httptools_with_json_errors_and_leaves_forwarding_to_the_layer() -> None:
     options = uvicorn_options(Settings(mode="asgi", server="uvicorn", workers=3))
+    # The app's /ws message limit, as under gunicorn (a bigger message closes with 1009).
+    assert options["ws_max_size"] == WS_MAX_MESSAGE_BYTES
     assert issubclass(options["http"], HttpToolsProtocol)
     assert options["http"] is JSONErrorsHttpTools
     assert (options["loop"], options["proxy_headers"], options["workers"]) == ("uvloop", False, 3)

@@ -52,7 +52,7 @@ def test_status_json_has_the_contract_shape(
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert {"target", "url", "running", "active_mode", "gateways", "limits"} <= set(info)
-    assert set(info) - {"services", "workers", "replicas"} == {
+    assert set(info) - {"services", "workers", "replicas", "servers"} == {
         "target",
         "url",
         "tls_url",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -13,69 +11,35 @@ from lab import cli, servers
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
 from lab.settings import LabSettings, Limits
-from lab.targets import ServerTarget, StatusDict
+from lab.targets import ServerTarget
 from lab.targets.compose import compose_env
 from lab.targets.native_nginx import native_values
 from lab.targets.native_server import base_ports, servers_in_force, slot_port
 from lab.targets.state import RunState
-from lab.targets.switching import limits_dict
+from tests.support.fakes import FakeTarget, use_fake
 
 runner = CliRunner()
 
 
-@dataclass
-class FakeServerTarget:
-    name: str = "native"
-    calls: list[tuple[str, ...]] = field(default_factory=list)
-
-    def up(self, cfg: LabSettings) -> None: ...
-
-    def down(self, cfg: LabSettings) -> None: ...
-
-    def status(self, cfg: LabSettings) -> StatusDict:
-        return {
-            "target": self.name,
-            "url": cfg.url,
-            "tls_url": cfg.tls_url,
-            "ca_file": str(cfg.ca_file),
-            "running": True,
-            "active_mode": "wsgi",
-            "gateways": {"asgi": "http://127.0.0.1:8083"},
-            "servers": {"cgi": "fcgiwrap", "wsgi": "uwsgi", "asgi": "gunicorn"},
-            "workers": {"cgi": 16, "wsgi": 5, "asgi": 2},
-            "limits": limits_dict(cfg),
-        }
-
-    def switch(self, cfg: LabSettings, mode: str) -> None: ...
-
-    def split(self, cfg: LabSettings, weights: Mapping[str, int] | None) -> None: ...
-
-    def logs(self, cfg: LabSettings, follow: bool) -> None: ...
-
-    def is_running(self, cfg: LabSettings) -> bool:
-        return True
-
-    def server(self, cfg: LabSettings, mode: str, server: str) -> None:
-        self.calls.append((mode, server))
-
-
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeServerTarget:
-    target = FakeServerTarget()
-    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("LAB_TARGET", "native")
-    monkeypatch.setattr(cli, "get_target", lambda name: target)
-    return target
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeTarget:
+    target = FakeTarget(
+        servers={"cgi": "fcgiwrap", "wsgi": "uwsgi", "asgi": "gunicorn"},
+        gateways={"asgi": "http://127.0.0.1:8083"},
+        workers={"cgi": 16, "wsgi": 5, "asgi": 2},
+        replicas={"cgi": 1, "wsgi": 1, "asgi": 1},
+    )
+    return use_fake(monkeypatch, str(tmp_path), target)
 
 
 def test_the_fake_is_a_server_target() -> None:
-    assert isinstance(FakeServerTarget(), ServerTarget)
+    assert isinstance(FakeTarget(), ServerTarget)
 
 
-def test_lab_server_delegates_to_the_target(fake: FakeServerTarget) -> None:
+def test_lab_server_delegates_to_the_target(fake: FakeTarget) -> None:
     result = runner.invoke(cli.app, ["server", "wsgi", "gthread"])
     assert result.exit_code == 0, result.output
-    assert fake.calls == [("wsgi", "gthread")]
+    assert fake.calls == [("server", "wsgi", "gthread")]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +51,7 @@ def test_lab_server_delegates_to_the_target(fake: FakeServerTarget) -> None:
     ],
 )
 def test_bad_input_exits_nonzero_and_calls_nothing(
-    fake: FakeServerTarget, args: list[str], says: str
+    fake: FakeTarget, args: list[str], says: str
 ) -> None:
     result = runner.invoke(cli.app, ["server", *args])
     assert result.exit_code != 0
@@ -95,7 +59,7 @@ def test_bad_input_exits_nonzero_and_calls_nothing(
     assert fake.calls == []
 
 
-def test_status_table_names_each_server_and_its_workers(fake: FakeServerTarget) -> None:
+def test_status_table_names_each_server_and_its_workers(fake: FakeTarget) -> None:
     result = runner.invoke(cli.app, ["status"])
     assert result.exit_code == 0
     assert "fcgiwrap: (no HTTP address), 16 worker(s)" in result.output
