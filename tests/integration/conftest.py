@@ -42,7 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "every_server: the module's `mode` tests run once per (mode, server) pair (`lab server`)",
+        "every_server(targets=...): the module's `mode` tests run once per (mode, server) pair "
+        "(`lab server`); on targets outside `targets` (default: all), the default servers only",
     )
     config.addinivalue_line(
         "markers",
@@ -95,7 +96,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Module scope: pytest runs a module's tests grouped by pair and tears the
     # pair down (back to the default server) before the next pair and at the
     # module's end, so every other module sees the default servers.
-    pairs = applicable_pairs(metafunc.definition, server_pairs(metafunc.config))
+    marker = metafunc.definition.get_closest_marker("every_server")
+    pairs = server_pairs(metafunc.config)
+    targets = marker.kwargs.get("targets") if marker is not None else None
+    if targets is not None and os.environ.get("LAB_TARGET", "native") not in targets:
+        pairs = [(m, s) for m, s in pairs if s == default_server(m)]
+    pairs = applicable_pairs(metafunc.definition, pairs)
     ids = [f"{m}-{s}" for m, s in pairs]
     metafunc.parametrize("mode", pairs, indirect=True, ids=ids, scope="module")
 
