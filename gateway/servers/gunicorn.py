@@ -144,9 +144,13 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # The TCP port, and natively a unix socket for nginx (Settings.uds).
         "bind": [f"{settings.host}:{settings.port}"]
         + ([f"unix:{settings.uds}"] if settings.uds else []),
-        # A worker silent for longer than this is killed and replaced; the app's
-        # slowest legitimate request (/coffee?ms=10000) stays well inside it.
-        "timeout": int(settings.timeout_s) + 5,
+        # A worker silent for longer than this is killed and replaced. A sync
+        # worker with two listeners (the TCP port and nginx's unix socket) last
+        # reports in before it waits for a connection, up to half this long
+        # (gunicorn's select timeout), so a request is sure of only half: twice
+        # the lab's timeout keeps its slowest legitimate request (a 20 s /stream,
+        # /coffee?ms=10000) alive. nginx's proxy_read_timeout still cuts at 30 s.
+        "timeout": 2 * int(settings.timeout_s) + 5,
         "graceful_timeout": int(settings.timeout_s),
         # nginx keeps upstream connections open (keepalive 16); stay ready for them
         # a little longer than nginx's idle timeout so nginx closes first. The

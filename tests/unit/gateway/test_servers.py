@@ -361,3 +361,11 @@ def test_uvicorns_unix_socket_lets_nginx_workers_connect(tmp_path: Path) -> None
         assert stat.S_IMODE(path.stat().st_mode) == 0o666
     with unix_listener(str(path)):  # a stale socket file is replaced
         assert path.is_socket()
+
+
+def test_a_sync_worker_outlives_the_slowest_legitimate_request() -> None:
+    # gunicorn's sync worker with two listeners reports in before it waits for a
+    # connection (up to half the timeout), not when it takes one: a request is
+    # sure of only half the worker timeout, which must cover the lab's timeout.
+    settings = Settings(mode="wsgi", uds="/run/lab/gw.sock")
+    assert gunicorn_options(settings)["timeout"] / 2 > settings.timeout_s
