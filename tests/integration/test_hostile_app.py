@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from apps.breakfast import kitchen
-from lab.targets.compose import SERVICES, compose_args
+from lab.targets.docker.compose import SERVICES, compose_args
 from tests.support.lab import Lab, lab_status
 from tests.support.rawhttp import RawResponse, RawResult, exchange
 
