@@ -257,3 +257,18 @@ def parse_task_listing(text: str) -> list[tuple[int, str, str]]:
         if len(parts) >= 3 and parts[0].isdigit():
             rows.append((int(parts[0]), parts[1], parts[2].partition("/")[0]))
     return sorted(rows)
+
+
+def next_stack(stack: Mapping[str, Any], stack_name: str, mode: str, server: str) -> dict[str, Any]:
+    """A one-service stack: ``mode``'s gateway as ``stack`` runs it, but served by ``server``,
+    on the running stack's lab network (``lab server``'s blue-green swap on swarm)."""
+    service = dict(stack["services"][GATEWAYS[mode]])
+    service["environment"] = {**service["environment"], "GATEWAY_SERVER": server}
+    service["hostname"] = "{{.Node.Hostname}}-" + f"{mode}-{server}"
+    service["deploy"] = {**service["deploy"], "replicas": 1}
+    return {
+        "version": STACK_VERSION,
+        "services": {GATEWAYS[mode]: service},
+        # Services of another stack may join an overlay network by its name.
+        "networks": {"lab": {"external": True, "name": f"{stack_name}_lab"}},
+    }

@@ -40,6 +40,7 @@ from lab.targets.docker.stack import (
     parse_tasks,
     stack_file,
 )
+from lab.targets.docker.swarm_server import SwarmServerSwap
 from lab.targets.docker.swarm_services import SwarmServices
 from lab.targets.docker.target import (
     UPSTREAMS_RELOAD_SCRIPT,
@@ -335,10 +336,8 @@ class SwarmTarget(DockerTarget):
         _say(f"{SERVICES[mode]}: {replicas} replica(s) behind nginx")
 
     def server(self, cfg: LabSettings, mode: str, server: str) -> None:
-        raise LabError(
-            "`lab server` is not available on the swarm target yet: set "
-            f"LAB_SERVER_{mode.upper()}={server} and `lab down && lab up`"
-        )
+        """Put ``server`` behind ``mode``, blue-green by service (docker/swarm_server.py)."""
+        SwarmServerSwap(self, _run, _say).swap(cfg, mode, server)
 
     def services(self, cfg: LabSettings) -> SwarmServices:  # type: ignore[override]
         return SwarmServices(cfg, self)

@@ -231,3 +231,21 @@ def test_parse_tasks_per_service_lowest_slot_first() -> None:
 def test_parse_task_listing() -> None:
     text = "3 abc 172.29.0.7/24 \n1 def 172.29.0.5/24 \n2 ghi \n"
     assert parse_task_listing(text) == [(1, "def", "172.29.0.5"), (3, "abc", "172.29.0.7")]
+
+
+def test_next_stack_is_the_gateway_with_another_server_on_the_running_network(
+    stack: dict[str, Any],
+) -> None:
+    from lab.targets.docker.stack import next_stack
+
+    got = next_stack(stack, "lab1", "wsgi", "gthread")
+    assert list(got["services"]) == ["gateway-wsgi"]
+    service = got["services"]["gateway-wsgi"]
+    original = stack["services"]["gateway-wsgi"]
+    assert service["environment"] == original["environment"] | {"GATEWAY_SERVER": "gthread"}
+    assert service["deploy"]["replicas"] == 1
+    assert service["deploy"]["resources"] == original["deploy"]["resources"]
+    assert service["read_only"] is True and service["volumes"] == original["volumes"]
+    assert got["networks"] == {"lab": {"external": True, "name": "lab1_lab"}}
+    # The running stack is not changed by it.
+    assert original["environment"]["GATEWAY_SERVER"] == "sync"
