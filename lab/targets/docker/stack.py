@@ -262,13 +262,15 @@ def parse_task_listing(text: str) -> list[tuple[int, str, str]]:
 def next_stack(stack: Mapping[str, Any], stack_name: str, mode: str, server: str) -> dict[str, Any]:
     """A one-service stack: ``mode``'s gateway as ``stack`` runs it, but served by ``server``,
     on the running stack's lab network (``lab server``'s blue-green swap on swarm)."""
+    # Its own name (gateway-wsgi-next): sharing the running service's name on one
+    # network would put both in that name's DNS answer, and nginx pins to it by name.
     service = dict(stack["services"][GATEWAYS[mode]])
     service["environment"] = {**service["environment"], "GATEWAY_SERVER": server}
     service["hostname"] = "{{.Node.Hostname}}-" + f"{mode}-{server}"
     service["deploy"] = {**service["deploy"], "replicas": 1}
     return {
         "version": STACK_VERSION,
-        "services": {GATEWAYS[mode]: service},
+        "services": {f"{GATEWAYS[mode]}-next": service},
         # Services of another stack may join an overlay network by its name.
         "networks": {"lab": {"external": True, "name": f"{stack_name}_lab"}},
     }

@@ -28,14 +28,11 @@ from lab.settings import LabSettings
 from lab.system.http import wait_until
 from lab.targets.docker.compose import SERVICES
 from lab.targets.docker.server import Compose, servers_in_container
-from lab.targets.docker.stack import next_stack, parse_service_ls, parse_task_listing
+from lab.targets.docker.stack import next_stack, parse_service_ls
 from lab.targets.switching import check_mode
 
 SERVER_START_S: Final = 90.0
 DRAIN_DEADLINE_S: Final = 15.0
-TASK_ADDRESSES: Final = (
-    "{{.Slot}} {{.ID}} {{range .NetworksAttachments}}{{range .Addresses}}{{.}} {{end}}{{end}}"
-)
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -86,17 +83,13 @@ class SwarmServerSwap:
         self._remove(temp)  # a leftover of an interrupted swap
         self._docker("stack", "deploy", "--resolve-image", "never", "-c", str(path), temp)
         try:
-            if not wait_until(lambda: self._healthy(temp, service), SERVER_START_S, 1.0):
+            if not wait_until(lambda: self._running(f"{temp}_{service}-next"), SERVER_START_S, 1.0):
                 raise LabError(
                     f"{mode} stays on {current}: {server} did not become healthy within "
-                    f"{SERVER_START_S:.0f}s (`docker service logs {temp}_{service}`)"
+                    f"{SERVER_START_S:.0f}s (`docker service logs {temp}_{service}-next`)"
                 )
-            ids = self._docker("service", "ps", "-q", "--filter", "desired-state=running",
-                               f"{temp}_{service}").split()  # fmt: skip
-            rows = parse_task_listing(self._docker("inspect", "--format", TASK_ADDRESSES, *ids))
-            if not rows:
-                raise LabError(f"cannot find the address of {temp}_{service}")
-            pin = f"{mode}_server={rows[0][2]}:{COMPOSE_GATEWAY_PORT}"
+            # By name (dnsrr: the temporary task's address), as the stack's own services are.
+            pin = f"{mode}_server={service}-next:{COMPOSE_GATEWAY_PORT}"
             before = self.target._reload(
                 cfg, "server", f"{mode}={server}", "--set", pin, what=f"pointing nginx at {temp}"
             )
@@ -116,9 +109,16 @@ class SwarmServerSwap:
             cfg, "server", f"{mode}={server}", what=f"pointing nginx back at {service}"
         )
         self._drain(cfg, before)
-        self._remove(temp)
+        # Its task stops in the background; the next swap waits for it to be gone.
+        self.run(["docker", "stack", "rm", temp], timeout=60)
         wait_for_server(cfg, mode, server)
         self.say(f"{mode}: {cfg.url}/{mode}/ is now served by {server} (was {current})")
+
+    def _running(self, name: str) -> bool:
+        """The one task of service ``name`` runs (swarm: after its healthcheck passed)."""
+        got = self.run(["docker", "service", "ls", "--filter", f"name={name}", "--format",
+                        "{{.Name}} {{.Replicas}}"])  # fmt: skip
+        return f"{name} 1/1" in got.stdout.splitlines()
 
     def _updated(self, real: str, stack: str, service: str) -> bool:
         fmt = "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}"

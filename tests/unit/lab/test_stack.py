@@ -239,8 +239,8 @@ def test_next_stack_is_the_gateway_with_another_server_on_the_running_network(
     from lab.targets.docker.stack import next_stack
 
     got = next_stack(stack, "lab1", "wsgi", "gthread")
-    assert list(got["services"]) == ["gateway-wsgi"]
-    service = got["services"]["gateway-wsgi"]
+    assert list(got["services"]) == ["gateway-wsgi-next"]
+    service = got["services"]["gateway-wsgi-next"]
     original = stack["services"]["gateway-wsgi"]
     assert service["environment"] == original["environment"] | {"GATEWAY_SERVER": "gthread"}
     assert service["deploy"]["replicas"] == 1
