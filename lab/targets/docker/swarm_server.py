@@ -99,8 +99,14 @@ class SwarmServerSwap:
         self._drain(cfg, before)
         record_servers(cfg, recorded_servers(cfg) | {mode: server})
         real = self.target.service(cfg, service)
-        self._docker("service", "update", "--detach", "--env-add", f"GATEWAY_SERVER={server}", real)
-        if not wait_until(lambda: self._updated(real, cfg.stack, service), SERVER_START_S, 1.0):
+        # Without --detach: returns once the update has converged (start-first: the
+        # new task is healthy and the old one stopped), so the name resolves to the new only.
+        updated = self.run(
+            ["docker", "service", "update", "--detach=false", "--quiet",
+             "--env-add", f"GATEWAY_SERVER={server}", real],
+            timeout=SERVER_START_S * 2,
+        )  # fmt: skip
+        if updated.returncode != 0 or not self._updated(real, cfg.stack, service):
             raise LabError(
                 f"nginx uses {server} in {temp}, but updating {real} to it did not finish "
                 f"within {SERVER_START_S:.0f}s (the temporary service keeps serving)"

@@ -86,10 +86,13 @@ class SwarmServices:
 
     def restart(self, service: str) -> None:
         svc = self.target.service(self.cfg, service)
-        self._docker("service", "update", "--force", "--detach", svc)
-        url = self.cfg.url + ("/nginx-health" if service == NGINX else "")
-        if service == NGINX and not wait_until(lambda: is_healthy(url, 1.0), 60.0):
-            raise LabError("nginx did not answer its health check after a restart")
+        # Without --detach the command returns once the new task runs (healthy).
+        self._docker("service", "update", "--force", "--detach=false", "--quiet", svc, timeout=180)
+        health = lambda: self.target.service_health(self.cfg).get(service, False)  # noqa: E731
+        if not wait_until(health, self.START_DEADLINE_S, interval_s=0.5):
+            raise LabError(f"{service} did not answer its health check after a restart")
+        if service != NGINX:
+            self.target._nginx_ctl(self.cfg, "reload")  # its new address
 
     def freeze(self, service: str) -> None:
         self._docker("pause", *self.target.containers(self.cfg, service))
