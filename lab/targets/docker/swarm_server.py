@@ -101,15 +101,20 @@ class SwarmServerSwap:
         real = self.target.service(cfg, service)
         # Without --detach: returns once the update has converged (start-first: the
         # new task is healthy and the old one stopped), so the name resolves to the new only.
-        updated = self.run(
-            ["docker", "service", "update", "--detach=false", "--quiet",
-             "--env-add", f"GATEWAY_SERVER={server}", real],
-            timeout=SERVER_START_S * 2,
-        )  # fmt: skip
-        if updated.returncode != 0 or not self._updated(real, cfg.stack, service):
+        # Once more if swarm rolled it back (a new task that failed its first
+        # healthchecks on a busy machine): the temporary service serves meanwhile.
+        update = ["docker", "service", "update", "--detach=false", "--quiet",
+                  "--env-add", f"GATEWAY_SERVER={server}", real]  # fmt: skip
+        for attempt in (1, 2):
+            updated = self.run(update, timeout=SERVER_START_S * 2)
+            if updated.returncode == 0 and self._updated(real, cfg.stack, service):
+                break
+            if attempt == 1:
+                self.say(f"updating {real} failed ({updated.stderr.strip()[-200:]}); once more")
+        else:
             raise LabError(
-                f"nginx uses {server} in {temp}, but updating {real} to it did not finish "
-                f"within {SERVER_START_S:.0f}s (the temporary service keeps serving)"
+                f"nginx uses {server} in {temp}, but updating {real} to it failed "
+                f"(the temporary service keeps serving): {updated.stderr.strip()}"
             )
         before = self.target._reload(
             cfg, "server", f"{mode}={server}", what=f"pointing nginx back at {service}"
