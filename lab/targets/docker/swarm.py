@@ -53,6 +53,7 @@ from lab.targets.switching import check_mode, check_replicas
 
 STACK_LABEL: Final = "com.docker.stack.namespace"
 SERVICE_LABEL: Final = "com.docker.swarm.service.name"
+GWBRIDGE: Final = "docker_gwbridge"
 # How long a scale-down waits for nginx's old workers to finish their requests.
 DRAIN_DEADLINE_S: Final = 15.0
 
@@ -112,6 +113,8 @@ class SwarmTarget(DockerTarget):
             return
         if node_state != "inactive":
             raise LabError(f"this engine's swarm state is {node_state!r}: fix it, then `lab up`")
+        # `swarm init` also makes the docker_gwbridge network, which `swarm leave` keeps.
+        bridge = _run(["docker", "network", "ls", "--quiet", "--filter", f"name=^{GWBRIDGE}$"])
         init = _run(["docker", "swarm", "init"], timeout=60)
         if init.returncode != 0:
             raise LabError(
@@ -121,14 +124,16 @@ class SwarmTarget(DockerTarget):
             )
         record = self._record_file(cfg)
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"initialised_swarm": True}) + "\n")
+        made_bridge = not bridge.stdout.strip()
+        record.write_text(json.dumps({"initialised_swarm": True, "made_gwbridge": made_bridge}))
         _say("this engine was in no swarm: initialised a single-node swarm (`lab down` leaves it)")
 
     def _leave_swarm_if_ours(self, cfg: LabSettings) -> None:
         record = self._record_file(cfg)
         try:
-            ours = json.loads(record.read_text()).get("initialised_swarm", False)
-        except (OSError, ValueError):
+            recorded = json.loads(record.read_text())
+            ours, made_bridge = recorded.get("initialised_swarm"), recorded.get("made_gwbridge")
+        except (OSError, ValueError, AttributeError):
             return
         if not ours:
             return
@@ -139,6 +144,8 @@ class SwarmTarget(DockerTarget):
         left = _run(["docker", "swarm", "leave", "--force"], timeout=60)
         if left.returncode != 0:
             raise LabError(f"`docker swarm leave --force` failed: {left.stderr.strip()}")
+        if made_bridge:
+            _run(["docker", "network", "rm", GWBRIDGE])
         record.unlink()
         _say("left the single-node swarm `lab up` initialised")
 

@@ -82,4 +82,18 @@ def test_down_leaves_the_swarm_up_made_and_only_that(
     fake = use(monkeypatch, {})
     target._leave_swarm_if_ours(cfg)
     assert "docker swarm leave --force" in fake.calls
+    # The bridge network `swarm init` made (none was there before) goes too.
+    assert "docker network rm docker_gwbridge" in fake.calls
     assert not (cfg.state_dir / "swarm" / "record.json").exists()
+
+
+def test_a_gwbridge_that_was_there_before_stays(
+    cfg: LabSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = swarm.SwarmTarget()
+    use(monkeypatch, {"docker info": "inactive false\n", "docker network ls": "b5066a9716eb\n"})
+    target._ensure_swarm(cfg)
+    fake = use(monkeypatch, {})
+    target._leave_swarm_if_ours(cfg)
+    assert "docker swarm leave --force" in fake.calls
+    assert "docker network rm docker_gwbridge" not in fake.calls
