@@ -82,11 +82,12 @@ test-native: install system-deps
 test-docker: install system-deps
 	LAB_TARGET=docker $(PY) -m pytest $(STACK_SUITES)
 
-# The contract, switching and concurrency suites on the swarm stack (docs/swarm.md):
+# The contract, switching, concurrency and fault suites on the swarm stack (docs/swarm.md):
 # a single-node swarm when the engine is in none, left again when the suite stops the lab.
 SWARM_SUITES := tests/integration/test_contract.py tests/integration/test_switching.py \
 	tests/integration/test_process_model.py tests/integration/test_scale.py \
-	tests/integration/test_routing.py
+	tests/integration/test_routing.py tests/integration/test_faults.py \
+	tests/integration/test_reload.py
 
 test-swarm: install system-deps
 	LAB_TARGET=swarm $(PY) -m pytest $(SWARM_SUITES)
