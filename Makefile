@@ -12,7 +12,7 @@ MODE ?=
 export LAB_PORT ?= 8080
 
 .PHONY: install up down status switch split scale server logs test test-unit test-integration \
-	test-native test-docker check fmt bench timeline claims clean docker-engine base-image \
+	test-native test-docker test-swarm check fmt bench timeline claims clean docker-engine base-image \
 	system-deps
 
 install: $(VENV)/.installed
@@ -82,10 +82,24 @@ test-native: install system-deps
 test-docker: install system-deps
 	LAB_TARGET=docker $(PY) -m pytest $(STACK_SUITES)
 
+# The contract, switching, concurrency and fault suites on the swarm stack (docs/swarm.md):
+# a single-node swarm when the engine is in none, left again when the suite stops the lab.
+SWARM_SUITES := tests/integration/test_contract.py tests/integration/test_switching.py \
+	tests/integration/test_process_model.py tests/integration/test_scale.py \
+	tests/integration/test_routing.py tests/integration/test_faults.py \
+	tests/integration/test_reload.py
+
+# The default servers only: the server matrix is the compose and native runs' (a
+# swap on swarm is a rolling service update, 15-25 s each).
+DEFAULT_SERVERS := --server cgi/runner --server wsgi/sync --server asgi/gunicorn
+
+test-swarm: install system-deps
+	LAB_TARGET=swarm $(PY) -m pytest $(SWARM_SUITES) $(DEFAULT_SERVERS)
+
 # Everything: lint, unit tests, then the integration suite on the native stack and,
-# when a Docker engine answers, on the compose stack too.
+# when a Docker engine answers, on the compose stack and on a single-node swarm too.
 test: system-deps check test-unit test-native
-	@if docker info >/dev/null 2>&1; then $(MAKE) test-docker; \
+	@if docker info >/dev/null 2>&1; then $(MAKE) test-docker && $(MAKE) test-swarm; \
 	else echo "No Docker engine answers: the compose stack was not tested (scripts/docker-engine.sh starts one)."; \
 	     if [ -n "$$CI" ]; then exit 1; fi; fi
 
@@ -105,4 +119,5 @@ claims: install system-deps
 # Docker in the nginx-tls volume (the next `make up` makes a new CA to trust).
 clean: down
 	rm -rf .lab results .pytest_cache .mypy_cache .ruff_cache
-	@if docker info >/dev/null 2>&1; then docker volume rm --force gateway-lab_nginx-tls >/dev/null; fi
+	@if docker info >/dev/null 2>&1; then docker volume rm --force gateway-lab_nginx-tls \
+		$${LAB_STACK:-gateway-lab-swarm}_nginx-tls >/dev/null; fi

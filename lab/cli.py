@@ -220,6 +220,11 @@ def status_table(info: StatusDict) -> Table:
         table.add_row(f"gateway {mode}", where)
     if down := [name for name, ok in info.get("services", {}).items() if not ok]:
         table.add_row("not answering", ", ".join(down))
+    # Swarm: each replica (slot) and the node it runs on; where the ports are open.
+    for service, tasks in sorted(info.get("tasks", {}).items()):
+        table.add_row(service, ", ".join(f"{t['slot']} on {t['node']}" for t in tasks))
+    if published := info.get("published"):
+        table.add_row("published", published)
     for key, value in info["limits"].items():
         table.add_row(key, str(value))
     return table

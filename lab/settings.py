@@ -23,7 +23,7 @@ from lab.errors import LabError
 from lab.nginx.routing import DEFAULT_MODE, Active, RenderError, gateway_ports, parse_active
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-TARGET_NAMES: Final = ("docker", "native")
+TARGET_NAMES: Final = ("docker", "swarm", "native")
 
 
 class SettingsError(LabError):
@@ -83,7 +83,7 @@ class LabSettings:
     tls_port: int = 8443  # LAB_TLS_PORT: nginx's TLS + HTTP/2 listener on 127.0.0.1
     state_dir: Path = ROOT / ".lab"  # LAB_STATE_DIR: native config, logs, records
     limits: Limits = field(default_factory=Limits)  # LAB_PROXY_READ_TIMEOUT_S, ...
-    target: str = ""  # LAB_TARGET: docker|native; "" = recorded, else docker if it answers
+    target: str = ""  # LAB_TARGET: docker|swarm|native; "" = recorded, else docker if it answers
     url_override: str = ""  # LAB_URL: where the workshop tools send load (default: url)
     mode: Active = DEFAULT_MODE  # LAB_MODE: what "/" serves at first start (mode or split)
     gateway_workers: int = 0  # LAB_GATEWAY_WORKERS: 0 = the mode's default
@@ -92,6 +92,10 @@ class LabSettings:
     base_image: str = ""  # LAB_BASE_IMAGE (docker): "" = pulled slim image, else built
     ca_bundle: str = ""  # LAB_CA_BUNDLE (docker): a CA file for pip inside the build
     templates: Path = ROOT / "nginx" / "templates"  # LAB_NGINX_TEMPLATES
+    image_tag: str = "latest"  # LAB_IMAGE_TAG (docker, swarm): the tag of both lab images
+    stack: str = "gateway-lab-swarm"  # LAB_STACK (swarm): the stack's name
+    swarm_subnet: str = "172.29.0.0/24"  # LAB_SWARM_SUBNET (swarm): its overlay network
+    registry: str = ""  # LAB_REGISTRY (swarm): push images there, so every node can pull
 
     @property
     def gateway_ports(self) -> dict[str, int]:
@@ -148,4 +152,8 @@ class LabSettings:
             base_image=e.get("LAB_BASE_IMAGE", "").strip(),
             ca_bundle=e.get("LAB_CA_BUNDLE", "").strip(),
             templates=Path(e.get("LAB_NGINX_TEMPLATES", "") or ROOT / "nginx" / "templates"),
+            image_tag=e.get("LAB_IMAGE_TAG", "").strip() or cls.image_tag,
+            stack=e.get("LAB_STACK", "").strip() or cls.stack,
+            swarm_subnet=e.get("LAB_SWARM_SUBNET", "").strip() or cls.swarm_subnet,
+            registry=e.get("LAB_REGISTRY", "").strip().rstrip("/"),
         )

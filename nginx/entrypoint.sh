@@ -75,6 +75,20 @@ case ${1:-start} in
         # Made on the first start only (kept in the volume), so plain
         # `docker compose up` serves TLS too; `lab up` copies ca.pem out.
         lab-make-certs "$TLS_DIR"
+        # Under swarm nothing orders the services' starts (no depends_on), and
+        # nginx resolves the gateways' names when it loads its config: wait
+        # (at most LAB_WAIT_FOR_GATEWAYS seconds) until each one resolves.
+        waited=0
+        for name in gateway-cgi gateway-wsgi gateway-asgi; do
+            until [ -z "${LAB_WAIT_FOR_GATEWAYS:-}" ] || getent hosts "$name" >/dev/null; do
+                if [ "$waited" -ge "$LAB_WAIT_FOR_GATEWAYS" ]; then
+                    echo "lab-nginx: $name does not resolve after ${waited}s" >&2
+                    exit 1
+                fi
+                sleep 1
+                waited=$((waited + 1))
+            done
+        done
         # shellcheck disable=SC2046
         python3 -m lab.nginx render --target compose --out "$CONF_DIR" \
             $(active_args "$mode") $(server_args)

@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 # name -> "module:Class", imported only when that target is used (uvicorn's registry style).
 TARGETS: Final = {
-    "docker": "lab.targets.docker:DockerTarget",
+    "docker": "lab.targets.docker.target:DockerTarget",
     "native": "lab.targets.native:NativeTarget",
+    "swarm": "lab.targets.docker.swarm:SwarmTarget",
 }
 
 
@@ -64,6 +65,10 @@ class StatusDict(TypedDict):
     replicas: NotRequired[dict[str, int]]
     # The server behind each mode (``lab server``; lab/servers.py).
     servers: NotRequired[dict[str, str]]
+    # Swarm: per service, each running replica's slot, node and state.
+    tasks: NotRequired[dict[str, list[dict[str, object]]]]
+    # Swarm: where the published ports are open (every interface of a node).
+    published: NotRequired[str]
 
 
 class Services(Protocol):
@@ -157,7 +162,7 @@ def docker_answers(timeout_s: float = 3.0) -> bool:
 
 
 def target_name(asked: str = "") -> str:
-    """``asked`` (docker|native) if given, else docker when an engine answers, else native."""
+    """``asked`` (docker|swarm|native) if given, else docker when an engine answers, else native."""
     name = asked.strip().lower()
     if name and name not in TARGETS:
         raise LabError(f"LAB_TARGET={name!r} is not a target: use one of {', '.join(TARGETS)}")

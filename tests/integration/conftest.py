@@ -160,7 +160,7 @@ def endpoints(lab: Lab, mode: str, server: str, lab_gateways: dict[str, str]) ->
     """The mode through nginx, and its gateway where this run reaches it (relayed under Docker)."""
     compose: list[str] = []
     if lab.target == "docker":
-        from lab.targets.compose import compose_args
+        from lab.targets.docker.compose import compose_args
 
         compose = compose_args()
     return mode_endpoints(lab.url, lab.target, mode, server, lab_gateways, compose)

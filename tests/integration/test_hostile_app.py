@@ -37,7 +37,7 @@ import pytest
 
 from apps.breakfast import kitchen
 from gateway.servers.registry import default_server
-from lab.targets.compose import SERVICES, compose_args
+from lab.targets.docker.compose import SERVICES, compose_args
 from tests.support.endpoints import Endpoint, mode_endpoints, nginx_endpoint
 from tests.support.lab import SERVING, Lab
 from tests.support.rawhttp import RawResponse, RawResult

@@ -44,7 +44,7 @@ def defaults_after(lab: Lab) -> Iterator[None]:
 def proc_name(lab: Lab, pid: str) -> str:
     """The command name of ``pid`` in the cgi gateway's pid namespace."""
     if lab.target == "docker":
-        from lab.targets.compose import compose_args
+        from lab.targets.docker.compose import compose_args
 
         cmd = compose_args("exec", "-T", "gateway-cgi", "cat", f"/proc/{pid}/comm")
         return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()

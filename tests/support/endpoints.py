@@ -73,7 +73,7 @@ def relay_command(compose: Sequence[str], host: str, port: int, idle_s: float) -
     """The command that relays one connection to host:port from inside the nginx container.
 
     ``compose``: the ``docker compose`` prefix with the project's files
-    (lab.targets.compose.compose_args). Pure.
+    (lab.targets.docker.compose.compose_args). Pure.
     """
     return [
         *compose,
@@ -188,7 +188,7 @@ def gateway_endpoint(
     if (mode, server) in DIRECT_EXCLUSIONS:
         return None
     if target == "docker":
-        from lab.targets.compose import SERVICES
+        from lab.targets.docker.compose import SERVICES
 
         service = SERVICES[mode]
         relay = tuple(relay_command(compose, service, COMPOSE_GATEWAY_PORT, 60.0))

@@ -138,7 +138,7 @@ def probe_cgi(target: str | None, rounds: int = PROBE_ROUNDS) -> dict[str, Any]:
     """cgi_probe where the CGI scripts run: this host natively, the CGI container under Docker."""
     if target == "docker":
         from lab.settings import LabSettings
-        from lab.targets.compose import compose_args, compose_env
+        from lab.targets.docker.compose import compose_args, compose_env
 
         argv = compose_args(
             "exec", "-T", "gateway-cgi", "python", "-c", cgi_probe.source(),

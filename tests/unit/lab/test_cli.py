@@ -14,7 +14,7 @@ from lab.errors import LabError
 from lab.settings import LabSettings
 from lab.system import processes
 from lab.targets import ScalableTarget, Target, native, state, target_name
-from lab.targets.docker import DockerTarget
+from lab.targets.docker.target import DockerTarget
 from tests.support.fakes import FakeTarget, use_fake
 
 runner = CliRunner()
@@ -229,7 +229,7 @@ def test_status_table_shows_replicas(fake: FakeTarget) -> None:
 
 
 def test_docker_replica_listing_is_sorted_by_container_number() -> None:
-    from lab.targets.compose import parse_replicas_listing, replica_counts
+    from lab.targets.docker.compose import parse_replicas_listing, replica_counts
 
     listing = "3 ccc 172.28.0.9 \n1 aaa 172.28.0.4 \n\n2 bbb 172.28.0.7 \n"
     assert parse_replicas_listing(listing) == [

@@ -139,6 +139,7 @@ def test_images_are_named_and_built_on_the_chosen_base(
 ) -> None:
     svc = services[name]
     expected = "gateway-lab/nginx" if name == "nginx" else "gateway-lab/gateway"
+    expected += ":${LAB_IMAGE_TAG:-latest}"
     assert svc["image"] == expected
     build = svc["build"]
     assert build["dockerfile"] in DOCKERFILES
@@ -201,7 +202,7 @@ def test_documented_defaults_match_compose() -> None:
     ],
 )
 def test_ca_bundle_choice(environ: dict[str, str], files: set[str], expected: str | None) -> None:
-    from lab.targets.compose import ca_bundle
+    from lab.targets.docker.compose import ca_bundle
 
     assert (
         ca_bundle(
@@ -213,7 +214,7 @@ def test_ca_bundle_choice(environ: dict[str, str], files: set[str], expected: st
 
 def test_compose_env_carries_the_lab_settings() -> None:
     from lab.settings import LabSettings, Limits
-    from lab.targets.compose import compose_env
+    from lab.targets.docker.compose import compose_env
 
     cfg = LabSettings(port=9090, limits=Limits(proxy_read_timeout_s=7, cgi_max_scripts=3))
     env = compose_env(cfg, {"LAB_PORT": "1", "PATH": "/bin"}, base_image="lab-base:bookworm")
@@ -225,7 +226,7 @@ def test_compose_env_carries_the_lab_settings() -> None:
 
 
 def test_compose_args_pin_project_and_file() -> None:
-    from lab.targets.compose import compose_args
+    from lab.targets.docker.compose import compose_args
 
     args = compose_args("ps")
     assert args[:2] == ["docker", "compose"]
@@ -244,14 +245,14 @@ def test_compose_args_pin_project_and_file() -> None:
 )
 def test_scale_rejects_bad_requests(mode: str, replicas: int) -> None:
     from lab.errors import LabError
-    from lab.targets.compose import scale_args
+    from lab.targets.docker.compose import scale_args
 
     with pytest.raises(LabError):
         scale_args(mode, replicas)
 
 
 def test_scale_touches_only_the_one_service() -> None:
-    from lab.targets.compose import scale_args
+    from lab.targets.docker.compose import scale_args
 
     args = scale_args("wsgi", 3)
     assert args[args.index("--scale") + 1] == "gateway-wsgi=3"
@@ -278,14 +279,14 @@ lab 5140 5130 0 18:01 ? 00:00:00 /usr/bin/python3 /app/apps/breakfast/cgi_app.py
 
 def test_workers_are_counted_from_compose_top() -> None:
     """tini is not the master, a CGI script under a worker is not a worker."""
-    from lab.targets.compose import workers_from_top
+    from lab.targets.docker.compose import workers_from_top
 
     assert workers_from_top(TOP) == 4
     assert workers_from_top("") == 0
 
 
 def test_service_health_needs_every_replica_healthy() -> None:
-    from lab.targets.compose import service_health
+    from lab.targets.docker.compose import service_health
 
     ps = (
         "nginx running healthy\ngateway-cgi running healthy\n"

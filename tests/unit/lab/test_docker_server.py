@@ -16,9 +16,10 @@ import pytest
 from lab.errors import LabError
 from lab.servers import recorded_servers
 from lab.settings import LabSettings
-from lab.targets import docker, docker_server
-from lab.targets.compose import compose_env
-from lab.targets.docker import DockerTarget
+from lab.targets.docker import server as docker_server
+from lab.targets.docker import target as docker
+from lab.targets.docker.compose import compose_env
+from lab.targets.docker.target import DockerTarget
 
 
 class Engine:

@@ -12,7 +12,7 @@ from lab.errors import LabError
 from lab.nginx import render as nginx_conf
 from lab.settings import LabSettings, Limits
 from lab.targets import ServerTarget
-from lab.targets.compose import compose_env
+from lab.targets.docker.compose import compose_env
 from lab.targets.native_nginx import native_values
 from lab.targets.native_server import base_ports, servers_in_force, slot_port
 from lab.targets.state import RunState

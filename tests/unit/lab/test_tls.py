@@ -216,7 +216,7 @@ def test_compose_publishes_the_tls_port_on_loopback(nginx_service: dict[str, Any
 
 
 def test_compose_keeps_the_ca_in_its_own_volume(nginx_service: dict[str, Any]) -> None:
-    from lab.targets.compose import STATE_VOLUME, TLS_VOLUME
+    from lab.targets.docker.compose import STATE_VOLUME, TLS_VOLUME
 
     mounts = dict(v.split(":", 1)[::-1] for v in nginx_service["volumes"])
     assert mounts[str(nginx_conf.COMPOSE_TLS_DIR)] == "nginx-tls"
@@ -251,7 +251,7 @@ def test_make_certs_runs_under_a_plain_posix_shell() -> None:
 
 
 def test_compose_gets_the_tls_port_of_the_settings() -> None:
-    from lab.targets.compose import compose_env
+    from lab.targets.docker.compose import compose_env
 
     cfg = LabSettings.from_env({"LAB_TLS_PORT": "9443"})
     assert compose_env(cfg, {"LAB_TLS_PORT": "1"})["LAB_TLS_PORT"] == "9443"

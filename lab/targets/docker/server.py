@@ -27,7 +27,7 @@ from lab.servers import check_choice, record_servers, recorded_servers, wait_for
 from lab.settings import LabSettings
 from lab.system import procfs
 from lab.system.http import wait_until
-from lab.targets.compose import PROJECT, SERVICES
+from lab.targets.docker.compose import PROJECT, SERVICES
 from lab.targets.switching import check_mode
 
 # The first line of each pass_<mode>.conf in the nginx container: the server behind each mode.
@@ -42,7 +42,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 class Compose(Protocol):
-    """What the swap needs of ``lab.targets.docker.DockerTarget``."""
+    """What the swap needs of ``lab.targets.docker.target.DockerTarget``."""
 
     def _compose(
         self,

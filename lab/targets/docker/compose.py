@@ -1,5 +1,5 @@
 """The docker target's pure parts: compose command lines, its environment, and
-parsers for what ``docker`` prints. No I/O: ``lab.targets.docker`` runs them.
+parsers for what ``docker`` prints. No I/O: ``lab.targets.docker.target`` runs them.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def compose_env(
     env["LAB_PROXY_READ_TIMEOUT_S"] = str(cfg.limits.proxy_read_timeout_s)
     env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
     env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)
+    env["LAB_IMAGE_TAG"] = cfg.image_tag
     # The server behind each mode: LAB_SERVER_<MODE> if given, else the last `lab server`.
     env |= compose_server_env(environ, recorded_servers(cfg))
     if base_image:
@@ -64,12 +65,12 @@ def compose_env(
     return env
 
 
-def compose_args(*args: str) -> list[str]:
+def compose_args(*args: str, project: str = PROJECT) -> list[str]:
     return [
         "docker",
         "compose",
         "--project-name",
-        PROJECT,
+        project,
         "--project-directory",
         str(ROOT),
         "--file",

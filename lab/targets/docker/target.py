@@ -32,8 +32,9 @@ from lab.system import procfs
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import port_free
 from lab.targets import StatusDict, docker_answers
-from lab.targets.compose import (
+from lab.targets.docker.compose import (
     NGINX,
+    PROJECT,
     PROJECT_LABEL,
     SERVICES,
     STATE_VOLUME,
@@ -46,8 +47,8 @@ from lab.targets.compose import (
     up_args,
     workers_from_top,
 )
-from lab.targets.docker_server import DockerServerSwap, servers_in_container
-from lab.targets.docker_services import DockerServices
+from lab.targets.docker.server import DockerServerSwap, servers_in_container
+from lab.targets.docker.services import DockerServices
 from lab.targets.switching import (
     MASTER_TITLE,
     accepting_workers,
@@ -150,7 +151,12 @@ class DockerTarget:
         output: Output = "capture",
     ) -> subprocess.CompletedProcess[str]:
         env = compose_env(cfg, self._environ, base_image)
-        return _run(compose_args(*args), env=env, timeout=timeout, output=output)
+        project = self.project(cfg)
+        return _run(compose_args(*args, project=project), env=env, timeout=timeout, output=output)
+
+    def project(self, cfg: LabSettings) -> str:
+        """The compose project name its containers, networks and images are labelled with."""
+        return PROJECT
 
     def _require_engine(self) -> None:
         if shutil.which("docker") is None:
@@ -214,19 +220,8 @@ class DockerTarget:
         logs = self._compose(cfg, "logs", "--no-color", "--tail", "30")
         return f"{ps.stdout}{ps.stderr}\n--- last log lines ---\n{logs.stdout}{logs.stderr}"
 
-    # -- the Target interface -----------------------------------------------------
-
-    def up(self, cfg: LabSettings) -> None:
-        self._require_engine()
-        self._base_image = cfg.base_image
-        if self.is_running(cfg) and self._healthy(cfg):
-            self._copy_ca(cfg)
-            _say(f"already up at {cfg.url}")
-            return
-        if not self.is_running(cfg):
-            for port, variable in ((cfg.port, "LAB_PORT"), (cfg.tls_port, "LAB_TLS_PORT")):
-                if not port_free(port):
-                    raise LabError(port_in_use_message(port, variable))
+    def build_images(self, cfg: LabSettings) -> str:
+        """Build both images (tag LAB_IMAGE_TAG) on the chosen base; returns the base."""
         base = self.base_image()
         _say(f"building gateway-lab/gateway and gateway-lab/nginx on {base}")
         build = self._compose(
@@ -240,7 +235,24 @@ class DockerTarget:
         if build.returncode != 0:
             raise LabError(f"`docker compose build` failed (exit {build.returncode}); see above")
         # Images a rebuild replaced (untagged now): this project's only.
-        _run(["docker", "image", "prune", "--force", "--filter", f"label={PROJECT_LABEL}"])
+        label = f"{PROJECT_LABEL.partition('=')[0]}={self.project(cfg)}"
+        _run(["docker", "image", "prune", "--force", "--filter", f"label={label}"])
+        return base
+
+    # -- the Target interface -----------------------------------------------------
+
+    def up(self, cfg: LabSettings) -> None:
+        self._require_engine()
+        self._base_image = cfg.base_image
+        if self.is_running(cfg) and self._healthy(cfg):
+            self._copy_ca(cfg)
+            _say(f"already up at {cfg.url}")
+            return
+        if not self.is_running(cfg):
+            for port, variable in ((cfg.port, "LAB_PORT"), (cfg.tls_port, "LAB_TLS_PORT")):
+                if not port_free(port):
+                    raise LabError(port_in_use_message(port, variable))
+        base = self.build_images(cfg)
         _say("starting the services and waiting for their healthchecks")
         started = self._compose(
             cfg,
@@ -364,7 +376,7 @@ class DockerTarget:
         }
 
     def server(self, cfg: LabSettings, mode: str, server: str) -> None:
-        """Put ``server`` behind ``mode``, blue-green by container (lab.targets.docker_server)."""
+        """Put ``server`` behind ``mode``, blue-green by container (lab.targets.docker.server)."""
         DockerServerSwap(self, _run, _say).swap(cfg, mode, server)
 
     def workers(self, cfg: LabSettings, servers: Mapping[str, str]) -> dict[str, int]:

@@ -10,11 +10,11 @@ from lab.errors import LabError
 from lab.settings import LabSettings
 from lab.system import procfs
 from lab.system.http import is_healthy, wait_until
-from lab.targets.compose import NGINX
+from lab.targets.docker.compose import NGINX
 
 
 class Compose(Protocol):
-    """What these controls need of the docker target (``lab.targets.docker.DockerTarget``)."""
+    """What these controls need of ``lab.targets.docker.target.DockerTarget``."""
 
     def _compose(self, cfg: LabSettings, *args: str) -> subprocess.CompletedProcess[str]: ...
 
