@@ -342,7 +342,7 @@ def status_line(endpoint: Endpoint, target: str) -> str:
         f"GET {endpoint.prefix}{target} HTTP/1.1\r\nHost: {endpoint.hostport}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
-    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as sock:
+    with endpoint.connect(10) as sock:  # direct, or relayed under Docker
         sock.sendall(wire)
         data = b""
         while b"\r\n" not in data:
