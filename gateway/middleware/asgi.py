@@ -22,9 +22,16 @@ from gateway.errors import error_data
 from gateway.framing import DRAIN_IDLE_S, DRAIN_S, BodyLimit, BodyTooLarge
 from gateway.numbers import parse_digits
 from gateway.preflight import Answer, preflight
-from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+from gateway.proxy import (
+    AllowList,
+    client_address,
+    origin_path,
+    request_host,
+    scheme_from,
+    split_mount,
+    target_authority,
+)
 from gateway.servers.registry import default_server
-from gateway.target import origin_path, request_host, target_authority
 
 # The ASGI WebSocket Denial Response extension's name in ``scope["extensions"]``.
 DENIAL_EXTENSION: Final = "websocket.http.response"
@@ -255,7 +262,7 @@ async def _deny_websocket(
 
 
 def apply_absolute_form(scope: Scope) -> None:
-    """RFC 9112 §3.2.2 (gateway.target): an absolute-form target names the Host.
+    """RFC 9112 §3.2.2 (gateway.proxy): an absolute-form target names the Host.
 
     gunicorn's asyncio worker leaves an absolute-form target in ``path`` and
     ``raw_path`` ("http://a.test:81/env"): the scope gets the origin-form path

@@ -3,7 +3,7 @@
 In order, for every request: believe forwarded headers only from a trusted peer,
 move the mount point into SCRIPT_NAME, answer what gateway.preflight answers
 (Host, 413, 501, /healthz), take the Host from an absolute-form target
-(gateway.target), count a chunked body against the limit, call the
+(gateway.proxy), count a chunked body against the limit, call the
 app, and add the trace headers to its response.
 """
 
@@ -22,9 +22,8 @@ from gateway.errors import error_body, status_line
 from gateway.framing import DRAIN_CHUNK, DRAIN_IDLE_S, DRAIN_S, BodyLimit, BodyTooLarge
 from gateway.numbers import parse_digits
 from gateway.preflight import Answer, preflight
-from gateway.proxy import AllowList, client_address, scheme_from, split_mount
+from gateway.proxy import AllowList, client_address, request_host, scheme_from, split_mount
 from gateway.servers.registry import default_server
-from gateway.target import request_host
 
 # An environ key of this gateway (PEP 3333: server extensions are named with a
 # prefix of their own): a callable that makes the server close the connection
@@ -114,7 +113,7 @@ class GatewayWSGI:
             if answer.close:
                 close()
             return [_send_answer(answer, start_response, traced)]
-        # RFC 9112 §3.2.2 (gateway.target): an absolute-form target names the host.
+        # RFC 9112 §3.2.2 (gateway.proxy): an absolute-form target names the host.
         # RAW_URI is gunicorn's: the request-target exactly as the client sent it.
         host = request_host(
             environ.get("RAW_URI", ""), environ.get("HTTP_HOST"), http_version(environ)

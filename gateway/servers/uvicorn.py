@@ -29,8 +29,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from gateway.config import ENV_PREFIX, Settings
+from gateway.proxy import request_host
 from gateway.servers.error_pages import json_error
-from gateway.target import request_host
 
 # gunicorn's limits on a request's header fields (its defaults, which the lab keeps).
 MAX_FIELDS: Final[int] = LimitRequestFields.default
@@ -51,7 +51,7 @@ class JSONErrorsHttpTools(HttpToolsProtocol):
     changes no answer (tests/integration/test_hostile.py).
     uvicorn builds the scope's path from the target's path alone, so the ASGI
     layer never sees an absolute-form target's authority: the rule of
-    gateway.target is applied here, to the headers the scope is made with.
+    gateway.proxy.request_host is applied here, to the headers the scope is made with.
     uvicorn is pinned below its next major version (pyproject.toml).
     """
 

@@ -179,7 +179,7 @@ class TestRequestTargets:
         self, endpoints: list[Endpoint], mode: str
     ) -> None:
         # RFC 9112 §3.2.2: the Host header is ignored for the target's authority,
-        # by nginx and by each gateway reached directly (gateway.target).
+        # by nginx and by each gateway reached directly (gateway.proxy).
         for endpoint in endpoints:
             target = f"http://example.test:9000{endpoint.prefix}/env?a=1"
             response = only(endpoint.request(target, raw_target=True), endpoint.name)

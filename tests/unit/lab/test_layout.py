@@ -102,6 +102,13 @@ def test_no_package_has_more_than_ten_modules() -> None:
         assert len(modules) <= MAX_MODULES, f"{folder}: {len(modules)} modules"
 
 
+def test_the_gateway_and_app_packages_stay_small_too() -> None:
+    for top in (ROOT / "gateway", ROOT / "apps"):
+        for folder in [top, *(p for p in top.rglob("*") if p.is_dir() and p.name != "__pycache__")]:
+            modules = [m for m in folder.glob("*.py") if m.name != "__init__.py"]
+            assert len(modules) <= MAX_MODULES, f"{folder}: {len(modules)} modules"
+
+
 def test_no_module_is_over_500_lines() -> None:
     for path in FILES.values():
         lines = len(path.read_text(encoding="utf-8").splitlines())

@@ -1,6 +1,6 @@
 """The Host of an absolute-form request-target (RFC 9112 §3.2.2), in one place.
 
-The rule itself (gateway.target), then each edge that applies it: the WSGI
+The rule itself (gateway.proxy), then each edge that applies it: the WSGI
 layer (gunicorn's RAW_URI), the ASGI layer (gunicorn's asyncio worker leaves
 the absolute form in the scope's path) and uvicorn's protocol (its parser keeps
 only the path). The running gateways are tried in
@@ -17,7 +17,7 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 
 from gateway.middleware.asgi import GatewayASGI
-from gateway.target import origin_path, request_host, target_authority
+from gateway.proxy import origin_path, request_host, target_authority
 from tests.unit.gateway.test_gateway_layer import LOOPBACK, seen_wsgi, wsgi_call
 
 
