@@ -72,6 +72,24 @@ def servers_in_container(target: Compose, cfg: LabSettings) -> dict[str, str]:
     return found
 
 
+def swap_from(
+    target: Compose, cfg: LabSettings, mode: str, server: str, kind: str, say: Callable[[str], None]
+) -> str | None:
+    """The server ``mode`` is swapped from, after the checks every Docker swap makes;
+    None when ``server`` already serves it (said). ``kind``: the target, for the error."""
+    check_mode(mode)
+    check_choice(mode, server)
+    if not target.is_running(cfg):
+        raise LabError(f"the {kind} lab is not running: `make up` first")
+    current = servers_in_container(target, cfg).get(mode) or default_server(mode)
+    if current == server:
+        say(f"{mode} is already served by {server}")
+        return None
+    if len(target._replicas(cfg, mode)) > 1:
+        raise LabError(f"{mode} runs several replicas: `lab scale {mode} 1` first")
+    return current
+
+
 class DockerServerSwap:
     def __init__(self, target: Compose, run: Run, say: Callable[[str], None]) -> None:
         self.target = target
@@ -94,16 +112,9 @@ class DockerServerSwap:
 
         A new server that does not come up is removed and nginx never sees it.
         """
-        check_mode(mode)
-        check_choice(mode, server)
-        if not self.target.is_running(cfg):
-            raise LabError("the docker lab is not running: `make up` first")
-        current = servers_in_container(self.target, cfg).get(mode) or default_server(mode)
-        if current == server:
-            self.say(f"{mode} is already served by {server}")
+        current = swap_from(self.target, cfg, mode, server, "docker", self.say)
+        if current is None:
             return
-        if len(self.target._replicas(cfg, mode)) > 1:
-            raise LabError(f"{mode} runs several replicas: `lab scale {mode} 1` first")
         service = SERVICES[mode]
         temp = f"{PROJECT}-{mode}-{server}"
         self.run(["docker", "rm", "--force", temp], timeout=60)  # a leftover of an interrupted swap

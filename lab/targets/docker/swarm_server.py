@@ -20,16 +20,14 @@ import subprocess
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from gateway.servers.registry import default_server
 from lab.errors import LabError
 from lab.nginx.render import COMPOSE_GATEWAY_PORT
-from lab.servers import check_choice, record_servers, recorded_servers, wait_for_server
+from lab.servers import record_servers, recorded_servers, wait_for_server
 from lab.settings import LabSettings
 from lab.system.http import wait_until
 from lab.targets.docker.compose import SERVICES
-from lab.targets.docker.server import Compose, servers_in_container
+from lab.targets.docker.server import Compose, swap_from
 from lab.targets.docker.stack import next_stack, parse_service_ls
-from lab.targets.switching import check_mode
 
 SERVER_START_S: Final = 90.0
 DRAIN_DEADLINE_S: Final = 15.0
@@ -65,16 +63,9 @@ class SwarmServerSwap:
         return parse_service_ls(got.stdout if got.returncode == 0 else "", stack)[service][0]
 
     def swap(self, cfg: LabSettings, mode: str, server: str) -> None:
-        check_mode(mode)
-        check_choice(mode, server)
-        if not self.target.is_running(cfg):
-            raise LabError("the swarm lab is not running: `make up` first")
-        current = servers_in_container(self.target, cfg).get(mode) or default_server(mode)
-        if current == server:
-            self.say(f"{mode} is already served by {server}")
+        current = swap_from(self.target, cfg, mode, server, "swarm", self.say)
+        if current is None:
             return
-        if len(self.target._replicas(cfg, mode)) > 1:
-            raise LabError(f"{mode} runs several replicas: `lab scale {mode} 1` first")
         service, temp = SERVICES[mode], f"{cfg.stack}-next"
         stack = self.target.render(cfg, None)
         path = cfg.state_dir / "swarm" / "next.json"
