@@ -37,6 +37,7 @@ class Swarm(Protocol):
 
 class SwarmServices:
     START_DEADLINE_S: Final = 90.0
+    ROUTE_TRY_S: Final = 3.0
 
     def __init__(self, cfg: LabSettings, target: Swarm) -> None:
         self.cfg = cfg
@@ -75,11 +76,26 @@ class SwarmServices:
         if not wait_until(health, self.START_DEADLINE_S, interval_s=0.5):
             raise LabError(f"{service} did not become healthy after scaling it back up")
         if service != NGINX:
-            # The tasks have new addresses; nginx resolved the old ones.
+            self._route_again(service)
+
+    def _route_again(self, service: str) -> None:
+        """Reload nginx until it reaches ``service``'s new task through its route.
+
+        The task has a new address and nginx resolved the old one at its last
+        reload. One reload is not enough: after ``docker kill`` swarm may still
+        list the dead task as running for a moment, so the service looks healthy
+        while its name resolves to nothing (the reload fails and nginx keeps the
+        dead address) or to the dead task alone. So reload, give the route a few
+        seconds, and reload again until it answers.
+        """
+        routed = f"{self.cfg.url}/{service.removeprefix('gateway-')}/healthz"
+
+        def reached() -> bool:
             self.target._nginx_ctl(self.cfg, "reload")
-            routed = f"{self.cfg.url}/{service.removeprefix('gateway-')}/healthz"
-            if not wait_until(lambda: is_healthy(routed), self.START_DEADLINE_S, interval_s=0.2):
-                raise LabError(f"{service} did not answer through nginx after its restart")
+            return wait_until(lambda: is_healthy(routed), self.ROUTE_TRY_S, interval_s=0.2)
+
+        if not wait_until(reached, self.START_DEADLINE_S, interval_s=0.5):
+            raise LabError(f"{service} did not answer through nginx after its restart")
 
     def kill(self, service: str) -> None:
         self._docker("kill", "--signal", "KILL", *self.target.containers(self.cfg, service))
@@ -92,7 +108,7 @@ class SwarmServices:
         if not wait_until(health, self.START_DEADLINE_S, interval_s=0.5):
             raise LabError(f"{service} did not answer its health check after a restart")
         if service != NGINX:
-            self.target._nginx_ctl(self.cfg, "reload")  # its new address
+            self._route_again(service)
 
     def freeze(self, service: str) -> None:
         self._docker("pause", *self.target.containers(self.cfg, service))
