@@ -27,12 +27,11 @@ import yaml
 
 from lab.errors import LabError
 from lab.nginx.render import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
-from lab.servers import worker_counts
 from lab.settings import LabSettings
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import port_free
 from lab.targets import StatusDict
-from lab.targets.docker.compose import COMPOSE_FILE, NGINX, SERVICES, compose_env, workers_from_top
+from lab.targets.docker.compose import COMPOSE_FILE, NGINX, SERVICES, compose_env
 from lab.targets.docker.stack import (
     interpolate,
     parse_service_ls,
@@ -275,17 +274,9 @@ class SwarmTarget(DockerTarget):
                     "--format", fmt, cfg.stack])  # fmt: skip
         return parse_tasks(got.stdout if got.returncode == 0 else "", cfg.stack)
 
-    def workers(self, cfg: LabSettings, servers: Mapping[str, str]) -> dict[str, int]:
-        """Worker processes per mode, from ``docker top`` of every replica on this node."""
-        counts = {}
-        configured = worker_counts(servers, cfg.limits)
-        for mode, service in SERVICES.items():
-            if servers.get(mode) in ("fcgiwrap", "uvicorn"):
-                counts[mode] = configured[mode]
-                continue
-            tops = [_run(["docker", "top", c]).stdout for c in self.containers(cfg, service)]
-            counts[mode] = workers_from_top("\n".join(tops))
-        return counts
+    def _top(self, cfg: LabSettings, service: str) -> str:
+        """``docker top`` of every replica of ``service`` on this node."""
+        return "\n".join(_run(["docker", "top", c]).stdout for c in self.containers(cfg, service))
 
     def logs(self, cfg: LabSettings, follow: bool) -> None:
         args = ["docker", "service", "logs", "--no-trunc", *(["--follow"] if follow else [])]

@@ -391,9 +391,13 @@ class DockerTarget:
             if servers.get(mode) in ("fcgiwrap", "uvicorn"):
                 counts[mode] = configured[mode]
                 continue
-            top = self._compose(cfg, "top", service)
-            counts[mode] = workers_from_top(top.stdout) if top.returncode == 0 else 0
+            counts[mode] = workers_from_top(self._top(cfg, service))
         return counts
+
+    def _top(self, cfg: LabSettings, service: str) -> str:
+        """``docker compose top`` of every replica of ``service`` ("" when it fails)."""
+        top = self._compose(cfg, "top", service)
+        return top.stdout if top.returncode == 0 else ""
 
     def services(self, cfg: LabSettings) -> DockerServices:
         return DockerServices(cfg, self)
