@@ -118,8 +118,17 @@ class LabSettings:
 
     @property
     def ca_file(self) -> Path:
-        """The CA certificate to trust (curl --cacert, a browser); a host path on every target."""
+        """The native lab's CA certificate to trust (curl --cacert, a browser), beside its key."""
         return self.tls_dir / "ca.pem"
+
+    def ca_file_of(self, target: str) -> Path:
+        """The CA certificate to trust on ``target``, a host path on every target.
+
+        The Docker targets' nginx makes its own CA in a volume and the lab copies
+        the certificate out, each to a file of its own: over the native
+        ``ca.pem`` it would no longer match the native ``ca.key`` beside it.
+        """
+        return self.ca_file if target == "native" else self.tls_dir / f"{target}-ca.pem"
 
     @property
     def tools_url(self) -> str:

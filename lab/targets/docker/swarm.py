@@ -226,7 +226,7 @@ class SwarmTarget(DockerTarget):
         _say(
             f"up at {cfg.url}; published on every interface of this node: {cfg.port}/{cfg.tls_port}"
         )
-        _say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file})")
+        _say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file_of(self.name)})")
 
     def _report_failure(self, cfg: LabSettings) -> str:
         tasks = _run(["docker", "stack", "ps", "--no-trunc", cfg.stack])
@@ -237,9 +237,9 @@ class SwarmTarget(DockerTarget):
         return f"{tasks.stdout}{tasks.stderr}\n--- last log lines ---\n{''.join(logs)}"
 
     def _copy_ca(self, cfg: LabSettings) -> None:
-        cfg.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        cfg.ca_file_of(self.name).parent.mkdir(parents=True, exist_ok=True)
         source = tls_files(COMPOSE_TLS_DIR)["ca.pem"]
-        _docker("cp", f"{self.container(cfg, NGINX)}:{source}", str(cfg.ca_file))
+        _docker("cp", f"{self.container(cfg, NGINX)}:{source}", str(cfg.ca_file_of(self.name)))
 
     def down(self, cfg: LabSettings) -> None:
         if self.is_running(cfg):

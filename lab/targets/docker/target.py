@@ -276,14 +276,14 @@ class DockerTarget:
             raise LabError(f"nginx is healthy inside but {cfg.url} does not answer.\n{report}")
         self._copy_ca(cfg)
         _say(f"up at {cfg.url}")
-        _say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file})")
+        _say(f"over TLS and HTTP/2: {cfg.tls_url} (trust {cfg.ca_file_of(self.name)})")
 
     def _copy_ca(self, cfg: LabSettings) -> None:
-        """The CA certificate the nginx container made, copied to ``cfg.ca_file`` on the host,
+        """The CA certificate the nginx container made, copied to this host (``ca_file_of``),
         so ``lab status`` names a file curl and a browser can read (CONTRACT.md: ca_file)."""
-        cfg.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        cfg.ca_file_of(self.name).parent.mkdir(parents=True, exist_ok=True)
         source = tls_files(COMPOSE_TLS_DIR)["ca.pem"]
-        copied = self._compose(cfg, "cp", f"{NGINX}:{source}", str(cfg.ca_file))
+        copied = self._compose(cfg, "cp", f"{NGINX}:{source}", str(cfg.ca_file_of(self.name)))
         if copied.returncode != 0:
             raise LabError(
                 "could not copy the lab's CA certificate out of the nginx container:\n"
@@ -363,7 +363,7 @@ class DockerTarget:
             "target": self.name,
             "url": cfg.url,
             "tls_url": cfg.tls_url,
-            "ca_file": str(cfg.ca_file),
+            "ca_file": str(cfg.ca_file_of(self.name)),
             "running": running,
             "active_mode": self.active_mode(cfg) if exists else None,
             # The gateways publish no port: only nginx reaches them.

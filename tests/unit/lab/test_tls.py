@@ -196,7 +196,9 @@ def test_one_server_block_serves_both_listeners(tmp_path: Path) -> None:
 def test_lab_settings_name_the_tls_url_and_ca_file(tmp_path: Path) -> None:
     cfg = LabSettings.from_env({"LAB_TLS_PORT": "18443", "LAB_STATE_DIR": str(tmp_path)})
     assert cfg.tls_url == "https://127.0.0.1:18443"
-    assert cfg.ca_file == tmp_path / "tls" / "ca.pem"
+    assert cfg.ca_file == cfg.ca_file_of("native") == tmp_path / "tls" / "ca.pem"
+    # A Docker target's CA is copied beside it, never over the native one (its key is there).
+    assert len({cfg.ca_file_of("docker"), cfg.ca_file_of("swarm"), cfg.ca_file}) == 3
     assert LabSettings.from_env({}).tls_port == 8443
 
 
