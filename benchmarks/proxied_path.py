@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -43,10 +44,15 @@ from pathlib import Path
 from gateway.cgi.runner import PYTHON_FLAGS
 from gateway.config import APPS_DIR
 from gateway.trace import QUEUE
+from lab.settings import LabSettings
+from lab.system.procfs import group_cpu_seconds
+from lab.targets.state import load_state
 from lab.workshop.wrk import WrkResult, run_wrk
 
 CGI_SCRIPT = APPS_DIR / "cgi_app.py"
 GATEWAY_OFFSET = {"cgi": 1, "wsgi": 2, "asgi": 3}  # LAB_PORT + n: the native gateways
+Result = tuple[float, int, int]  # (the figure, refused or failed, requests) of one run
+Measure = Callable[[str], Result]
 ANCHOR_PORT_OFFSET = 70  # nginx + fcgiwrap listen on LAB_PORT + 70, away from the lab's ports
 
 
@@ -265,6 +271,63 @@ class Pair:
         return Side(tuple(self.values[url]), self.refused[url], self.requests[url])
 
 
+class CpuMeter:
+    """CPU per request of nginx, of a gateway and of wrk itself, around each wrk run.
+
+    nginx and each gateway run in their own process groups natively (the lab's
+    run state names them); wrk is this script's child. On 2 cores the three
+    share the CPUs, so at saturation the throughput is about cores / (CPU per
+    request of all three): the through-nginx / direct ratio this predicts is
+    printed beside the measured one, to say how much of the gap is CPU.
+    """
+
+    def __init__(self, cfg: LabSettings) -> None:
+        state = load_state(cfg)
+        if state is None:
+            sys.exit(f"no native run state in {cfg.state_dir}: the CPU meter needs a native lab")
+        self.groups = state.groups
+        self.samples: dict[tuple[str, str], list[float]] = {}
+
+    def measure(
+        self, url: str, mode: str, run: Callable[[], tuple[float, int, int]]
+    ) -> tuple[float, int, int]:
+        who = {"nginx": self.groups["nginx"], "gateway": self.groups[f"gateway-{mode}"]}
+        before = {name: group_cpu_seconds(pgid) for name, pgid in who.items()}
+        wrk_before = _children_cpu_seconds()
+        value, refused, requests = run()
+        used = {name: group_cpu_seconds(pgid) - before[name] for name, pgid in who.items()}
+        used["wrk"] = _children_cpu_seconds() - wrk_before
+        for name, seconds in used.items():
+            self.samples.setdefault((url, name), []).append(1e6 * seconds / max(requests, 1))
+        return value, refused, requests
+
+    def per_request(self, url: str, name: str) -> float:
+        """Median microseconds of CPU per request."""
+        return statistics.median(self.samples.get((url, name), [0.0]))
+
+
+def _children_cpu_seconds() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def cpu_rows(meter: CpuMeter, mode: str, proxied: str, direct: str, measured: float) -> list[str]:
+    """Two rows of the CPU table and the ratio the CPU-bound model predicts."""
+    rows, totals = [], {}
+    for side, url in (("nginx", proxied), ("direct", direct)):
+        parts = {name: meter.per_request(url, name) for name in ("nginx", "gateway", "wrk")}
+        if side == "direct":
+            parts["nginx"] = 0.0  # nginx idles while wrk talks to the gateway
+        totals[side] = sum(parts.values())
+        rows.append(
+            f"| {mode.upper()} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
+            f"| {parts['wrk']:.0f} | {totals[side]:.0f} |"
+        )
+    model = totals["direct"] / totals["nginx"] if totals["nginx"] else 0.0
+    rows.append(f"| {mode.upper()} model / measured | | | | {model:.2f} / {measured:.2f} |")
+    return rows
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
@@ -343,11 +406,19 @@ def main() -> None:
     print("| figure | A | B | A / B |")
     print("|---|---|---|---|")
     names = ("A", "B")
+    meter = CpuMeter(LabSettings.from_env())
+    cpu_table: list[str] = []
     for mode in ("wsgi", "asgi", "cgi"):
         direct = f"http://127.0.0.1:{port + GATEWAY_OFFSET[mode]}/"
-        duration = args.cgi_seconds if mode == "cgi" else seconds
-        a, b = Pair(rps(50, duration)).run(rounds, f"{lab}/{mode}/", direct)
+        proxied = f"{lab}/{mode}/"
+        measure = rps(50, args.cgi_seconds if mode == "cgi" else seconds)
+
+        def metered(url: str, mode: str = mode, measure: Measure = measure) -> Result:
+            return meter.measure(url, mode, lambda: measure(url))
+
+        a, b = Pair(metered).run(rounds, proxied, direct)
         print(row(f"{mode.upper()} hello c50, nginx / direct", a, b, "req/s", names), flush=True)
+        cpu_table += cpu_rows(meter, mode, proxied, direct, ratio(a.median, b.median))
 
     with fcgiwrap_anchor(port + ANCHOR_PORT_OFFSET) as anchor:
         a, b = Pair(p50).run(rounds, f"{lab}/cgi/", f"{anchor}/cgi/")
@@ -357,6 +428,15 @@ def main() -> None:
 
     a, b = Pair(rps(100)).run(rounds, f"{lab}/asgi/coffee?ms=100", f"{lab}/wsgi/coffee?ms=100")
     print(row("coffee?ms=100 c100, ASGI / WSGI", a, b, "req/s", names), flush=True)
+
+    print("\nCPU per request of the hello rounds (us, medians; CGI: the runner and its scripts):\n")
+    print("| path | nginx | gateway | wrk | total |")
+    print("|---|---|---|---|---|")
+    print("\n".join(cpu_table))
+    print(
+        "\nmodel: both sides CPU-bound on the same cores, so nginx / direct = direct's total"
+        " / through nginx's total"
+    )
 
     env = cgi_environment("/")
     floor = exec_ms(["/bin/true"], env, 50)

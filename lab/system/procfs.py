@@ -60,6 +60,21 @@ def parent_of(rows: Iterable[Proc], pid: int) -> int | None:
     return next((p.ppid for p in rows if p.pid == pid), None)
 
 
+def group_cpu_seconds(pgid: int, root: Path | None = None) -> float:
+    """CPU time (user + system) process group ``pgid`` has used: its members' own and
+    that of the children they waited for (a CGI runner's scripts), from /proc/PID/stat
+    (proc(5): fields 14-17, utime stime cutime cstime, in clock ticks)."""
+    ticks = 0
+    for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 14 and fields[2] == str(pgid):
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def source() -> str:
     """This module's text, to run with ``python3 -c`` where the lab package is not installed."""
     return Path(__file__).read_text(encoding="utf-8")

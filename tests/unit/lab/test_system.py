@@ -64,6 +64,32 @@ def test_cpu_limit_takes_the_cgroup_quota(tmp_path: Path, cpu_max: str, cap: flo
     assert cpu_limit(0, tmp_path) == (affinity if cap is None else min(affinity, cap))
 
 
+def test_group_cpu_seconds_counts_the_children_a_member_waited_for() -> None:
+    """A group whose leader ran a CPU-burning child and waited for it: once the child
+    is gone its CPU still counts (cutime); an idle group's does not grow."""
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    then = "import time; time.sleep(60)"
+    program = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}]); {then}"
+    busy, idle = (
+        subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+        for code in (program, then)
+    )
+    try:
+        members = lambda: [p for p in read_proc() if p.pgrp == busy.pid]  # noqa: E731
+        deadline = time.monotonic() + 30
+        while (len(members()) > 1 or procfs.group_cpu_seconds(busy.pid) < 0.3) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        assert [p.pid for p in members()] == [busy.pid]  # the child has exited
+        assert procfs.group_cpu_seconds(busy.pid) >= 0.3
+        assert procfs.group_cpu_seconds(idle.pid) < 0.3
+    finally:
+        for proc in (busy, idle):
+            proc.kill()
+            proc.wait()
+
+
 def test_a_listening_port_is_not_free() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
