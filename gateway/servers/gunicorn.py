@@ -31,6 +31,7 @@ from gateway.config import MODE_SPECS, Mode, Settings
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.proxy import AllowList, ip_entries
+from gateway.servers.asgi_addresses import install_unix_server_address
 from gateway.servers.error_pages import install_json_error_pages
 from gateway.servers.uwsgi_limits import install_uwsgi_header_limits
 from gateway.servers.websocket_denial import install_websocket_denial_response
@@ -188,6 +189,7 @@ class GatewayServer(BaseApplication):  # type: ignore[misc]
         install_json_error_pages()
         install_websocket_denial_response()  # the app's JSON answer to a refused handshake
         install_uwsgi_header_limits()  # the 431s gunicorn's HTTP parser gives, for uwsgi too
+        install_unix_server_address()  # ASGI's (path, None), not the path's first two letters
         super().__init__()
 
     def load_config(self) -> None:

@@ -92,6 +92,26 @@ class TestEnv:
             assert (v["SCRIPT_NAME"], v["PATH_INFO"]) == (f"/{mode}", "/env")
             assert v["QUERY_STRING"] == "x=1"
 
+    def test_the_server_address_is_one_the_protocol_allows(self, lab: Lab, mode: str) -> None:
+        """Natively nginx reaches each gateway on a unix socket, under Docker on TCP:
+        either way the app sees an address its protocol allows."""
+        v = lab.get(f"/{mode}/env").json()["variables"]
+        if mode == "asgi":
+            # ASGI scope ``server``: [host, port], [path, None] for a unix socket, or None.
+            server = v["server"]
+            assert server is None or (
+                isinstance(server, list)
+                and len(server) == 2
+                and (
+                    (isinstance(server[1], int) and server[0])
+                    or (server[1] is None and str(server[0]).startswith("/"))
+                )
+            ), server
+        else:
+            # RFC 3875 §4.1.14-15 and PEP 3333: SERVER_NAME and SERVER_PORT are
+            # the host and port the client addressed (here nginx's).
+            assert v["SERVER_NAME"] and str(v["SERVER_PORT"]).isdigit(), v
+
     def test_active_route_has_no_mount_point(self, lab: Lab, mode: str) -> None:
         v = lab.get("/env", headers={"X-Lab-Mode": mode}).json()["variables"]
         if mode == "asgi":
