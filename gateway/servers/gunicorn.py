@@ -21,6 +21,8 @@ mode's ``gthread`` and ``uwsgi`` servers are gunicorn too, with the changes in
 from __future__ import annotations
 
 import importlib
+import queue
+import signal
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -140,11 +142,54 @@ def binds(settings: Settings) -> list[str]:
     return [f"{settings.host}:{settings.port}"] + ([f"unix:{settings.uds}"] if settings.uds else [])
 
 
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+def hold_stop_signals(server: Any, worker: Any) -> None:
+    """gunicorn's ``post_fork`` hook: a worker told to stop while it boots does stop.
+
+    From fork until it runs, a worker has no handler that can act on a stop:
+    first the arbiter's, inherited across fork, which queue the signal for an
+    arbiter that is not in this process; then, in the asyncio worker, uvloop's,
+    which drops a signal that arrives before its loop runs (the app is imported
+    in between). A SIGTERM from ``lab down`` or a server swap that lands then
+    is lost: the worker boots and serves, and the arbiter waits out
+    ``graceful_timeout`` before it kills it. So the stop signals are blocked
+    here, which keeps them pending (signal(7): "a blocked signal ... remains
+    pending until it is unblocked"), and ``release_stop_signals`` unblocks
+    them once the worker can act. One that reached this process's copy of
+    the arbiter's queue before this hook (gunicorn 27: a SimpleQueue nobody
+    reads here) stops the worker too.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    while True:
+        try:
+            if server.SIG_QUEUE.get_nowait() in STOP_SIGNALS:
+                worker.alive = False
+        except queue.Empty:
+            break
+
+
+def release_stop_signals(worker: Any) -> None:
+    """gunicorn's ``post_worker_init`` hook: unblock what ``hold_stop_signals`` held.
+
+    The sync and gthread workers' handlers act at once; the asyncio worker's
+    act only while its loop runs, so there the signals are unblocked by the
+    loop's first callback (a pending one is then delivered and handled).
+    """
+    loop = getattr(worker, "loop", None)
+    if loop is None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    else:
+        loop.call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         # The TCP port, and natively a unix socket for nginx (Settings.uds).
-        "bind": [f"{settings.host}:{settings.port}"]
-        + ([f"unix:{settings.uds}"] if settings.uds else []),
+        "bind": binds(settings),
+        "post_fork": hold_stop_signals,
+        "post_worker_init": release_stop_signals,
         # A worker silent for longer than this is killed and replaced. A sync
         # worker with two listeners (the TCP port and nginx's unix socket) last
         # reports in before it waits for a connection, up to half this long

@@ -8,25 +8,34 @@ stopped with SIGTERM to its process group, which must leave nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import queue
 import signal
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from apps.breakfast.kitchen import WS_MAX_MESSAGE_BYTES
 from gateway.config import APPS_DIR, Settings, SettingsError, default_workers
 from gateway.servers import fcgiwrap, probe
-from gateway.servers.gunicorn import gunicorn_options
+from gateway.servers.gunicorn import (
+    STOP_SIGNALS,
+    gunicorn_options,
+    hold_stop_signals,
+    release_stop_signals,
+)
 from gateway.servers.registry import (
     SERVERS,
     ServerError,
@@ -221,7 +230,12 @@ def running(mode: str, server: str, **extra_env: str) -> Iterator[int]:
         yield port
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            log.seek(0)
+            told = log.read().decode(errors="replace")[-4000:]
+            pytest.fail(f"{mode}/{server} still running 20 s after SIGTERM:\n{told}")
         deadline = time.monotonic() + 10
         while group_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -340,6 +354,78 @@ def test_a_server_with_one_socket_refuses_a_unix_socket(tmp_path: Path) -> None:
         Settings(mode="cgi", server="fcgiwrap", uds=str(tmp_path / "s.sock"))
     with pytest.raises(SettingsError, match="longer than a unix socket path"):
         Settings(mode="wsgi", uds="/" + "x" * 200)
+
+
+class _Arbiter:
+    """gunicorn 27's arbiter as the hook sees it: the queue its handlers fill."""
+
+    def __init__(self, *queued: int) -> None:
+        self.SIG_QUEUE: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for signum in queued:
+            self.SIG_QUEUE.put_nowait(signum)
+
+
+class _Worker:
+    alive = True
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+@pytest.fixture
+def restored_signals() -> Iterator[None]:
+    saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    for signum in STOP_SIGNALS:  # stands in for the arbiter's: takes a stop, acts on none
+        signal.signal(signum, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@pytest.mark.usefixtures("restored_signals")
+@pytest.mark.parametrize("with_loop", [False, True], ids=["sync", "asyncio"])
+def test_a_stop_signal_sent_while_a_worker_boots_is_held_until_it_can_act(
+    with_loop: bool,
+) -> None:
+    """gunicorn's post_fork and post_worker_init hooks: a SIGTERM that arrives
+    before the worker's own handler can act stays pending, and reaches it after."""
+    options = gunicorn_options(Settings(mode="asgi"))
+    assert options["post_fork"] is hold_stop_signals
+    assert options["post_worker_init"] is release_stop_signals
+    worker, got = _Worker(), []
+    hold_stop_signals(_Arbiter(), worker)
+    # Lands while the worker boots: held. (To this thread: a booting worker has
+    # no other, but this test process may, and one of those would take it.)
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    assert signal.SIGTERM in signal.sigpending()
+    if with_loop:
+        # As the asyncio worker: uvloop's handler, which drops a signal that
+        # arrives before the loop runs (the reason for holding it).
+        loop = worker.loop = uvloop.new_event_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, lambda: got.append("term"))
+            release_stop_signals(worker)
+            loop.run_until_complete(asyncio.sleep(0.2))
+            loop.remove_signal_handler(signal.SIGTERM)
+        finally:
+            loop.close()
+    else:
+        signal.signal(signal.SIGTERM, lambda signum, frame: got.append("term"))
+        release_stop_signals(worker)
+    assert got == ["term"]
+    assert signal.SIGTERM not in signal.sigpending()
+
+
+@pytest.mark.usefixtures("restored_signals")
+def test_a_stop_signal_the_arbiters_handler_took_after_the_fork_stops_the_worker() -> None:
+    worker = _Worker()
+    hold_stop_signals(_Arbiter(signal.SIGCHLD, signal.SIGTERM), worker)
+    assert not worker.alive
+    worker = _Worker()
+    hold_stop_signals(_Arbiter(signal.SIGCHLD, signal.SIGHUP), worker)
+    assert worker.alive
 
 
 def test_gunicorn_binds_the_socket_beside_the_port_and_keeps_unix_from_its_ip_list() -> None:
