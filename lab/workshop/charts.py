@@ -35,8 +35,9 @@ TRACK_GROWTH: Final = 0.3  # extra lane height per extra track (request in fligh
 STEP_TRACK_GROWTH: Final = 0.6  # the same for bars with step stripes: room to tell them apart
 STARTUP_TINT: Final = 0.6  # a CGI script's start-up: its mode's colour, this share toward white
 SMALL_LABELS_FROM: Final = 48  # lanes in a panel from which pid labels get a smaller font
-# Steps inside a request (/breakfast), drawn as thin stripes across its bar: one
-# row each, so steps that ran at once show as stripes side by side in time.
+# Steps inside a request (/breakfast), drawn as thin stripes across its bar, one
+# row each: steps that ran at once lie one above the other, steps that ran one
+# after the other follow each other along the time axis.
 # Brown and yellow differ in lightness as well as hue (readable without colour
 # vision); each stripe has a dark edge so the yellow one shows on every mode's colour.
 STEP_COLOURS: Final = {"coffee": "#6b3e1f", "omelette": "#f0e442"}
