@@ -187,21 +187,26 @@ async def breakfast(scope: Scope, receive: Receive, send: Send) -> None:
     query = kitchen.parse_query("/breakfast", query_string(scope))
     started = time.perf_counter()
     # Put the kettle on and cook meanwhile: both run at once on the one event loop.
-    _, whisks = await asyncio.gather(
-        asyncio.sleep(query["coffee_ms"] / 1000),
+    coffee, (whisks, omelette) = await asyncio.gather(
+        brew_coffee(query["coffee_ms"]),
         cook_omelette_in_turns(query["omelette_ms"]),
     )
-    data = {
-        **query,
-        "whisks": whisks,
-        "overlapped": True,
-        "elapsed_ms": kitchen.elapsed_ms(started),
-    }
+    data = kitchen.breakfast_body(
+        query, whisks, overlapped=True, coffee=coffee, omelette=omelette, started=started
+    )
     await respond(scope, send, kitchen.json_reply(data))
 
 
-async def cook_omelette_in_turns(ms: int) -> int:
-    """The omelette in 1 ms slices with an ``await`` between them.
+async def brew_coffee(ms: int) -> tuple[float, float]:
+    """Wait ``ms`` for the coffee; when the wait began and ended (trace clock)."""
+    start = kitchen.trace_clock()
+    await asyncio.sleep(ms / 1000)
+    return start, kitchen.trace_clock()
+
+
+async def cook_omelette_in_turns(ms: int) -> tuple[int, tuple[float, float]]:
+    """The omelette in 1 ms slices with an ``await`` between them: the whisk
+    rounds, and when the first turn began and the last one ended (trace clock).
 
     Each ``await asyncio.sleep(0)`` hands the loop back for a moment, so the coffee
     timer (and any other request) gets its turn: the wait and the work overlap in
@@ -210,10 +215,12 @@ async def cook_omelette_in_turns(ms: int) -> int:
     slices keep the picture to one loop and show what an ``await`` is for.
     """
     whisks = 0
+    first = last = kitchen.trace_clock()  # the first turn begins now
     for _ in range(ms):
         whisks += kitchen.whisk(0.001)  # one millisecond of CPU work per turn
+        last = kitchen.trace_clock()  # this turn is over; the loop may run others
         await asyncio.sleep(0)
-    return whisks
+    return whisks, (first, last)
 
 
 async def stream(scope: Scope, receive: Receive, send: Send) -> None:

@@ -273,6 +273,43 @@ def elapsed_ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
 
 
+# --- when each step of a breakfast ran -------------------------------------------------------
+
+# The clock of the trace headers: X-Gateway-Start/-End are time.time() readings,
+# Unix seconds (gateway/trace.py), stamped by the gateway or, in CGI, by the
+# server and the script. Steps read the same clock, so a timeline can place the
+# coffee and the omelette inside the request's bar. (time.time() is the wall
+# clock, not monotonic: right for comparing with the headers, which are too.)
+trace_clock = time.time
+
+
+def step(start: float, end: float) -> dict[str, float]:
+    """One step of a request, ``{"start", "end"}`` in Unix seconds with microseconds
+    (the precision of the trace headers)."""
+    return {"start": round(start, 6), "end": round(end, 6)}
+
+
+def breakfast_body(
+    numbers: Mapping[str, int],
+    whisks: int,
+    *,
+    overlapped: bool,
+    coffee: tuple[float, float],
+    omelette: tuple[float, float],
+    started: float,
+) -> dict[str, object]:
+    """The JSON of ``/breakfast`` in every mode: the query numbers, the whisk rounds,
+    ``elapsed_ms`` since the ``time.perf_counter()`` reading ``started``, and
+    ``steps``: when the coffee and the omelette each began and ended (trace clock)."""
+    return {
+        **numbers,
+        "whisks": whisks,
+        "overlapped": overlapped,
+        "elapsed_ms": elapsed_ms(started),
+        "steps": {"coffee": step(*coffee), "omelette": step(*omelette)},
+    }
+
+
 # --- WebSocket -------------------------------------------------------------------------------
 
 # Largest /ws message: 64 KiB (the server closes with 1009 past it, before reading it).

@@ -7,6 +7,8 @@ compute the same quantity the same way, and the unit tests need no network.
 
 from __future__ import annotations
 
+import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,47 @@ class Trace:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step inside a request, as the app reported it: ``/breakfast``'s coffee
+    and omelette. Unix seconds in a Sample (the trace headers' clock), ms from
+    the chart's origin in a Bar."""
+
+    name: str
+    start: float
+    end: float
+
+
+def _seconds(value: object) -> float | None:
+    """A finite JSON number as a float; None for anything else (true and false included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None  # json reads NaN and Infinity
+
+
+def parse_steps(content_type: str, body: bytes | str) -> tuple[Step, ...]:
+    """The ``steps`` of a JSON answer (``{"steps": {name: {"start", "end"}}}``, what
+    ``/breakfast`` sends), in the body's order; () for any other answer. A step
+    whose times are missing, not numbers or out of order is left out."""
+    if not content_type.lower().startswith("application/json"):
+        return ()
+    try:
+        data = json.loads(body)
+    except ValueError:  # includes UnicodeDecodeError
+        return ()
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if not isinstance(steps, dict):
+        return ()
+    found = []
+    for name, times in steps.items():
+        if not isinstance(times, dict):
+            continue
+        start, end = _seconds(times.get("start")), _seconds(times.get("end"))
+        if start is not None and end is not None and start <= end:
+            found.append(Step(str(name), start, end))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class Sample:
     """One request as the client saw it: when it was sent, how long it took, its trace."""
 
@@ -59,6 +102,7 @@ class Sample:
     status: int  # 0: no HTTP answer (connection error, timeout)
     trace: Trace = Trace()
     error: str | None = None
+    steps: tuple[Step, ...] = ()  # what the app said it did inside the request (parse_steps)
 
     @property
     def ok(self) -> bool:
@@ -193,6 +237,8 @@ class Bar:
     # CGI: where the start-up ends and the app's work begins and ends (ms, same origin)
     app_start_ms: float | None = None
     app_end_ms: float | None = None
+    # Steps inside the request (``/breakfast``: coffee, omelette), ms from the same origin
+    steps: tuple[Step, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -237,6 +283,19 @@ def app_span_ms(trace: Trace, t0: float) -> tuple[float | None, float | None]:
     return (trace.app_start - t0) * 1000, (trace.app_end - t0) * 1000
 
 
+def steps_ms(steps: Iterable[Step], t0: float) -> tuple[Step, ...]:
+    """Steps with their times in ms from ``t0`` (Unix seconds), as a Bar holds them."""
+    return tuple(Step(x.name, (x.start - t0) * 1000, (x.end - t0) * 1000) for x in steps)
+
+
+def steps_overlap(steps: Sequence[Step]) -> bool | None:
+    """Did any two steps of one request run at the same time? None: fewer than two.
+    One ending exactly when the next starts is one after the other."""
+    if len(steps) < 2:
+        return None
+    return max_overlap((x.start, x.end) for x in steps) > 1
+
+
 def drawable(samples: Sequence[Sample]) -> list[Sample]:
     return [
         s
@@ -264,9 +323,12 @@ def build_lanes(samples: Sequence[Sample]) -> list[Lane]:
         spans_ms = [(a * 1000, b * 1000) for a, b in spans]
         tracks, used = assign_tracks(spans_ms)
         bars = tuple(
-            Bar(a, b, t, s.ok, min((s.sent - t0) * 1000, a), *app_span_ms(s.trace, t0))
+            Bar(
+                a, b, t, s.ok, min((s.sent - t0) * 1000, a), *app_span_ms(s.trace, t0),
+                steps=steps_ms(s.steps, t0),
+            )
             for (a, b), t, s in zip(spans_ms, tracks, group, strict=True)
-        )
+        )  # fmt: skip
         lanes.append(Lane(pid, group[0].trace.worker, bars, used))
     lanes.sort(key=lambda lane: min(b.start_ms for b in lane.bars))
     return lanes

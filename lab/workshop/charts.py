@@ -32,8 +32,23 @@ PERCENTILE_SHADES: Final = {"p50_ms": 1.0, "p95_ms": 0.65, "p99_ms": 0.35}
 DPI: Final = 120
 LOG_SPREAD: Final = 30  # a panel whose rates differ more than this uses a log scale
 TRACK_GROWTH: Final = 0.3  # extra lane height per extra track (request in flight at once)
+STEP_TRACK_GROWTH: Final = 0.6  # the same for bars with step stripes: room to tell them apart
 STARTUP_TINT: Final = 0.6  # a CGI script's start-up: its mode's colour, this share toward white
 SMALL_LABELS_FROM: Final = 48  # lanes in a panel from which pid labels get a smaller font
+# Steps inside a request (/breakfast), drawn as thin stripes across its bar, one
+# row each: steps that ran at once lie one above the other, steps that ran one
+# after the other follow each other along the time axis.
+# Brown and yellow differ in lightness as well as hue (readable without colour
+# vision); each stripe has a dark edge so the yellow one shows on every mode's colour.
+STEP_COLOURS: Final = {"coffee": "#6b3e1f", "omelette": "#f0e442"}
+STEP_LABELS: Final = {
+    "coffee": "coffee: the wait (sleep)",
+    "omelette": "omelette: CPU work",
+}
+# Where each stripe's row starts and how tall it is, as shares of the bar's height:
+# both clear of the dashed wait line, drawn at 0.83 of a bar's height.
+STEP_ROWS: Final = (0.1, 0.44)
+STEP_HEIGHT: Final = 0.3
 
 plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11})
 
@@ -207,7 +222,7 @@ def timeline_chart(panels: Sequence[tuple[str, str, Sequence[Lane]]], path: Path
     Requests that overlap inside one process are drawn on separate tracks of
     its lane, so overlap is visible as stacked bars, not hidden behind each other.
     """
-    heights = [max(sum(lane_height(lane.tracks) for lane in lanes), 1.0) for _, _, lanes in panels]
+    heights = [max(sum(lane_height(lane) for lane in lanes), 1.0) for _, _, lanes in panels]
     fig_h = min(1.5 + 0.28 * sum(heights) + 1.3 * len(panels), 60.0)
     fig, axes = plt.subplots(
         len(panels),
@@ -229,9 +244,11 @@ def timeline_chart(panels: Sequence[tuple[str, str, Sequence[Lane]]], path: Path
     return _save(fig, path)
 
 
-def lane_height(tracks: int) -> float:
-    """A lane grows with its tracks, so stacked (overlapping) bars stay visible."""
-    return 1.0 + TRACK_GROWTH * (tracks - 1)
+def lane_height(lane: Lane) -> float:
+    """A lane grows with its tracks, so stacked (overlapping) bars stay visible; more
+    when its bars carry step stripes, so the stripes of stacked bars stay readable."""
+    growth = STEP_TRACK_GROWTH if any(bar.steps for bar in lane.bars) else TRACK_GROWTH
+    return 1.0 + growth * (lane.tracks - 1)
 
 
 def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
@@ -240,8 +257,9 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
     labels: list[str] = []
     many = len(lanes) >= SMALL_LABELS_FROM
     split = False  # some bar shows a CGI script's start-up apart from its app work
+    steps: dict[str, None] = {}  # the step names drawn, in order of first appearance
     for lane in lanes:
-        height = lane_height(lane.tracks)
+        height = lane_height(lane)
         track_h = height / lane.tracks
         for bar in lane.bars:
             bottom = y + bar.track * track_h + 0.08 * track_h
@@ -268,6 +286,16 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
                     edgecolors="white" if shade == colour else "none",
                     linewidth=0.5,
                 )
+            for left, right, row, name in step_stripes(bar):
+                ax.broken_barh(
+                    [(left, max(right - left, 0.2))],
+                    (bottom + row * 0.84 * track_h, STEP_HEIGHT * 0.84 * track_h),
+                    facecolors=STEP_COLOURS.get(name, "#444444"),
+                    edgecolors="#222222",
+                    linewidth=0.4,
+                    zorder=2,
+                )
+                steps.setdefault(name, None)
             split = split or bar.app_start_ms is not None
         ticks.append(y + height / 2)
         labels.append(lane.label)
@@ -277,15 +305,25 @@ def _draw_lanes(ax: Any, mode: str, lanes: Sequence[Lane]) -> None:
     ax.set_ylim(y + 0.1, -0.1)  # first process at the top
     ax.set_ylabel("process (X-Gateway-Pid)")
     ax.grid(True, axis="x", alpha=0.3)
+    handles = []
     if split:
         colour = _colour(mode)
+        handles += [
+            Patch(facecolor=lighter(colour), label="start-up: fork, exec,\ninterpreter, "
+                  "imports\n(and the exit after)"),
+            Patch(facecolor=colour, label="app work"),
+        ]  # fmt: skip
+    handles += [
+        Patch(
+            facecolor=STEP_COLOURS.get(name, "#444444"), edgecolor="#222222", linewidth=0.4,
+            label=STEP_LABELS.get(name, name),
+        )
+        for name in steps
+    ]  # fmt: skip
+    if handles:
         ax.legend(
-            handles=[
-                Patch(facecolor=lighter(colour), label="start-up: fork, exec,\ninterpreter, "
-                      "imports\n(and the exit after)"),
-                Patch(facecolor=colour, label="app work"),
-            ],
-            loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False,
+            handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8,
+            frameon=False,
         )  # fmt: skip
 
 
@@ -294,6 +332,16 @@ def lighter(colour: str, share: float = STARTUP_TINT) -> str:
     rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
     mixed = [round(c + (255 - c) * share) for c in rgb]
     return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+def step_stripes(bar: Bar) -> list[tuple[float, float, float, str]]:
+    """(from ms, to ms, row, name): one thin stripe per step the app reported inside
+    this bar (``/breakfast``'s coffee and omelette), each step on its own row (a
+    share of the bar's height, ``STEP_ROWS``), so two steps at once sit one above
+    the other and one after the other follow each other. A bar without steps: []."""
+    return [
+        (x.start, x.end, STEP_ROWS[i % len(STEP_ROWS)], x.name) for i, x in enumerate(bar.steps)
+    ]
 
 
 def bar_segments(bar: Bar, colour: str) -> list[tuple[float, float, str]]:

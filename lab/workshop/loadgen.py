@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 
-from lab.workshop.analysis import Sample, Summary, parse_trace, summarize
+from lab.workshop.analysis import Sample, Summary, parse_steps, parse_trace, summarize
 
 DEFAULT_TIMEOUT_S = 30.0  # nginx's proxy_read_timeout: past it nginx answers 504 anyway
 
@@ -78,9 +78,10 @@ def one_request(
         response.content  # noqa: B018 -- read the whole body before stopping the clock
     except requests.RequestException as exc:
         return Sample(sent, time.perf_counter() - t0, 0, error=type(exc).__name__)
-    return Sample(
-        sent, time.perf_counter() - t0, response.status_code, parse_trace(response.headers)
-    )
+    latency_s = time.perf_counter() - t0
+    # The steps the app reports in its body (/breakfast), parsed after the clock stopped.
+    steps = parse_steps(response.headers.get("Content-Type", ""), response.content)
+    return Sample(sent, latency_s, response.status_code, parse_trace(response.headers), steps=steps)
 
 
 def run_load(

@@ -22,7 +22,14 @@ import typer
 
 from lab.errors import UsageError
 from lab.nginx.routing import MODES
-from lab.workshop.analysis import Sample, Trace, build_lanes, drawable, overlap_per_pid
+from lab.workshop.analysis import (
+    Sample,
+    Trace,
+    build_lanes,
+    drawable,
+    overlap_per_pid,
+    steps_overlap,
+)
 from lab.workshop.common import Guard, default_out_dir, lab_url, mode_url, require_lab
 from lab.workshop.servers import (
     EXAMPLE,
@@ -81,6 +88,10 @@ class TimelineSummary:
     startup_ms: float | None = None  # Start to App-Start: fork, exec, interpreter, imports
     app_ms: float | None = None  # App-Start to App-End: the app's own work
     server: str = ""  # the server behind the mode's route, "" if unknown
+    # /breakfast: requests whose body said when its steps ran, and in how many of
+    # them two steps ran at once (the coffee brewing while the omelette cooked)
+    with_steps: int = 0
+    overlapping_steps: int = 0
 
     @property
     def name(self) -> str:
@@ -95,7 +106,15 @@ class TimelineSummary:
         )
         if self.startup_ms is not None and self.app_ms is not None:
             text += f"; median start-up {self.startup_ms:,.1f} ms, app {self.app_ms:,.1f} ms"
+        if self.with_steps:
+            text += f"; {self.steps_line()}"
         return text
+
+    def steps_line(self) -> str:
+        """How the steps inside the requests ran, e.g. ``steps overlapped in 24 of 24 requests``."""
+        if self.overlapping_steps == 0:
+            return f"steps one after the other in all {self.with_steps} requests"
+        return f"steps overlapped in {self.overlapping_steps} of {self.with_steps} requests"
 
 
 def summarize_timeline(mode: str, samples: Sequence[Sample], server: str = "") -> TimelineSummary:
@@ -104,6 +123,7 @@ def summarize_timeline(mode: str, samples: Sequence[Sample], server: str = "") -
     starts = [s.trace.start for s in usable if s.trace.start is not None]
     ends = [s.trace.end for s in usable if s.trace.end is not None]
     splits = [x for x in (s.trace.split_ms() for s in usable) if x is not None]
+    overlaps_inside = [x for x in (steps_overlap(s.steps) for s in usable) if x is not None]
     return TimelineSummary(
         mode=mode,
         requests=len(samples),
@@ -114,6 +134,8 @@ def summarize_timeline(mode: str, samples: Sequence[Sample], server: str = "") -
         startup_ms=round(statistics.median(x[0] for x in splits), 3) if splits else None,
         app_ms=round(statistics.median(x[1] for x in splits), 3) if splits else None,
         server=server,
+        with_steps=len(overlaps_inside),
+        overlapping_steps=sum(overlaps_inside),
     )
 
 
@@ -129,6 +151,8 @@ def panel_title(summary: TimelineSummary, endpoint: str, concurrency: int) -> st
             f"\nmedian per request: {summary.startup_ms:,.0f} ms start-up (light), "
             f"{summary.app_ms:,.0f} ms app work (full)"
         )
+    if summary.with_steps:
+        title += f"\n{summary.steps_line()}"
     return title
 
 
@@ -221,15 +245,26 @@ def run_timeline(
 def sample_record(s: Sample) -> dict[str, Any]:
     """One request as saved beside a timeline PNG (Unix seconds, as the trace headers)."""
     t = s.trace
-    return {
-        "sent": s.sent,
-        "latency_ms": round(s.latency_s * 1000, 3),
-        "status": s.status,
-        "pid": t.pid,
-        "worker": t.worker,
-        "start": t.start,
-        "end": t.end,
-    } | split_record(t)
+    return (
+        {
+            "sent": s.sent,
+            "latency_ms": round(s.latency_s * 1000, 3),
+            "status": s.status,
+            "pid": t.pid,
+            "worker": t.worker,
+            "start": t.start,
+            "end": t.end,
+        }
+        | split_record(t)
+        | steps_record(s)
+    )
+
+
+def steps_record(s: Sample) -> dict[str, Any]:
+    """The steps the app reported (``/breakfast``), as its body gave them; else nothing."""
+    if not s.steps:
+        return {}
+    return {"steps": {x.name: {"start": x.start, "end": x.end} for x in s.steps}}
 
 
 def split_record(t: Trace) -> dict[str, Any]:

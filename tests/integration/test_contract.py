@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from tests.support.contract import json_error
+from tests.support.contract import check_breakfast_steps, json_error
 from tests.support.lab import Lab
 
 pytestmark = pytest.mark.every_server
@@ -189,6 +189,12 @@ class TestKitchen:
             assert elapsed < 1100, "the coffee should brew while the omelette cooks"
         else:
             assert elapsed >= 1095, "one after the other: at least coffee + omelette"
+
+    def test_breakfast_steps_lie_inside_the_request(self, lab: Lab, mode: str) -> None:
+        r = lab.get(f"/{mode}/breakfast?coffee_ms=200&omelette_ms=50")
+        assert r.status_code == 200
+        start, end = float(r.headers["X-Gateway-Start"]), float(r.headers["X-Gateway-End"])
+        check_breakfast_steps(mode, r.content, start, end, coffee_ms=200)
 
     @pytest.mark.parametrize("endpoint", ["coffee", "omelette", "blocking-coffee"])
     @pytest.mark.parametrize("value", BAD_NUMBERS)

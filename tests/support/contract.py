@@ -89,7 +89,7 @@ CONTRACT_CASES = [
             "/breakfast",
             "coffee_ms=5&omelette_ms=5",
             values={"coffee_ms": 5, "omelette_ms": 5},
-            keys=("elapsed_ms",),
+            keys=("elapsed_ms", "steps"),
         ),
         id="breakfast",
     ),
@@ -336,3 +336,20 @@ def check_contract(case: Case, mode: str, result: Result) -> None:
     if case.lines is not None:
         lines = result.body.decode().splitlines()
         assert [json.loads(line)["chunk"] for line in lines] == list(range(case.lines))
+
+
+def check_breakfast_steps(mode: str, body: bytes, start: float, end: float, coffee_ms: int) -> None:
+    """A ``/breakfast`` answer's ``steps``: the coffee and the omelette each lie within
+    ``start``..``end`` (Unix seconds, the trace headers' clock); the coffee is the
+    ``coffee_ms`` wait; one after the other in CGI and WSGI, overlapping in ASGI."""
+    steps = json.loads(body)["steps"]
+    coffee, omelette = ((steps[n]["start"], steps[n]["end"]) for n in ("coffee", "omelette"))
+    for name, (a, b) in (("coffee", coffee), ("omelette", omelette)):
+        assert start <= a <= b <= end, f"{name} {a}..{b} outside the request {start}..{end}"
+    # The wait is at least as long as asked (rounded to the microsecond).
+    assert coffee[1] - coffee[0] >= coffee_ms / 1000 - 1e-5, coffee
+    if mode == "asgi":
+        # asyncio.gather(): the omelette's turns run while the coffee timer waits.
+        assert omelette[0] < coffee[1] and coffee[0] < omelette[1], (coffee, omelette)
+    else:
+        assert coffee[1] <= omelette[0], f"one after the other: {coffee}, {omelette}"

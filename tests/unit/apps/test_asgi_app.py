@@ -12,7 +12,15 @@ import pytest
 from asgiref import testing
 
 from apps.breakfast import asgi_app
-from tests.support.contract import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
+from tests.support.contract import (
+    ADA,
+    CONTRACT_CASES,
+    FORM,
+    Case,
+    Result,
+    check_breakfast_steps,
+    check_contract,
+)
 
 TIMEOUT = 5  # seconds any single step may take before the test fails
 ApplicationCommunicator: Any = testing.ApplicationCommunicator  # asgiref's helper has no hints
@@ -309,3 +317,16 @@ def test_blocking_call_on_a_thread_reports_the_executor_it_may_use() -> None:
     # The number the claim's model uses: the default executor's own max_workers.
     with concurrent.futures.ThreadPoolExecutor() as pool:
         assert data["threads"] == pool._max_workers == asgi_app.default_executor_threads()
+
+
+def test_breakfast_says_when_the_coffee_and_the_omelette_ran() -> None:
+    before = time.time()
+    result = call(http_scope(path="/breakfast", query="coffee_ms=30&omelette_ms=20"))
+    check_breakfast_steps("asgi", result.body, before, time.time(), coffee_ms=30)
+
+
+def test_the_omelette_step_runs_from_its_first_turn_to_its_last() -> None:
+    # No turns at all: the step is an instant, not the coffee's wait.
+    result = call(http_scope(path="/breakfast", query="coffee_ms=50&omelette_ms=0"))
+    omelette = json.loads(result.body)["steps"]["omelette"]
+    assert omelette["end"] - omelette["start"] < 0.025

@@ -15,7 +15,15 @@ import time
 import pytest
 
 from tests.support import ROOT
-from tests.support.contract import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
+from tests.support.contract import (
+    ADA,
+    CONTRACT_CASES,
+    FORM,
+    Case,
+    Result,
+    check_breakfast_steps,
+    check_contract,
+)
 
 SCRIPT = ROOT / "apps" / "breakfast" / "cgi_app.py"
 TIMEOUT = 20  # seconds; a run is a Python start-up plus at most a few hundred ms
@@ -188,3 +196,10 @@ def test_the_script_says_when_its_own_work_began_and_ended() -> None:
     assert before < app_start and app_end - app_start >= 0.030
     assert app_end <= time.time()
     assert "x-gateway-start" not in r.headers  # the runner's to say
+
+
+def test_breakfast_steps_lie_inside_the_scripts_own_work() -> None:
+    r = run(meta_variables(path="/breakfast", query="coffee_ms=30&omelette_ms=20"))
+    app_start = float(r.headers["x-gateway-app-start"])
+    app_end = float(r.headers["x-gateway-app-end"])
+    check_breakfast_steps("cgi", r.body, app_start, app_end, coffee_ms=30)

@@ -13,7 +13,15 @@ from wsgiref.validate import validator
 import pytest
 
 from apps.breakfast import wsgi_app
-from tests.support.contract import ADA, CONTRACT_CASES, FORM, Case, Result, check_contract
+from tests.support.contract import (
+    ADA,
+    CONTRACT_CASES,
+    FORM,
+    Case,
+    Result,
+    check_breakfast_steps,
+    check_contract,
+)
 
 
 def make_environ(
@@ -178,3 +186,9 @@ def test_whole_responses_are_lists() -> None:
     # from a stream (an iterator) without iterating.
     body = wsgi_app.application(make_environ(), lambda status, headers, exc_info=None: None)
     assert isinstance(body, list)
+
+
+def test_breakfast_says_when_the_coffee_and_the_omelette_ran() -> None:
+    before = time.time()
+    result, _ = call(make_environ(path="/breakfast", query="coffee_ms=30&omelette_ms=20"))
+    check_breakfast_steps("wsgi", result.body, before, time.time(), coffee_ms=30)
