@@ -259,21 +259,8 @@ def omelette() -> None:
 
 
 def breakfast() -> None:
-    numbers = query("/breakfast")
-    started = time.perf_counter()
     # One thing at a time: wait for the coffee, then cook the omelette.
-    coffee_start = kitchen.trace_clock()
-    time.sleep(numbers["coffee_ms"] / 1000)
-    omelette_start = kitchen.trace_clock()
-    whisks = kitchen.cook_omelette(numbers["omelette_ms"])
-    data = kitchen.breakfast_body(
-        numbers,
-        whisks,
-        overlapped=False,
-        coffee=(coffee_start, omelette_start),
-        omelette=(omelette_start, kitchen.trace_clock()),
-        started=started,
-    )
+    data = kitchen.breakfast_in_turn(query("/breakfast"))
     respond(kitchen.json_reply(data))
 
 

@@ -310,6 +310,24 @@ def breakfast_body(
     }
 
 
+def breakfast_in_turn(numbers: Mapping[str, int]) -> dict[str, object]:
+    """``/breakfast`` one thing at a time (CGI, WSGI): wait for the coffee, then cook
+    the omelette; about coffee_ms + omelette_ms. ASGI overlaps the two instead."""
+    started = time.perf_counter()
+    coffee_start = trace_clock()
+    time.sleep(numbers["coffee_ms"] / 1000)
+    omelette_start = trace_clock()
+    whisks = cook_omelette(numbers["omelette_ms"])
+    return breakfast_body(
+        numbers,
+        whisks,
+        overlapped=False,
+        coffee=(coffee_start, omelette_start),
+        omelette=(omelette_start, trace_clock()),
+        started=started,
+    )
+
+
 # --- WebSocket -------------------------------------------------------------------------------
 
 # Largest /ws message: 64 KiB (the server closes with 1009 past it, before reading it).

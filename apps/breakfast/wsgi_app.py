@@ -99,20 +99,8 @@ def omelette(environ: Environ, start_response: StartResponse) -> list[bytes]:
 
 def breakfast(environ: Environ, start_response: StartResponse) -> list[bytes]:
     query = kitchen.parse_query("/breakfast", environ.get("QUERY_STRING", ""))
-    started = time.perf_counter()
     # One thing at a time: wait for the coffee, then cook the omelette.
-    coffee_start = kitchen.trace_clock()
-    time.sleep(query["coffee_ms"] / 1000)
-    omelette_start = kitchen.trace_clock()
-    whisks = kitchen.cook_omelette(query["omelette_ms"])
-    data = kitchen.breakfast_body(
-        query,
-        whisks,
-        overlapped=False,
-        coffee=(coffee_start, omelette_start),
-        omelette=(omelette_start, kitchen.trace_clock()),
-        started=started,
-    )
+    data = kitchen.breakfast_in_turn(query)
     return respond(environ, start_response, kitchen.json_reply(data))
 
 
