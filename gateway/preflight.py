@@ -15,6 +15,7 @@ from gateway.errors import error_data
 from gateway.framing import has_body, over_limit, unsupported_coding
 
 HOST_MISSING = "HTTP/1.1 request without a Host header"
+HANDSHAKE_BODY = "a WebSocket handshake with a body (Content-Length or Transfer-Encoding)"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,13 @@ def preflight(
         # upstream for a client that sent none (an empty value drops a
         # proxy_set_header), so a missing Host from nginx is an older client's.
         return Answer(400, error_data(400, HOST_MISSING), close)
+    if path is None and close:
+        # A WebSocket opening handshake is a GET (RFC 6455 §4.1), and what
+        # follows it on the connection is frames: a body would be read as frames.
+        # RFC 9110 §9.3.1: content in a GET "might lead some implementations to
+        # reject the request and close the connection because of its potential
+        # as a request smuggling attack". Refused, under every server alike.
+        return Answer(400, error_data(400, HANDSHAKE_BODY), True)
     if (too_big := over_limit(content_length, max_body_bytes)) is not None:
         # RFC 9110 §15.5.14: the server "MAY close the connection to prevent the
         # client from continuing the request": an unread body of that size is

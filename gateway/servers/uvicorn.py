@@ -29,6 +29,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
 from gateway.config import ENV_PREFIX, Settings
+from gateway.framing import has_body
+from gateway.preflight import HANDSHAKE_BODY
 from gateway.proxy import request_host
 from gateway.servers.error_pages import json_error
 
@@ -101,6 +103,11 @@ class JSONErrorsHttpTools(HttpToolsProtocol):
             # RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
             # framing; nothing after it can be read as a request.
             self._refuse(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if handshake_with_body(self.headers):
+            # The layer's rule (gateway/preflight.py, HANDSHAKE_BODY), applied here
+            # because httptools would wait for the body before uvicorn upgrades:
+            # the handshake hung until the client gave up.
+            self._refuse(400, HANDSHAKE_BODY)
         # RFC 9112 §3.2.2: self.url is the request-target as sent; self.headers is
         # the list the scope's "headers" holds, so it is changed in place.
         sent = next((v for k, v in self.headers if k == b"host"), None)
@@ -111,6 +118,18 @@ class JSONErrorsHttpTools(HttpToolsProtocol):
             kept = [(k, v) for k, v in self.headers if k != b"host"]
             self.headers[:] = [(b"host", host.encode("latin-1")), *kept]
         super().on_headers_complete()
+
+
+def handshake_with_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """A WebSocket upgrade request (``Upgrade: websocket``) that declares a body."""
+    fields = {k.lower(): v for k, v in headers}
+    if fields.get(b"upgrade", b"").strip().lower() != b"websocket":
+        return False
+    length, coding = fields.get(b"content-length"), fields.get(b"transfer-encoding")
+    return has_body(
+        length.decode("latin-1") if length is not None else None,
+        coding.decode("latin-1") if coding is not None else None,
+    )
 
 
 def create_app() -> Any:

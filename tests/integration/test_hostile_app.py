@@ -311,6 +311,24 @@ class TestWebSocket:
             if endpoint.direct:
                 assert "Host" in message, (endpoint.name, server, message)
 
+    @pytest.mark.parametrize(
+        ("framing", "body"),
+        [("Content-Length: 5", "hello"), ("Transfer-Encoding: chunked", "5\r\nhello\r\n0\r\n\r\n")],
+        ids=["content-length", "chunked"],
+    )
+    def test_a_handshake_with_a_body_is_refused_in_json(
+        self, endpoints: list[Endpoint], server: str, framing: str, body: str
+    ) -> None:
+        # What follows a handshake is frames, so a body is refused (RFC 9110
+        # §9.3.1), not left to be read as frames; uvicorn waited for a chunked
+        # one before upgrading, and the handshake hung until the client gave up.
+        for endpoint in endpoints:
+            head = "".join(f"{k}: {v}\r\n" for k, v in WS_HANDSHAKE.items())
+            raw = f"GET {endpoint.prefix}/ws HTTP/1.1\r\nHost: x\r\n{head}{framing}\r\n\r\n{body}"
+            result = endpoint.exchange(raw.encode())
+            message = json_error(only(result, endpoint.name), 400, endpoint.name)
+            assert "WebSocket handshake with a body" in message, (endpoint.name, server, message)
+
     def test_a_handshake_on_another_path_is_answered_in_json(
         self, endpoints: list[Endpoint], mode: str
     ) -> None:

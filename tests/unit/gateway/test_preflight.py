@@ -24,9 +24,10 @@ from gateway.cgi.bridge import CGIBridge
 from gateway.config import MODE_SPECS, MODES, Settings
 from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
-from gateway.preflight import HOST_MISSING, preflight
+from gateway.preflight import HANDSHAKE_BODY, HOST_MISSING, preflight
 from gateway.proxy import AllowList
 from gateway.servers.gunicorn import build_app, gunicorn_options
+from gateway.servers.uvicorn import handshake_with_body
 
 LOOPBACK = AllowList.parse("127.0.0.1")
 LIMIT = 10
@@ -267,6 +268,44 @@ def test_a_missing_host_names_the_rule() -> None:
         mode="cgi",
     )
     assert answer is not None and answer.data == {"error": HOST_MISSING, "status": 400}
+
+
+@pytest.mark.parametrize(
+    ("length", "coding", "refused"),
+    [("5", None, True), (None, "chunked", True), (None, "gzip", True), ("0", None, False)],
+)
+def test_a_websocket_handshake_with_a_body_is_refused(
+    length: str | None, coding: str | None, refused: bool
+) -> None:
+    def answer(path: str | None) -> Any:
+        return preflight(
+            http_version="1.1",
+            host="x",
+            proxied=False,
+            path=path,  # None: a WebSocket handshake
+            content_length=length,
+            transfer_encoding=coding,
+            max_body_bytes=None,
+            mode="asgi",
+        )
+
+    got = answer(None)
+    if refused:
+        assert got is not None and got.close
+        assert got.data == {"error": HANDSHAKE_BODY, "status": 400}
+    else:
+        assert got is None
+    # The same framing on a plain GET is the app's business (or a 501 for gzip).
+    assert answer("/") is None or answer("/").status == 501
+
+
+def test_uvicorn_sees_the_same_handshakes_with_a_body() -> None:
+    handshake = [(b"Host", b"x"), (b"Upgrade", b"WebSocket"), (b"Connection", b"Upgrade")]
+    assert handshake_with_body([*handshake, (b"Transfer-Encoding", b"chunked")])
+    assert handshake_with_body([*handshake, (b"content-length", b"5")])
+    assert not handshake_with_body([*handshake, (b"Content-Length", b"0")])
+    assert not handshake_with_body(handshake)
+    assert not handshake_with_body([(b"Host", b"x"), (b"Content-Length", b"5")])
 
 
 class TestReasonPhrases:
