@@ -1,9 +1,11 @@
 """The dashboard's server picker, on the host: ``/lab/api/servers`` behind nginx.
 
 The page at ``/lab/`` cannot start or stop processes; this small WSGI app can,
-because it runs on the host beside the lab (``lab up`` starts it natively on
-127.0.0.1:LAB_PORT+7 and nginx proxies ``/lab/api/`` to it). It does exactly
-what ``lab server MODE SERVER`` does, under the same lock:
+because it runs on the host beside the lab: ``lab up`` starts it on every target,
+on a unix socket in a directory of the state dir (``lab.nginx.render.control_socket``),
+and nginx proxies ``/lab/api/`` to it; under Docker that directory is bind-mounted
+into nginx's container. It does exactly what ``lab server MODE SERVER`` does,
+on the target it is told (LAB_TARGET), under the same lock:
 
 - ``GET /lab/api/servers``: ``{"servers": {mode: server}, "choices": {mode: [...]}}``,
   the servers in force (``lab status``) and the names each mode may take.
@@ -24,21 +26,26 @@ its one-line reason in ``swap.error``. HTTP itself is parsed by wsgiref's server
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
+import signal
+import socket
 import socketserver
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from gateway._types import Environ, StartResponse
 from gateway.servers.registry import SERVERS, ServerError, check_server
 from lab.errors import LabError
-from lab.nginx.routing import MODES, control_port
+from lab.nginx.routing import MODES
 
 PATH: Final = "/lab/api/servers"
 HEALTH_PATH: Final = "/lab/api/healthz"
@@ -210,13 +217,30 @@ def read_body(environ: Environ) -> bytes:
     return body
 
 
-# -- the process: wsgiref's server, one thread per request ---------------------------
+# -- the process: wsgiref's server on a unix socket, one thread per request ----------
 
 
-class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    """A GET answers while a swap (seconds) is in progress on another thread."""
+class ThreadingUnixServer(socketserver.ThreadingMixIn, WSGIServer):
+    """wsgiref's server on a unix socket; a GET answers while a swap (seconds) runs.
 
+    Only nginx reaches it (through the socket's directory, ``prepare_dir``):
+    nothing listens on a network address, on any target.
+    """
+
+    address_family = socket.AF_UNIX
     daemon_threads = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind reads a (host, port) pair: a unix socket has neither.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "localhost", 0
+        self.setup_environ()
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # A unix peer's address is "": give wsgiref the (host, port) pair it logs and
+        # puts in REMOTE_ADDR.
+        conn, _ = self.socket.accept()
+        return conn, ("unix", 0)
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -251,22 +275,87 @@ def lab_app() -> ControlApp:
 SERVICE: Final = "control"  # its name among the native lab's services (native.json, logs/)
 
 
-def control_command(lab_port: int) -> list[str]:
-    """The command ``lab up`` runs: this module on 127.0.0.1:LAB_PORT+7."""
-    return [sys.executable, "-m", "lab.control", str(control_port(lab_port))]
+def control_command(socket_path: Path, group: int | None) -> list[str]:
+    """The command ``lab up`` runs: this module on ``socket_path``, whose directory
+    and socket ``group`` may use (None: the lab's user only)."""
+    cmd = [sys.executable, "-m", "lab.control", str(socket_path)]
+    return [*cmd, str(group)] if group is not None else cmd
 
 
-def health_url(lab_port: int) -> str:
-    return f"http://127.0.0.1:{control_port(lab_port)}{HEALTH_PATH}"
+def prepare_dir(directory: Path, group: int | None) -> tuple[int, int]:
+    """Make the socket's directory; returns the modes (directory, socket) to give.
+
+    ``group`` None (native: nginx runs as the lab's user, or as root): 0700 and
+    0600, the lab's user alone. A group (nginx's user in its container, whose
+    gid is the same number on the host): 0710 and 0660 with that group, so it
+    may reach the socket but not list the directory, and other users nothing.
+    Where the lab's user may not give that group (not root, not a member):
+    0711 and 0666, as open as the loopback port it replaces, said in the log.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    modes = (0o700, 0o600)
+    if group is not None:
+        try:
+            os.chown(directory, -1, group)
+            modes = (0o710, 0o660)
+        except PermissionError:
+            modes = (0o711, 0o666)
+            sys.stderr.write(
+                f"lab control: may not give {directory} to group {group} (nginx's user in its "
+                "container): the socket is open to every local user\n"
+            )
+    os.chmod(directory, modes[0])
+    return modes
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTP/1.1 client connection to a unix socket (http.client parses the answer)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self.path))
+
+
+def answers(socket_path: Path, timeout: float = 1.0) -> bool:
+    """True when the control process on ``socket_path`` answers its health check (200)."""
+    conn = UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.request("GET", HEALTH_PATH)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def serve(socket_path: Path, group: int | None) -> None:
+    """Listen on ``socket_path`` (a stale one from a killed run is replaced) until killed."""
+    _, socket_mode = prepare_dir(socket_path.parent, group)
+    socket_path.unlink(missing_ok=True)
+    address: Any = str(socket_path)  # typeshed knows TCPServer's (host, port) only
+    with ThreadingUnixServer(address, QuietHandler) as server:
+        server.set_app(lab_app())
+        if group is not None:
+            with contextlib.suppress(PermissionError):
+                os.chown(socket_path, -1, group)
+        os.chmod(socket_path, socket_mode)
+        print(f"lab control: serving {PATH} on unix:{socket_path}", flush=True)
+        try:
+            server.serve_forever()
+        finally:
+            socket_path.unlink(missing_ok=True)
 
 
 def main(argv: list[str]) -> None:
-    port = int(argv[0]) if argv else control_port(int(os.environ.get("LAB_PORT", "8080")))
-    with make_server(
-        "127.0.0.1", port, lab_app(), server_class=ThreadingServer, handler_class=QuietHandler
-    ) as server:
-        print(f"lab control: serving {PATH} on 127.0.0.1:{port}", flush=True)
-        server.serve_forever()
+    if not 1 <= len(argv) <= 2:
+        sys.exit("usage: python -m lab.control SOCKET_PATH [GROUP_ID]")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unlink the socket on the way out
+    serve(Path(argv[0]), int(argv[1]) if len(argv) == 2 else None)
 
 
 if __name__ == "__main__":

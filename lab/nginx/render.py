@@ -44,7 +44,6 @@ from lab.nginx.routing import (
     RenderError,
     Split,
     check_mode,
-    control_port,
     format_split,
     parse_active,
     parse_split,
@@ -90,20 +89,47 @@ _ADDRESS_RE: Final = re.compile(
 )
 
 
-# /lab/api/ (the dashboard's server picker, lab/control.py) under compose: the
-# swap runs `docker compose` on the host, which nothing in nginx's container may do.
-COMPOSE_CONTROL_PASS: Final = (
-    'return 501 \'{"error": "the dashboard swaps servers on the native target only: '
-    'under Docker run make server MODE=.. SERVER=.. (lab server)", "status": 501}\''
-)
+# /lab/api/ (the dashboard's server picker, lab/control.py): a process of the lab
+# on the host (`lab up` starts it on every target), listening on a unix socket in
+# a directory of its own under the state dir. Under Docker that directory is
+# bind-mounted into nginx's container (compose.yaml), so nginx reaches the host
+# process without any network address and without the Docker socket.
+CONTROL_SOCKET_NAME: Final = "control.sock"
+COMPOSE_CONTROL_DIR: Final = "/run/lab-control"
+# nginx's unprivileged user in its image (nginx/Dockerfile: USER www-data, which
+# Debian's base-passwd fixes at uid and gid 33): the group the control directory
+# and socket are given, so that user may connect and no other user of the host.
+NGINX_CONTAINER_GID: Final = 33
 
 
-def control_pass(nginx_port: int) -> str:
-    """/lab/api/ natively: proxied to the lab's control process on the host."""
+def control_dir(state_dir: Path, target: str) -> Path:
+    """The host directory of the control socket of ``target`` (one per target: a
+    native lab and a Docker lab may share a state dir)."""
+    return state_dir / f"control-{target}"
+
+
+def control_socket(state_dir: Path, target: str) -> Path:
+    """The control process's unix socket on the host (checked against the kernel's limit)."""
+    path = control_dir(state_dir, target) / CONTROL_SOCKET_NAME
+    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
+        raise RenderError(
+            f"{path} is too long for a unix socket ({MAX_UNIX_PATH_BYTES} bytes at most): "
+            "run the lab from a shorter path, or set LAB_STATE_DIR to one"
+        )
+    return path
+
+
+def control_pass(socket_path: str | Path) -> str:
+    """/lab/api/ proxied to the control process's unix socket.
+
+    When nothing listens there (the lab was started by plain `docker compose
+    up`, or the process died), nginx's connect fails and its 502 becomes the
+    JSON 503 of /_error/502, which $lab_control picks (server.conf).
+    """
     return (
         "include proxy.conf;\n"
         "        proxy_read_timeout 120s;\n"
-        f"        proxy_pass http://127.0.0.1:{control_port(nginx_port)}"
+        f"        proxy_pass http://unix:{socket_path}:"
     )
 
 
@@ -207,7 +233,7 @@ def target_values(
             "temp_dir": str(nginx_dir / "tmp"),
             "dashboard_dir": dashboard_dir or str(NATIVE_DASHBOARD_DIR),
             "cgi_script_filename": str(NATIVE_CGI_SCRIPT),
-            "control_pass": control_pass(listen_port),
+            "control_pass": control_pass(control_socket(state_dir, "native")),
         }
     if target == "compose":
         return common | {
@@ -224,7 +250,7 @@ def target_values(
             "temp_dir": "/tmp/nginx",
             "dashboard_dir": dashboard_dir or COMPOSE_DASHBOARD_DIR,
             "cgi_script_filename": COMPOSE_CGI_SCRIPT,
-            "control_pass": COMPOSE_CONTROL_PASS,
+            "control_pass": control_pass(f"{COMPOSE_CONTROL_DIR}/{CONTROL_SOCKET_NAME}"),
         }
     raise RenderError(f"unknown target {target!r}: use one of {', '.join(TARGETS)}")
 

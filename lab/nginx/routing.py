@@ -115,17 +115,6 @@ def gateway_ports(nginx_port: int) -> dict[str, int]:
     return {mode: nginx_port + 1 + i for i, mode in enumerate(MODES)}
 
 
-# The dashboard's server picker (lab.control) listens at LAB_PORT+7, natively:
-# above the gateways' second slots (+4..+6, lab.targets.native_server) and below
-# the replicas (+11 and up).
-CONTROL_PORT_OFFSET: Final = 7
-
-
-def control_port(nginx_port: int) -> int:
-    """Native: the port of the dashboard's server picker (``lab.control``)."""
-    return nginx_port + CONTROL_PORT_OFFSET
-
-
 def replica_port(nginx_port: int, mode: str, index: int) -> int:
     """Native: the port of replica ``index`` (0-based) of ``mode``'s gateway.
 

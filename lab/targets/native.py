@@ -31,17 +31,16 @@ from collections.abc import Mapping
 from typing import Final, cast
 
 from lab.control import SERVICE as CONTROL
-from lab.control import control_command, health_url
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import MODES, active_label, control_port, replica_port
+from lab.nginx.routing import MODES, active_label, replica_port
 from lab.servers import check_choice, chosen_servers
 from lab.settings import ROOT, LabSettings
 from lab.system import processes, procfs
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import in_use_message, port_free
 from lab.system.procfs import read_proc
-from lab.targets import LimitsDict, StatusDict
+from lab.targets import LimitsDict, StatusDict, control_process
 from lab.targets.native_nginx import (
     Paths,
     active_mode,
@@ -120,6 +119,7 @@ class NativeTarget:
         if state is not None and self.is_running(cfg):
             health = self.healthy(cfg, state)
             if all(health.values()) and (state.port, state.tls_port) == (cfg.port, cfg.tls_port):
+                self._ensure_control(cfg, state)
                 say(f"the lab is already running (native) at {cfg.url}")
                 return
             broken = ", ".join(n for n, ok in health.items() if not ok) or "a port changed"
@@ -144,7 +144,8 @@ class NativeTarget:
         )
         try:
             self._start(cfg, state)
-            checks = health_checks(cfg, state) | {CONTROL: health_url(cfg.port)}
+            picker = lambda: control_process.answering(cfg, self.name)  # noqa: E731
+            checks = health_checks(cfg, state) | {CONTROL: picker}
             services = {s: (state.groups[s], check) for s, check in checks.items()}
             processes.wait_healthy(services, START_DEADLINE_S)
         except processes.StartFailed as failed:
@@ -158,7 +159,7 @@ class NativeTarget:
 
     def _check_ports(self, cfg: LabSettings) -> None:
         wanted = {f"gateway-{m}": cfg.gateway_ports[m] for m in MODES}
-        wanted |= {"nginx": cfg.port, "nginx (TLS)": cfg.tls_port, CONTROL: control_port(cfg.port)}
+        wanted |= {"nginx": cfg.port, "nginx (TLS)": cfg.tls_port}
         hints = {"nginx": "LAB_PORT", "nginx (TLS)": "LAB_TLS_PORT"}
         for service, port in wanted.items():
             if not port_free(port):
@@ -173,15 +174,22 @@ class NativeTarget:
         cmd = nginx_command(state.nginx, cfg)
         state.groups["nginx"] = spawn_service(cfg, "nginx", cmd, os.environ)
         save_state(cfg, state)
-        # The dashboard's server picker (lab/control.py), told where this lab lives.
-        env = os.environ | {
-            "LAB_PORT": str(cfg.port),
-            "LAB_TLS_PORT": str(cfg.tls_port),
-            "LAB_STATE_DIR": str(cfg.state_dir),
-            "LAB_TARGET": self.name,
-        }
-        state.groups[CONTROL] = spawn_service(cfg, CONTROL, control_command(cfg.port), env)
+        self._start_control(cfg, state)
+
+    def _start_control(self, cfg: LabSettings, state: RunState) -> None:
+        """The dashboard's server picker (lab/control.py), on a socket for the lab's user."""
+        state.groups[CONTROL] = control_process.spawn(cfg, self.name, os.environ, None)
         save_state(cfg, state)
+
+    def _ensure_control(self, cfg: LabSettings, state: RunState) -> None:
+        """A running lab whose control process is gone gets it back (only it)."""
+        if control_process.answering(cfg, self.name):
+            return
+        if pgid := state.groups.get(CONTROL):
+            processes.stop_groups({CONTROL: pgid}, say=say)
+        self._start_control(cfg, state)
+        control_process.wait_answers(cfg, self.name, state.groups[CONTROL])
+        say("restarted the dashboard's server picker (it was not answering)")
 
     def down(self, cfg: LabSettings, quiet: bool = False) -> None:
         state = load_state(cfg)

@@ -1,8 +1,10 @@
 """The server picker on /lab/: the server in force per mode, a swap from the page, and
 the server that ran each request in the live view (X-Gateway-Server).
 
-Natively the picker swaps (lab/control.py behind /lab/api/servers); under
-Docker it shows each mode's server read-only and says to use `make server`.
+The picker swaps on every target (lab/control.py, a process `lab up` starts on
+the host, behind /lab/api/servers). Without that process (a lab started by
+plain `docker compose up`) it shows each mode's server read-only and says to
+use `lab up` or `make server`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from gateway.servers.registry import SERVERS, default_server
 from tests.browser.conftest import Dashboard
-from tests.support.lab import MODES, Lab, lab_status, use_server
+from tests.support.lab import MODES, Lab, lab_status, run_lab, stop_control, use_server
 
 SWAP_TIMEOUT_MS = 120_000
 
@@ -35,21 +37,38 @@ def defaults_after(lab: Lab) -> Iterator[None]:
 def test_the_picker_shows_the_server_in_force_per_mode(dashboard: Dashboard, lab: Lab) -> None:
     assert picked(dashboard) == lab_status()["servers"]
     page = dashboard.page
-    if lab.target == "docker":
-        assert "make server" in page.inner_text("#server-status")
-        assert page.eval_on_selector("#server-wsgi", "s => s.disabled")
-        return
+    assert page.get_attribute("#server-status", "data-state") == "ready"
     for mode in MODES:
         options = page.eval_on_selector_all(f"#server-{mode} option", "os => os.map(o => o.value)")
         assert options == list(SERVERS[mode])
         assert not page.eval_on_selector(f"#server-{mode}", "s => s.disabled")
 
 
+def test_without_the_host_process_the_picker_is_read_only_and_says_lab_up(
+    dashboard: Dashboard, lab: Lab
+) -> None:
+    """The endpoint's JSON 503 (nothing on the control socket) reaches the page: each
+    mode's server from X-Gateway-Server, the selects disabled, the reason shown."""
+    if lab.target == "external":
+        pytest.skip("LAB_URL names a lab whose processes this run cannot control")
+    page = dashboard.page
+    stop_control(lab.target)
+    try:
+        page.reload()
+        page.wait_for_selector('body[data-ready="true"]')
+        assert picked(dashboard) == lab_status()["servers"]
+        assert page.get_attribute("#server-status", "data-state") == "read-only"
+        status = page.inner_text("#server-status")
+        assert "lab up" in status and "make server" in status, status
+        assert all(page.eval_on_selector(f"#server-{m}", "s => s.disabled") for m in MODES)
+    finally:
+        up = run_lab("up", timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+
+
 def test_picking_a_server_swaps_it_and_the_bars_name_it(
     dashboard: Dashboard, lab: Lab, defaults_after: None
 ) -> None:
-    if lab.target == "docker":
-        pytest.skip("the picker swaps natively; under Docker it is read-only (test above)")
     page = dashboard.page
     dashboard.fire("wsgi", "/coffee", 4, ms="200")
     assert {b.server for b in dashboard.bars("wsgi")} == {"sync"}
@@ -80,8 +99,6 @@ def test_a_second_swap_while_one_runs_is_refused(
     dashboard: Dashboard, lab: Lab, defaults_after: None
 ) -> None:
     """A second swap asked while one runs is refused (409) and the page says why."""
-    if lab.target == "docker":
-        pytest.skip("the picker swaps natively; under Docker it is read-only")
     page = dashboard.page
     picked(dashboard)
     # Two swaps at once, as two tabs would ask: the second is refused.

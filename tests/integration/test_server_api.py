@@ -1,8 +1,9 @@
 """The dashboard's server picker endpoint, /lab/api/servers (lab/control.py), through nginx.
 
-Natively it swaps servers as `lab server` does; bad input is a 4xx JSON error
-and changes nothing. Under Docker the endpoint is nginx's JSON 501 naming
-`make server` (nginx's container cannot start containers).
+On every target it swaps servers as `lab server` does (a process `lab up` starts
+on the host, behind a unix socket nginx proxies to; under Docker the socket's
+directory is mounted into nginx's container); bad input is a 4xx JSON error and
+changes nothing. Without that process the endpoint is a JSON 503 naming `lab up`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from gateway.servers.registry import SERVERS, default_server
 from tests.support.contract import json_error
-from tests.support.lab import MODES, Lab, lab_status, use_server
+from tests.support.lab import MODES, Lab, lab_status, run_lab, stop_control, use_server
 
 API = "/lab/api/servers"
 JSON = {"Content-Type": "application/json"}
@@ -27,9 +28,9 @@ def serving(lab: Lab) -> dict[str, str]:
 
 
 @pytest.fixture
-def native(lab: Lab) -> None:
-    if lab.target == "docker":
-        pytest.skip("the picker swaps servers on the native target; Docker: see the 501 test")
+def own_lab(lab: Lab) -> None:
+    if lab.target == "external":
+        pytest.skip("LAB_URL names a lab whose processes this run cannot control")
 
 
 @pytest.fixture
@@ -39,16 +40,29 @@ def defaults_after(lab: Lab) -> Iterator[None]:
         use_server(mode, default_server(mode))
 
 
-def test_docker_answers_a_json_501_that_names_make_server(lab: Lab) -> None:
-    if lab.target != "docker":
-        pytest.skip("native: the endpoint swaps (tests below)")
-    got = lab.post(API, json={"mode": "wsgi", "server": "gthread"})
-    error = json_error(501, got.headers.get("Content-Type", ""), got.content)
-    assert error is not None and "make server" in error["error"], got.text
-    assert serving(lab)["wsgi"] == default_server("wsgi")
+def test_without_its_host_process_the_endpoint_is_a_json_503_that_names_lab_up(
+    lab: Lab, own_lab: None
+) -> None:
+    """As after plain `docker compose up`: nothing listens on the control socket. nginx
+    answers a JSON 503 (not its 502 for a gateway) that names `lab up` and `make
+    server`; a POST changes nothing; `lab up` brings the endpoint back."""
+    stop_control(lab.target)
+    try:
+        for got in (
+            lab.get(API),
+            lab.post(API, json={"mode": "wsgi", "server": "gthread"}, headers=JSON),
+        ):
+            error = json_error(503, got.headers.get("Content-Type", ""), got.content)
+            assert error is not None, (got.status_code, got.text)
+            assert "lab up" in error["error"] and "make server" in error["error"]
+        assert serving(lab)["wsgi"] == default_server("wsgi")
+    finally:
+        up = run_lab("up", timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+    assert lab.get(API).status_code == 200
 
 
-def test_get_lists_the_servers_in_force_and_the_choices(lab: Lab, native: None) -> None:
+def test_get_lists_the_servers_in_force_and_the_choices(lab: Lab) -> None:
     got = lab.get(API)
     assert got.status_code == 200, got.text
     body = got.json()
@@ -89,7 +103,7 @@ BAD: list[Any] = [
 
 @pytest.mark.parametrize(("body", "headers", "status", "says"), BAD)
 def test_bad_input_is_a_json_4xx_and_changes_nothing(
-    lab: Lab, native: None, body: bytes, headers: dict[str, str], status: int, says: str
+    lab: Lab, body: bytes, headers: dict[str, str], status: int, says: str
 ) -> None:
     before = serving(lab)
     got = lab.post(API, data=body, headers=headers)
@@ -100,7 +114,7 @@ def test_bad_input_is_a_json_4xx_and_changes_nothing(
     assert serving(lab) == before
 
 
-def test_other_methods_are_405(lab: Lab, native: None) -> None:
+def test_other_methods_are_405(lab: Lab) -> None:
     got = lab.get(API.replace("servers", "nothing"))
     assert json_error(404, got.headers.get("Content-Type", ""), got.content) is not None
     got = lab.post(API, data=b"", headers=JSON)
@@ -110,7 +124,7 @@ def test_other_methods_are_405(lab: Lab, native: None) -> None:
 
 
 def test_a_swap_through_the_endpoint_changes_the_server_behind_the_route(
-    lab: Lab, native: None, defaults_after: None
+    lab: Lab, defaults_after: None
 ) -> None:
     origin = {"Origin": lab.url}  # the dashboard's own page
     got = lab.post(API, json={"mode": "wsgi", "server": "gthread"}, headers=origin)

@@ -22,10 +22,12 @@ from typing import Any, cast
 import pytest
 import requests
 
+from lab.control import SERVICE as CONTROL
 from lab.nginx.routing import MODES
 from lab.settings import LabSettings
 from lab.system import processes
-from lab.targets.state import recorded_target
+from lab.targets import control_process
+from lab.targets.state import load_state, recorded_target
 from tests.support import ROOT
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "run_lab",
     "session_lab",
     "status_since_swap",
+    "stop_control",
     "use_server",
     "workers_in_force",
 ]
@@ -178,3 +181,17 @@ def lab_status() -> dict[str, Any]:
     """``lab status --json`` of the lab under test, or {} when it does not answer."""
     proc = run_lab("status", "--json", timeout=60)
     return cast(dict[str, Any], json.loads(proc.stdout)) if proc.returncode == 0 else {}
+
+
+def stop_control(target: str) -> None:
+    """Stop the dashboard's control process (lab/control.py) of the running lab, as if
+    it had died or the lab had been started without `lab up`; `lab up` starts it again."""
+    cfg = LabSettings.from_env()
+    if target == "native":
+        state = load_state(cfg)
+        pgid = state.groups.get(CONTROL) if state is not None else None
+        if pgid is None:
+            pytest.fail("the native lab records no control process")
+        processes.stop_groups({CONTROL: pgid})
+    else:
+        control_process.stop(cfg, target)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+from lab.nginx.render import control_dir
 from lab.nginx.routing import MODES
 from lab.servers import compose_server_env, recorded_servers
 from lab.settings import ROOT, LabSettings
@@ -42,7 +43,10 @@ def ca_bundle(
 
 
 def compose_env(
-    cfg: LabSettings, environ: Mapping[str, str], base_image: str | None = None
+    cfg: LabSettings,
+    environ: Mapping[str, str],
+    base_image: str | None = None,
+    target: str = "docker",
 ) -> dict[str, str]:
     """The environment for ``docker compose``: the caller's, plus the lab's settings.
 
@@ -56,6 +60,9 @@ def compose_env(
     env["LAB_CLIENT_MAX_BODY_BYTES"] = str(cfg.limits.client_max_body_bytes)
     env["LAB_CGI_MAX_SCRIPTS"] = str(cfg.limits.cgi_max_scripts)
     env["LAB_IMAGE_TAG"] = cfg.image_tag
+    # The host directory of the dashboard's control socket, mounted into nginx's
+    # container (lab.targets.docker.control); absolute, as swarm requires.
+    env["LAB_CONTROL_DIR"] = str(control_dir(cfg.state_dir, target).absolute())
     # The server behind each mode: LAB_SERVER_<MODE> if given, else the last `lab server`.
     env |= compose_server_env(environ, recorded_servers(cfg))
     if base_image:

@@ -30,7 +30,7 @@ from lab.nginx.render import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
 from lab.settings import LabSettings
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import port_free
-from lab.targets import StatusDict
+from lab.targets import StatusDict, control_process
 from lab.targets.docker.compose import COMPOSE_FILE, NGINX, SERVICES, compose_env
 from lab.targets.docker.stack import (
     interpolate,
@@ -154,7 +154,7 @@ class SwarmTarget(DockerTarget):
         self, cfg: LabSettings, replicas: Mapping[str, int] | None = None
     ) -> dict[str, object]:
         """compose.yaml, interpolated as compose would with the lab's settings, as a stack."""
-        env = compose_env(cfg, self._environ, self._base_image or None)
+        env = compose_env(cfg, self._environ, self._base_image or None, self.name)
         # Its own overlay subnet: the compose project's bridge may use LAB_SUBNET on this engine.
         env["LAB_SUBNET"] = cfg.swarm_subnet
         compose = interpolate(yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8")), env)
@@ -195,6 +195,7 @@ class SwarmTarget(DockerTarget):
         running = self.is_running(cfg)
         if running and all(self.service_health(cfg).values()):
             self._copy_ca(cfg)
+            control_process.start(cfg, self.name, self._environ, _say)
             _say(f"already up at {cfg.url}")
             return
         if not running:
@@ -205,6 +206,8 @@ class SwarmTarget(DockerTarget):
         if cfg.registry:
             self._push(cfg)
         counts = self._replica_counts(cfg) if running else None
+        # The dashboard's server picker first: swarm mounts only a directory that exists.
+        control_process.start(cfg, self.name, self._environ, _say)
         path = self._record_file(cfg).with_name("stack.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.render(cfg, counts), indent=1) + "\n")
@@ -242,6 +245,7 @@ class SwarmTarget(DockerTarget):
         _docker("cp", f"{self.container(cfg, NGINX)}:{source}", str(cfg.ca_file_of(self.name)))
 
     def down(self, cfg: LabSettings) -> None:
+        control_process.stop(cfg, self.name)
         if self.is_running(cfg):
             _docker("stack", "rm", cfg.stack)
         # `stack rm` returns at once; the containers and networks go afterwards.

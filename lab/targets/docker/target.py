@@ -1,11 +1,10 @@
 """The docker target: the lab as the Compose project in compose.yaml.
 
-``up`` checks that an engine answers, picks the base image (debian:bookworm-slim,
-or lab-base:bookworm built from Debian's packages where no registry is
-reachable), builds both images and starts the project with ``--wait``, so it
-returns once every healthcheck passes. A failed start is reported with
-``docker compose ps`` and the last log lines, then taken down: nothing is left
-half-started.
+``up`` checks that an engine answers, picks the base image (debian:bookworm-slim, or
+lab-base:bookworm built from Debian's packages where no registry is reachable), builds
+both images, starts the dashboard's control process on the host (lab.targets.control_process)
+and the project with ``--wait``, so it returns once every healthcheck passes. A failed
+start is reported with ``docker compose ps`` and the last log lines, then taken down.
 
 ``switch``, ``split`` and ``scale`` act on the running nginx container through
 the ``lab-nginx`` helper baked into its image (nginx/entrypoint.sh).
@@ -24,14 +23,12 @@ from gateway.servers.registry import default_server
 from lab.errors import LabError
 from lab.nginx.render import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
 from lab.nginx.routing import MODES, RenderError, active_label, format_split, parse_active
-from lab.servers import (
-    worker_counts,
-)
+from lab.servers import worker_counts
 from lab.settings import ROOT, LabSettings
 from lab.system import procfs
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import port_free
-from lab.targets import StatusDict, docker_answers
+from lab.targets import StatusDict, control_process, docker_answers
 from lab.targets.docker.compose import (
     NGINX,
     PROJECT,
@@ -150,7 +147,7 @@ class DockerTarget:
         timeout: float = COMMAND_TIMEOUT_S,
         output: Output = "capture",
     ) -> subprocess.CompletedProcess[str]:
-        env = compose_env(cfg, self._environ, base_image)
+        env = compose_env(cfg, self._environ, base_image, self.name)
         project = self.project(cfg)
         return _run(compose_args(*args, project=project), env=env, timeout=timeout, output=output)
 
@@ -246,6 +243,7 @@ class DockerTarget:
         self._base_image = cfg.base_image
         if self.is_running(cfg) and self._healthy(cfg):
             self._copy_ca(cfg)
+            control_process.start(cfg, self.name, self._environ, _say)  # unless it runs
             _say(f"already up at {cfg.url}")
             return
         if not self.is_running(cfg):
@@ -253,6 +251,7 @@ class DockerTarget:
                 if not port_free(port):
                     raise LabError(port_in_use_message(port, variable))
         base = self.build_images(cfg)
+        control_process.start(cfg, self.name, self._environ, _say)  # the directory nginx mounts
         _say("starting the services and waiting for their healthchecks")
         started = self._compose(
             cfg,
@@ -291,6 +290,7 @@ class DockerTarget:
             )
 
     def down(self, cfg: LabSettings) -> None:
+        control_process.stop(cfg, self.name)
         # No --volumes: that would remove the CA too (TLS_VOLUME). The state goes by name.
         done = self._compose(cfg, "down", "--remove-orphans", "--timeout", "10", timeout=180)
         if done.returncode != 0:

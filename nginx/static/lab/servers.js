@@ -2,7 +2,8 @@
 // It talks to the lab's control endpoint (lab/control.py, /lab/api/servers):
 // GET lists the servers in force and the choices; POST {"mode", "server"}
 // starts a swap (202), and the page polls until the swap is done or failed.
-// Where the endpoint cannot swap (the docker target answers 501), the picker
+// Where the endpoint cannot swap (its host process is not running: nginx answers
+// a JSON 503 naming `lab up`, as after plain `docker compose up`), the picker
 // shows each mode's server from its X-Gateway-Server header, read-only.
 
 import { MODES, serverChoice } from "./model.js";

@@ -322,3 +322,29 @@ def test_every_file_a_dockerfile_copies_is_in_the_build_context(dockerfile: str)
     assert sources, f"{dockerfile} copies nothing from the context"
     missing = [s for s in sources if not dockerignore_allows(s) or not (ROOT / s).exists()]
     assert not missing, f"{dockerfile} copies what the build context leaves out: {missing}"
+
+
+def test_nginx_mounts_only_the_control_directory_read_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The dashboard's picker reaches the host through one directory (its unix socket):
+    read-only, in nginx alone; no Docker socket in any container."""
+    mounts = [str(v) for v in services["nginx"]["volumes"]]
+    binds = [m for m in mounts if m.startswith(("$", ".", "/"))]
+    assert binds == ["${LAB_CONTROL_DIR:-./.lab/control-docker}:/run/lab-control:ro"]
+    for name, svc in services.items():
+        assert not any("docker.sock" in str(v) for v in svc.get("volumes", [])), name
+        if name != "nginx":
+            assert not any(str(v).startswith(("$", ".", "/")) for v in svc.get("volumes", []))
+
+
+def test_compose_env_points_the_mount_at_the_targets_control_directory(tmp_path: Path) -> None:
+    from lab.nginx.render import control_socket
+    from lab.settings import LabSettings
+    from lab.targets.docker.compose import compose_env
+
+    cfg = LabSettings(state_dir=tmp_path / "state")
+    for target in ("docker", "swarm"):
+        env = compose_env(cfg, {}, target=target)
+        assert Path(env["LAB_CONTROL_DIR"]).is_absolute()
+        assert Path(env["LAB_CONTROL_DIR"]) == control_socket(cfg.state_dir, target).parent

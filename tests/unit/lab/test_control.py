@@ -1,4 +1,4 @@
-"""lab/control.py: the server picker's endpoint, in process (no lab, no sockets).
+"""lab/control.py: the server picker's endpoint, in process, and its unix-socket process.
 
 The WSGI app is driven with wsgiref's own environ defaults; the swap is a
 recording function, so each test sees exactly what the endpoint asked for.
@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
+import subprocess
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,13 +26,17 @@ from lab.control import (
     Choice,
     ControlApp,
     Swaps,
+    UnixHTTPConnection,
+    answers,
     check_origin,
+    control_command,
     media_type,
     parse_choice,
+    prepare_dir,
 )
 from lab.errors import LabError
 from lab.nginx import render
-from lab.nginx.routing import MODES, control_port, gateway_ports, replica_port
+from lab.nginx.routing import MODES, RenderError
 from lab.settings import Limits
 
 
@@ -148,21 +157,91 @@ def test_media_type_ignores_parameters_and_case() -> None:
     assert media_type("") == ""
 
 
-def test_the_control_port_meets_no_other_native_port() -> None:
-    for lab_port in (8080, 8280):
-        others = set(gateway_ports(lab_port).values())
-        others |= {lab_port + 4 + i for i in range(3)}  # the gateways' second slots
-        others |= {replica_port(lab_port, m, i) for m in MODES for i in range(1, 8)}
-        assert control_port(lab_port) not in others | {lab_port}
-
-
-def test_nginx_proxies_the_api_natively_and_answers_501_under_compose() -> None:
-    native = render.target_values("native", limits=Limits(), port=8280, state_dir=render.ROOT)
-    assert "proxy_pass http://127.0.0.1:8287" in native["control_pass"]
+def test_nginx_proxies_the_api_to_the_control_socket_on_every_target(tmp_path: Path) -> None:
+    native = render.target_values("native", limits=Limits(), port=8280, state_dir=tmp_path)
+    socket_path = tmp_path / "control-native" / "control.sock"
+    assert native["control_pass"].endswith(f"proxy_pass http://unix:{socket_path}:")
     compose = render.target_values("compose", limits=Limits())
-    assert compose["control_pass"].startswith("return 501 ")
-    body = compose["control_pass"].split("'")[1]
-    assert json.loads(body)["status"] == 501 and "make server" in json.loads(body)["error"]
+    assert compose["control_pass"].endswith("proxy_pass http://unix:/run/lab-control/control.sock:")
+    # No network address anywhere: nothing but nginx reaches the process.
+    for values in (native, compose):
+        assert "127.0.0.1" not in values["control_pass"]
+        assert "include proxy.conf;" in values["control_pass"]
+
+
+def test_one_control_directory_per_target(tmp_path: Path) -> None:
+    sockets = {render.control_socket(tmp_path, t) for t in ("native", "docker", "swarm")}
+    assert len({p.parent for p in sockets}) == 3
+    with pytest.raises(RenderError, match="too long"):
+        render.control_socket(tmp_path / ("x" * 120), "docker")
+
+
+def test_a_dead_control_socket_is_a_json_503_that_names_lab_up() -> None:
+    """nginx's 502 for the control location becomes a 503 naming `lab up` and `make server`;
+    every other location keeps its 502."""
+    conf = (render.TEMPLATE_DIR / "server.conf").read_text()
+    location = conf[conf.index("location /lab/api/ {") :]
+    assert "set $lab_control on;" in location[: location.index("}")]
+    page = conf[conf.index("location = /_error/502 {") :]
+    page = page[: page.index("\n    }\n")]
+    branch = page[page.index("if ($lab_control) {") :]
+    body = json.loads(branch.split("return 503 '", 1)[1].split("';", 1)[0])
+    assert body["status"] == 503 and "lab up" in body["error"] and "make server" in body["error"]
+    assert "return 502 '" in page[page.index("}") :]
+
+
+def test_the_nginx_image_user_is_the_group_given_the_socket() -> None:
+    """nginx/Dockerfile runs as www-data: uid and gid 33 in Debian's base-passwd."""
+    dockerfile = (render.ROOT / "nginx" / "Dockerfile").read_text()
+    users = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("USER ")]
+    assert users == ["www-data"]
+    assert render.NGINX_CONTAINER_GID == 33
+
+
+def test_the_directory_admits_the_group_only(tmp_path: Path) -> None:
+    """With a group: 0710 and 0660 (nginx's user reaches the socket, lists nothing, others
+    get nothing); without: the lab's user alone."""
+    mine = tmp_path / "native"
+    assert prepare_dir(mine, None) == (0o700, 0o600)
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+    shared = tmp_path / "docker"
+    gid = os.getgid()  # a group this user may always give
+    assert prepare_dir(shared, gid) == (0o710, 0o660)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o710 and shared.stat().st_gid == gid
+
+
+def test_the_process_serves_the_app_on_its_unix_socket(tmp_path: Path) -> None:
+    """``python -m lab.control SOCKET GROUP``: HTTP on the socket, modes as promised, and
+    the socket gone again after SIGTERM."""
+    socket_path = tmp_path / "control-docker" / "control.sock"
+    proc = subprocess.Popen(
+        [*control_command(socket_path, os.getgid())],
+        cwd=render.ROOT,
+        env=os.environ | {"LAB_STATE_DIR": str(tmp_path), "LAB_TARGET": "native"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not answers(socket_path):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout
+            time.sleep(0.05)
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o660
+        assert stat.S_IMODE(socket_path.parent.stat().st_mode) == 0o710
+        conn = UnixHTTPConnection(socket_path, 5.0)
+        conn.request("GET", PATH)
+        got = conn.getresponse()
+        # The app's listing, as JSON, through wsgiref's HTTP on the socket.
+        assert got.status == 200 and got.getheader("Content-Type") == "application/json"
+        assert json.loads(got.read())["choices"] == {m: list(SERVERS[m]) for m in MODES}
+        conn.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert not socket_path.exists()
+    assert not answers(socket_path)
 
 
 # -- the app ----------------------------------------------------------------------------

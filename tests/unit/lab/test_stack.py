@@ -249,3 +249,15 @@ def test_next_stack_is_the_gateway_with_another_server_on_the_running_network(
     assert got["networks"] == {"lab": {"external": True, "name": "lab1_lab"}}
     # The running stack is not changed by it.
     assert original["environment"]["GATEWAY_SERVER"] == "sync"
+
+
+def test_the_control_directory_is_an_absolute_read_only_bind_in_nginx_only(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Swarm refuses a relative or missing bind source: `lab up` sets LAB_CONTROL_DIR
+    (absolute) and makes the directory before it deploys."""
+    env = ENV | {"LAB_CONTROL_DIR": "/srv/lab/.lab/control-swarm"}
+    nginx = stack_file(compose(env))["services"]["nginx"]
+    assert "/srv/lab/.lab/control-swarm:/run/lab-control:ro" in nginx["volumes"]
+    for name in GATEWAYS:
+        assert not any("lab-control" in str(v) for v in services[name]["volumes"])
