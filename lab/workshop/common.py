@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from lab.errors import LabError
 from lab.nginx.routing import MODES
@@ -59,6 +60,28 @@ def machine_info() -> dict[str, Any]:
         # Other programs on the machine share its cores: the 1-minute load at the start.
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+# How long an experiment waits for the load its predecessor left to die down.
+SETTLE_DEADLINE_S: Final = 240.0
+
+
+def settle_load(
+    cores: int, deadline_s: float = SETTLE_DEADLINE_S, say: Callable[[str], None] | None = None
+) -> float:
+    """Wait until the 1-minute load average is at most ``cores`` (or the deadline has
+    passed); the load then. The load average decays over about a minute, so right
+    after a load run it still counts that run: an experiment that started at once
+    would be judged on a busy machine (evidence.noise) for its predecessor's sake."""
+    end = time.monotonic() + deadline_s
+    load = os.getloadavg()[0]
+    if load > cores and say is not None:
+        limit = f"{deadline_s:.0f} s at most"
+        say(f"load average {load:.1f}: waiting for it to fall to {cores} ({limit})")
+    while load > cores and time.monotonic() < end:
+        time.sleep(2.0)
+        load = os.getloadavg()[0]
+    return load
 
 
 def lab_info(cfg: LabSettings | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -27,7 +28,15 @@ from lab.workshop.claims.report import (
     report_markdown,
 )
 from lab.workshop.claims.verdicts import RULES, judge
-from lab.workshop.common import Guard, default_out_dir, lab_info, lab_url, machine_info, require_lab
+from lab.workshop.common import (
+    Guard,
+    default_out_dir,
+    lab_info,
+    lab_url,
+    machine_info,
+    require_lab,
+    settle_load,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,6 +122,7 @@ def run_claims(
     for claim in CLAIMS:
         if only and claim.id not in only:
             continue
+        settle_load(os.cpu_count() or 1, say=console.print)
         machine = machine_info()  # the load just before this experiment
         with console.status(f"{claim.title}: {claim.experiment[:60]}..."):
             numbers = EXPERIMENTS[claim.id](ctx)

@@ -484,3 +484,19 @@ def test_make_timeline_draws_the_figures_the_workshop_shows() -> None:
     assert "/blocking-coffee?ms=100&thread=1" in blocking.compare
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     assert "$(LAB) timeline $(or $(ARGS),--workshop)" in makefile
+
+
+def test_an_experiment_waits_for_the_load_its_predecessor_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lab.workshop import common
+
+    loads = iter([9.0, 5.5, 2.4, 1.9, 0.5])
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(common.time, "sleep", lambda s: None)
+    said: list[str] = []
+    assert common.settle_load(2, say=said.append) == 1.9  # the first reading at most 2
+    assert len(said) == 1 and "9.0" in said[0]
+    # A machine that stays busy: the deadline ends the wait, and the load is reported.
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
+    assert common.settle_load(2, deadline_s=0.0) == 7.0
