@@ -102,8 +102,11 @@ class Settings:
     cgi_max_scripts: int = 16
     # Past the script cap a request waits its turn (first come, first served):
     # at most this many wait at once, each at most this long; then 503 with
-    # Retry-After. 0 and 0 refuse at once, as a bare semaphore would.
-    cgi_queue_max: int = 64
+    # Retry-After. 0 and 0 refuse at once, as a bare semaphore would. 128: the
+    # lab's own load runs go to 100 clients (lab bench, benchmarks/), and past
+    # script cap + queue every extra client is refused at once and asks again,
+    # a storm of 503s that also takes CPU from the scripts.
+    cgi_queue_max: int = 128
     cgi_queue_wait_s: float = 10.0
     cgi_max_output_bytes: int = 64 * MIB
     log_level: str = "info"
