@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,10 +42,10 @@ from pathlib import Path
 
 from gateway.cgi.runner import PYTHON_FLAGS
 from gateway.config import APPS_DIR
-from gateway.trace import QUEUE
 from lab.settings import LabSettings
 from lab.system.procfs import group_cpu_seconds
 from lab.targets.state import load_state
+from lab.workshop.loadgen import idle_probe, wait_idle
 from lab.workshop.wrk import WrkResult, run_wrk
 
 CGI_SCRIPT = APPS_DIR / "cgi_app.py"
@@ -194,23 +193,6 @@ def fcgiwrap_anchor(port: int) -> Iterator[str]:
             for proc in reversed(procs):
                 os.killpg(proc.pid, signal.SIGTERM)  # the group this script started
                 proc.wait(10)
-
-
-def settle(url: str, timeout_s: float = 60.0) -> None:
-    """Wait until a request to ``url`` finds no CGI queue (X-Gateway-Queue-Ms 0).
-
-    When wrk stops, the requests it abandoned still wait in the gateway's queue
-    and their scripts still run: the next round must not inherit them.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                if float(response.headers.get(QUEUE, "0")) == 0:
-                    return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.5)
 
 
 def cgi_environment(path_info: str) -> dict[str, str]:
@@ -380,19 +362,21 @@ def main() -> None:
         sys.exit(f"no lab on {lab}: LAB_PORT={port} LAB_TARGET=native .venv/bin/lab up")
     seconds, rounds = args.seconds, args.rounds
 
-    cgi_direct = f"http://127.0.0.1:{port + GATEWAY_OFFSET['cgi']}/"
+    # Between rounds: requests wrk abandoned still wait in the CGI queue (a script
+    # run straight at the gateway says whether any does).
+    cgi_idle = idle_probe(f"http://127.0.0.1:{port + GATEWAY_OFFSET['cgi']}", "cgi")
 
     def rps(connections: int, duration_s: int = seconds) -> Callable[[str], tuple[float, int, int]]:
         def measure(url: str) -> tuple[float, int, int]:
             found = good(run_wrk(url, connections, duration_s))
-            settle(cgi_direct)
+            wait_idle(cgi_idle)
             return found
 
         return measure
 
     def p50(url: str) -> tuple[float, int, int]:
         result = run_wrk(url, 1, seconds)
-        settle(cgi_direct)
+        wait_idle(cgi_idle)
         _, refused, requests = good(result)
         return result.latency_ms.get(50, 0.0), refused, requests
 

@@ -65,7 +65,7 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def measure(url: str, mode: str, server: str, seconds: float) -> Row:
-    from lab.workshop.loadgen import wait_idle
+    from lab.workshop.loadgen import idle_probe, wait_idle
     from lab.workshop.wrk import run_wrk
 
     errors: list[str] = []
@@ -73,7 +73,7 @@ def measure(url: str, mode: str, server: str, seconds: float) -> Row:
     def run(path: str, clients: int, what: str) -> tuple[float, float]:
         # Requests a crowd left queued (CGI scripts waiting their turn) drain first,
         # as between the cells of `lab bench`.
-        wait_idle(f"{url}/{mode}/healthz")
+        wait_idle(idle_probe(f"{url}/{mode}", mode))
         summary = (result := run_wrk(f"{url}/{mode}{path}", clients, seconds)).summary()
         if summary.errors:
             errors.append(f"{what}: {summary.errors} of {summary.requests}")

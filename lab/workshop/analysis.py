@@ -24,6 +24,7 @@ H_REQUEST_ID: Final = "x-request-id"
 # CGI only (gateway/trace.py): when the script's own work began and ended.
 H_APP_START: Final = "x-gateway-app-start"
 H_APP_END: Final = "x-gateway-app-end"
+H_QUEUE: Final = "x-gateway-queue-ms"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Trace:
     # CGI: the script's work began (start-up over) and ended (the process exits next)
     app_start: float | None = None
     app_end: float | None = None
+    # CGI: how long the request waited for a script slot (ms; 0.0 when one was free)
+    queue_ms: float | None = None
 
     def split_ms(self) -> tuple[float, float, float] | None:
         """CGI: (start-up, app, exit) in ms, from Start, App-Start, App-End and End;
@@ -150,6 +153,7 @@ def parse_trace(headers: Mapping[str, str]) -> Trace:
         request_id=h.get(H_REQUEST_ID),
         app_start=_float_or_none(h.get(H_APP_START)),
         app_end=_float_or_none(h.get(H_APP_END)),
+        queue_ms=_float_or_none(h.get(H_QUEUE)),
     )
 
 

@@ -321,7 +321,7 @@ def run_bench(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from lab.workshop import wrk
-    from lab.workshop.loadgen import wait_idle
+    from lab.workshop.loadgen import idle_probe, wait_idle
 
     console = console or Console()
     base = (url or lab_url()).rstrip("/")
@@ -384,7 +384,7 @@ def run_bench(
                 summary = measure(mode_url(base, mode, scenario.path), clients, duration_s, chosen)
                 run.cells.append(Cell(mode, server, name, scenario.path, clients, chosen, summary))
                 progress.advance(task)
-                wait_idle(mode_url(base, mode, "/healthz"))
+                wait_idle(idle_probe(mode_url(base, mode, ""), mode))
 
     console.print(results_table(run.rows()))
     chart_paths: list[Path] = []

@@ -134,22 +134,32 @@ SETTLE_DEADLINE_S = 60.0
 
 
 def wait_idle(
-    health_url: str, fast_ms: float = SETTLE_FAST_MS, deadline_s: float = SETTLE_DEADLINE_S
+    probe_url: str, fast_ms: float = SETTLE_FAST_MS, deadline_s: float = SETTLE_DEADLINE_S
 ) -> bool:
-    """Wait until ``health_url`` answers 2xx quickly twice in a row (requests left
+    """Wait until ``probe_url`` finds nothing queued twice in a row (requests left
     queued by the last run have drained), so one measurement does not pay for the
-    previous. A failure (refused, 5xx) is not idle, however fast it came: a gateway
-    knocked over by the last cell must not look ready. False if it never was
-    within ``deadline_s``.
+    previous. Nothing queued: a CGI answer that waited 0 ms for its script slot
+    (X-Gateway-Queue-Ms; probe a script, ``idle_probe``), else an answer within
+    ``fast_ms``. A failure (refused, 5xx) is not idle, however fast it came: a
+    gateway knocked over by the last cell must not look ready. False if it never
+    was within ``deadline_s``.
     """
     end = time.monotonic() + deadline_s
     fast_in_a_row = 0
     with _session() as session:
         while time.monotonic() < end:
-            sample = one_request(session, health_url, {}, timeout_s=deadline_s)
-            idle = sample.ok and sample.latency_s * 1000 < fast_ms
-            fast_in_a_row = fast_in_a_row + 1 if idle else 0
+            sample = one_request(session, probe_url, {}, timeout_s=deadline_s)
+            waited = sample.trace.queue_ms
+            quick = sample.latency_s * 1000 < fast_ms if waited is None else waited == 0
+            fast_in_a_row = fast_in_a_row + 1 if sample.ok and quick else 0
             if fast_in_a_row >= 2:
                 return True
             time.sleep(0.05)
     return False
+
+
+def idle_probe(mode_base: str, mode: str) -> str:
+    """What ``wait_idle`` asks under ``mode_base`` (a mode's route): CGI's /healthz
+    is answered before the script queue, so there a script is run (``/``) and its
+    X-Gateway-Queue-Ms read; elsewhere /healthz waits behind what is queued."""
+    return f"{mode_base.rstrip('/')}/" if mode == "cgi" else f"{mode_base.rstrip('/')}/healthz"

@@ -79,9 +79,13 @@ class Context:
 # -- measuring primitives ---------------------------------------------------------------
 
 
-def health_url(url: str) -> str:
-    """The gateway's /healthz on the same route: ``/wsgi/coffee?ms=1`` -> ``/wsgi/healthz``."""
-    return url.split("?", 1)[0].rsplit("/", 1)[0] + "/healthz"
+def idle_url(url: str) -> str:
+    """What shows the gateway behind ``url`` idle (loadgen.idle_probe), on the same
+    route: ``/wsgi/coffee?ms=1`` -> ``/wsgi/healthz``; ``/cgi/coffee`` -> ``/cgi/``."""
+    from lab.workshop.loadgen import idle_probe
+
+    route = url.split("?", 1)[0].rsplit("/", 1)[0]
+    return idle_probe(route, route.rsplit("/", 1)[-1])
 
 
 def pid_balance(pids: dict[int, int], expected: int) -> float:
@@ -98,7 +102,7 @@ def wrk_cell(url: str, clients: int, duration_s: float, expected_pids: int = 1) 
 
     result = run_wrk(url, clients, duration_s)
     s = result.summary()
-    wait_idle(health_url(url))
+    wait_idle(idle_url(url))
     return {
         "rps": round(s.rps, 2),
         "p50_ms": round(s.p50_ms, 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -370,15 +371,23 @@ def test_chart_colours_are_the_dashboard_s() -> None:
 class _Server:
     """A local HTTP server answering every GET with one fixed status, at once."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, queue_ms: Sequence[str] = ()) -> None:
         import http.server
         import threading
 
+        waits = list(queue_ms)  # X-Gateway-Queue-Ms of the answers in turn (the last repeats)
+        self.asked = 0
+
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+            def do_GET(handler) -> None:  # noqa: N805 -- self is the _Server
+                handler.send_response(status)
+                if waits:
+                    handler.send_header(
+                        "X-Gateway-Queue-Ms", waits[min(self.asked, len(waits) - 1)]
+                    )
+                self.asked += 1
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -402,6 +411,35 @@ def test_wait_idle_does_not_count_fast_failures_as_idle(status: int, idle: bool)
         assert wait_idle(server.url, deadline_s=1.0) is idle
     finally:
         server.close()
+
+
+def test_wait_idle_waits_for_an_empty_cgi_queue_however_fast_the_answers() -> None:
+    """CGI: a script answers quickly while others still wait for slots; idle is an
+    answer that waited 0 ms for its slot (X-Gateway-Queue-Ms), twice in a row."""
+    from lab.workshop.loadgen import wait_idle
+
+    draining = _Server(200, ["812.5", "403.0", "0.000", "51.2", "0.000", "0.000"])
+    try:
+        assert wait_idle(draining.url, deadline_s=5.0) is True
+        assert draining.asked == 6
+    finally:
+        draining.close()
+    busy = _Server(200, ["250.0"])
+    try:
+        assert wait_idle(busy.url, deadline_s=0.5) is False
+    finally:
+        busy.close()
+
+
+def test_the_idle_probe_of_cgi_passes_its_queue() -> None:
+    from lab.workshop.claims.experiments import idle_url
+    from lab.workshop.loadgen import idle_probe
+
+    # CGI's /healthz is answered before the script queue: a script is asked instead.
+    assert idle_probe("http://h:8080/cgi", "cgi") == "http://h:8080/cgi/"
+    assert idle_probe("http://h:8080/wsgi/", "wsgi") == "http://h:8080/wsgi/healthz"
+    assert idle_url("http://h:8080/cgi/coffee?ms=5") == "http://h:8080/cgi/"
+    assert idle_url("http://h:8080/asgi/coffee?ms=5") == "http://h:8080/asgi/healthz"
 
 
 def test_wait_idle_does_not_count_a_refused_connection_as_idle() -> None:
