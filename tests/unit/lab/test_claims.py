@@ -33,14 +33,18 @@ from lab.workshop.claims import verdicts as v
 from lab.workshop.claims.catalog import saturated_run_s
 from lab.workshop.claims.verdicts import CAVEAT, FAILS, HOLDS, INCONCLUSIVE, judge
 
+# The fixtures, and the run docs/results/ and docs/workshop.md quote: a change
+# to a verdict rule that would flip a published verdict fails here.
 RECORDINGS = sorted((Path(__file__).parent / "claims_recordings").glob("*.json"))
+PUBLISHED = Path(__file__).parents[3] / "docs" / "results" / "claims.json"
 
 
 def recorded_claims() -> list[Any]:
     params = []
-    for path in RECORDINGS:
+    for path in [*RECORDINGS, PUBLISHED]:
         data = json.loads(path.read_text(encoding="utf-8"))
-        params += [pytest.param(c, id=f"{path.stem}-{c['id']}") for c in data["claims"]]
+        name = "published" if path == PUBLISHED else path.stem
+        params += [pytest.param(c, id=f"{name}-{c['id']}") for c in data["claims"]]
     return params
 
 
