@@ -122,6 +122,36 @@ def test_a_service_runs_in_its_own_group_and_stops_with_it(sleeper: int, tmp_pat
     assert not processes.group_alive(sleeper)
 
 
+# A parent that never reaps: it starts a group leader (in a session of its own)
+# that leaves one member behind and exits, then sleeps. The leader stays a
+# zombie, as a killed nginx master does under an init that reaps late.
+UNREAPED_LEADER = """
+import subprocess, sys, time
+leader = subprocess.Popen(["sh", "-c", "sleep 60 & exit 0"], start_new_session=True)
+print(leader.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_group_whose_leader_is_an_unreaped_zombie_is_still_stopped() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", UNREAPED_LEADER], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        pgid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 5
+        while next((p.state for p in read_proc() if p.pid == pgid), "Z") != "Z":
+            assert time.monotonic() < deadline, "the leader never exited"
+            time.sleep(0.02)
+        leader = next(p for p in read_proc() if p.pid == pgid)
+        assert leader.title == "" and processes.group_alive(pgid)  # the member lives on
+        processes.stop_groups({"nginx": pgid}, deadline_s=5, say=lambda _: None)
+        assert not processes.group_alive(pgid)
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdout.close()  # type: ignore[union-attr]
+
+
 def test_freeze_and_thaw(sleeper: int) -> None:
     processes.freeze(sleeper)
     deadline = time.monotonic() + 5
