@@ -247,11 +247,18 @@ class TestWebSocket:
         from websockets.sync.client import connect
 
         limit = kitchen.WS_MAX_MESSAGE_BYTES
+        # A binary frame's header alone (RFC 6455 §5.2: FIN, opcode 2, masked,
+        # 64-bit length), announcing one byte over the limit. The server must
+        # refuse on the header (§7.4.1, 1009), before a byte of the payload: it
+        # never comes, so waiting for it would time out. And with nothing sent
+        # that the server leaves unread, its close is a FIN, not a reset that
+        # could destroy the close frame on its way to the client.
+        too_big = bytes([0x82, 0x80 | 127]) + (limit + 1).to_bytes(8, "big")
         for url in asgi_ws_urls:
             with connect(url, open_timeout=10, max_size=None) as ws:
                 ws.send(b"x" * limit)
                 assert len(ws.recv(timeout=10)) == limit, url
-                ws.send(b"x" * (limit + 1))
+                ws.socket.sendall(too_big)
                 with pytest.raises(ConnectionClosed) as closed:
                     ws.recv(timeout=10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009, url

@@ -23,6 +23,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 
 Headers = list[tuple[str, str]]
@@ -73,6 +74,7 @@ class H2Client:
         self.streams: dict[int, Stream] = {}
         self.goaway: GoAway | None = None
         self.closed = False
+        self.pending = b""  # bytes read but not yet a whole frame
         self.remote_settings: dict[int, int] = {}
         self.timeout = timeout
 
@@ -158,8 +160,26 @@ class H2Client:
         if not data:
             self.closed = True
             return
-        for event in self.conn.receive_data(data):
-            self._on(event)
+        self.pending += data
+        # One frame at a time into h2 (RFC 9113 §4.1: a 9-octet header whose
+        # first 3 octets are the payload length), so a GOAWAY is seen before
+        # the frames behind it: after a GOAWAY the server may still finish the
+        # streams it took (§6.8), and h2's state machine, closed by then,
+        # refuses their frames with a ProtocolError.
+        while len(self.pending) >= 9:
+            size = 9 + int.from_bytes(self.pending[:3], "big")
+            if len(self.pending) < size:
+                break
+            frame, self.pending = self.pending[:size], self.pending[size:]
+            try:
+                events = self.conn.receive_data(frame)
+            except h2.exceptions.ProtocolError:
+                if self.goaway is None:
+                    raise
+                self.closed = True
+                return
+            for event in events:
+                self._on(event)
         self.flush()
 
     def _on(self, event: h2.events.Event) -> None:
