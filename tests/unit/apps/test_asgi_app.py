@@ -330,3 +330,19 @@ def test_the_omelette_step_runs_from_its_first_turn_to_its_last() -> None:
     result = call(http_scope(path="/breakfast", query="coffee_ms=50&omelette_ms=0"))
     omelette = json.loads(result.body)["steps"]["omelette"]
     assert omelette["end"] - omelette["start"] < 0.025
+
+
+def test_a_wait_that_ends_early_sleeps_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop may end a sleep a little early on the wall clock; the coffee never is."""
+    now = [1000.0]
+    slept: list[float] = []
+
+    async def early_sleep(seconds: float) -> None:  # the first wake is 0.1 ms early
+        slept.append(seconds)
+        now[0] += seconds - (0.0001 if len(slept) == 1 else 0.0)
+
+    monkeypatch.setattr(asgi_app.time, "time", lambda: now[0])
+    monkeypatch.setattr(asgi_app.asyncio, "sleep", early_sleep)
+    asyncio.run(asgi_app.wait_at_least(0.2))
+    assert now[0] >= 1000.2 and slept[0] == 0.2 and len(slept) == 2
+    assert slept[1] == pytest.approx(0.0001)
