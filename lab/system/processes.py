@@ -114,7 +114,7 @@ def leader_matches(pgid: int, marker: str) -> bool:
     """Guard against a recycled pid: the group leader's command line must contain ``marker``."""
     leader = next((p for p in read_proc() if p.pid == pgid), None)
     # Leader gone, or a zombie not yet reaped (its command line reads empty; an
-    # init that reaps late, as some VMs' does, leaves a killed nginx master a
+    # init that reaps late, as some VMs have, leaves a killed nginx master a
     # zombie for seconds): the group id cannot be reused while members remain.
     return leader is None or leader.state == "Z" or marker in leader.title
 
