@@ -29,6 +29,7 @@ from lab.workshop.claims.report import (
 )
 from lab.workshop.claims.verdicts import RULES, judge
 from lab.workshop.common import (
+    SETTLE_DEADLINE_S,
     Guard,
     default_out_dir,
     lab_info,
@@ -86,8 +87,13 @@ def run_claims(
     console: Console | None = None,
     command: str = "lab claims",
     repeats: int = DEFAULT_REPEATS,
+    settle_s: float = SETTLE_DEADLINE_S,
 ) -> tuple[list[ClaimResult], Path]:
-    """Run each experiment, judge it, print and save ``claims.md`` and ``claims.json``."""
+    """Run each experiment, judge it, print and save ``claims.md`` and ``claims.json``.
+
+    Before each experiment, wait up to ``settle_s`` for the load average to fall
+    to the CPU count (0: start at once; a busy start is then judged as such).
+    """
     from rich.console import Console
     from rich.markdown import Markdown
 
@@ -122,7 +128,7 @@ def run_claims(
     for claim in CLAIMS:
         if only and claim.id not in only:
             continue
-        settle_load(os.cpu_count() or 1, say=console.print)
+        settle_load(os.cpu_count() or 1, deadline_s=settle_s, say=console.print)
         machine = machine_info()  # the load just before this experiment
         with console.status(f"{claim.title}: {claim.experiment[:60]}..."):
             numbers = EXPERIMENTS[claim.id](ctx)
