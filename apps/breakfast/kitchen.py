@@ -7,39 +7,9 @@ I/O and imports this module, the CGI script as the top-level module ``kitchen``
 and the others as ``apps.breakfast.kitchen``, so nothing here imports from
 its own package.
 
-Query numbers, with their defaults (a missing one takes the default; anything
-that is not a whole number in range is a 400):
-
-=================  ============================  =========  =======
-endpoint           parameter                     default    range
-=================  ============================  =========  =======
-/coffee            ms                            100        0..10000
-/omelette          ms                            100        0..10000
-/blocking-coffee   ms, thread                    100, 0     0..10000, 0..1
-/breakfast         coffee_ms, omelette_ms        100, 100   0..10000
-/stream            chunks, interval_ms           5, 200     0..1000, 0..10000
-/events            count, interval_ms            5, 100     0..1000, 0..10000
-=================  ============================  =========  =======
-
-Limits the app keeps so that what it accepts, its server can finish:
-
-- ``FORM_MAX_BYTES``, ``FORM_MAX_FIELDS``: a POST /form body of at most 1 MiB
-  and 100 fields, urlencoded or multipart (413 and 400 beyond). Multipart
-  parts are counted before anything is parsed, so a body of 60,000 empty parts
-  costs one pass over the bytes, not seconds of MIME parsing.
-- ``STREAM_MAX_MS``: in CGI and WSGI a /stream must end within 20 s in all
-  (``chunks x interval_ms``; a longer one is a 400 that says so). The CGI
-  runner ends a script after 30 s and gunicorn's sync worker is killed when
-  it has been busy for 35 s (``GATEWAY_TIMEOUT_S``, 30 by default, + 5): a
-  stream past those would be cut off halfway, and would hold a script slot or
-  the worker all along. ASGI streams with no such limit: a waiting coroutine
-  holds no worker, and nginx allows 5 minutes between two lines.
-- ``WS_MAX_MESSAGE_BYTES``: /ws takes messages of at most 64 KiB; a bigger
-  one closes the connection with 1009 (message too big, RFC 6455 §7.4.1). The
-  ASGI server enforces it (gateway/servers/gunicorn.py), before it reads the
-  message. The server also stops reading while 32 messages wait for the app,
-  so a peer that sends and never reads pins a few MiB (2.6 MiB measured), not
-  hundreds (tests/integration/test_hostile_app.py reads the worker's RSS).
+Query numbers: ``QUERY_DEFAULTS`` (per endpoint) and ``MAXIMUM`` below; a
+missing one takes its default, anything but a whole number in 0..MAXIMUM is a
+400. The limits below keep what the app accepts to what its server can finish.
 """
 
 from __future__ import annotations
@@ -185,7 +155,7 @@ MAXIMUM: Final[dict[str, int]] = {
     "thread": 1,
 }
 
-# Endpoint -> {parameter: default}; the table in the module docstring.
+# Endpoint -> {parameter: default}; the range is 0..MAXIMUM.
 QUERY_DEFAULTS: Final[dict[str, dict[str, int]]] = {
     "/coffee": {"ms": 100},
     "/omelette": {"ms": 100},
@@ -330,25 +300,24 @@ def breakfast_in_turn(numbers: Mapping[str, int]) -> dict[str, object]:
 
 # --- WebSocket -------------------------------------------------------------------------------
 
-# Largest /ws message: 64 KiB (the server closes with 1009 past it, before reading it).
+# Largest /ws message: 64 KiB. The ASGI server closes with 1009 past it, before
+# reading it (RFC 6455 §7.4.1; gateway/servers/gunicorn.py), and stops reading
+# while 32 messages wait for the app: a peer that never reads pins about 2.6 MiB.
 WS_MAX_MESSAGE_BYTES: Final = 64 * 1024
 
 # --- streamed lines --------------------------------------------------------------------------
 
 CHUNK_BYTES: Final = 64 * 1024  # how much of a request body to read at a time
 
-
-# In CGI and WSGI a /stream must be over within this many ms in all (the module
-# docstring says why); ASGI streams are not limited by it.
+# In CGI and WSGI a /stream must be over within this many ms in all (chunks x
+# interval_ms; longer is a 400 that says so): the CGI runner ends a script after
+# 30 s and gunicorn kills a sync worker busy for 35 s (GATEWAY_TIMEOUT_S + 5),
+# so a longer stream would be cut off halfway. An ASGI stream holds no worker.
 STREAM_MAX_MS: Final = 20_000
 
 
 def check_stream_length(chunks: int, interval_ms: int) -> None:
-    """400 when a stream would run past ``STREAM_MAX_MS``: refused before it starts.
-
-    The CGI runner and gunicorn's sync worker end a request after 30 s; a
-    stream they would cut off halfway is refused up front instead, with the limit.
-    """
+    """400 when a stream would run past ``STREAM_MAX_MS``: refused before it starts."""
     if chunks * interval_ms > STREAM_MAX_MS:
         raise HTTPError(
             400,

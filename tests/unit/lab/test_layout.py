@@ -110,7 +110,8 @@ def test_the_gateway_and_app_packages_stay_small_too() -> None:
 
 
 def test_no_module_is_over_500_lines() -> None:
-    for path in FILES.values():
+    apps_and_gateway = [*(ROOT / "gateway").rglob("*.py"), *(ROOT / "apps").rglob("*.py")]
+    for path in [*FILES.values(), *apps_and_gateway]:
         lines = len(path.read_text(encoding="utf-8").splitlines())
         assert lines <= MAX_LINES, f"{path.relative_to(ROOT)}: {lines} lines"
 
