@@ -69,13 +69,12 @@ from lab.targets.switching import (
     apply_split,
     check_mode,
     check_replicas,
+    drain_old_workers,
     limits_dict,
     wait_for_mode,
 )
 
 START_DEADLINE_S: Final = 30.0
-# How long a scale-down waits for nginx's old workers to finish their requests.
-DRAIN_DEADLINE_S: Final = 15.0
 START_MARKER: Final = processes.START_MARKER
 
 
@@ -388,10 +387,8 @@ class NativeTarget:
             del state.groups[service]
         save_state(cfg, state)
         # Old nginx workers finish the requests they hold, some of them on the
-        # surplus replicas: let them, then stop the replicas (gunicorn's SIGTERM
-        # is graceful too, for anything still in flight after DRAIN_DEADLINE_S).
-        if not wait_until(lambda: not old_workers & {p.pid for p in read_proc()}, DRAIN_DEADLINE_S):
-            say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+        # surplus replicas: let them, then stop the replicas.
+        drain_old_workers(old_workers, read_proc, say)
         processes.stop_groups(groups, say=say)
 
     def logs(self, cfg: LabSettings, follow: bool) -> None:

@@ -22,14 +22,11 @@ from lab.servers import healthy, http_address, wait_for_server
 from lab.servers import worker_counts as configured_workers
 from lab.settings import LabSettings, Limits
 from lab.system import processes
-from lab.system.http import wait_until
 from lab.system.ports import in_use_message, port_free
 from lab.system.procfs import read_proc
 from lab.targets.native_nginx import Paths, native_values, reload_with_files
-from lab.targets.switching import gateway_env, worker_counts
+from lab.targets.switching import drain_old_workers, gateway_env, worker_counts
 
-# How long a swap waits for nginx's old workers to finish with the old server.
-DRAIN_DEADLINE_S: Final = 15.0
 START_DEADLINE_S: Final = 30.0
 
 
@@ -207,8 +204,7 @@ def swap_server(
     state.slots[mode] = slot
     save()
     # nginx's old workers finish the requests they hold on the old server; then stop it.
-    if not wait_until(lambda: not old_workers & {p.pid for p in read_proc()}, DRAIN_DEADLINE_S):
-        say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+    drain_old_workers(old_workers, read_proc, say)
     processes.stop_groups({service: old}, say=say)
     wait_for_server(cfg, mode, server)
     say(f"{mode}: {cfg.url}/{mode}/ is now served by {server} (was {current}, port {port})")

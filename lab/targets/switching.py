@@ -200,6 +200,21 @@ def wait_for_reload(
         )
 
 
+# How long nginx's old workers may take to finish the requests they hold after a reload.
+DRAIN_DEADLINE_S = 15.0
+
+
+def drain_old_workers(
+    before: set[int], rows: Callable[[], Iterable[Proc]], say: Callable[[str], None]
+) -> None:
+    """Wait until nginx's workers from before a reload (``before``, their pids) have
+    finished the requests they hold: until then they may still use an upstream the
+    caller is about to stop. Past ``DRAIN_DEADLINE_S`` it says so and returns (a
+    gateway's stop is graceful too: SIGTERM, then gunicorn lets its workers finish)."""
+    if not wait_until(lambda: not before & {p.pid for p in rows()}, DRAIN_DEADLINE_S, 0.2):
+        say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+
+
 def worker_counts(rows: Iterable[Proc], masters: Mapping[str, Iterable[int]]) -> dict[str, int]:
     """Worker processes in force per mode: the live children of each mode's gunicorn masters.
 

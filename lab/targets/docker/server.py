@@ -28,14 +28,12 @@ from lab.settings import LabSettings
 from lab.system import procfs
 from lab.system.http import wait_until
 from lab.targets.docker.compose import PROJECT, SERVICES
-from lab.targets.switching import check_mode
+from lab.targets.switching import check_mode, drain_old_workers
 
 # The first line of each pass_<mode>.conf in the nginx container: the server behind each mode.
 SERVERS_SCRIPT: Final = 'head -qn1 "${LAB_NGINX_CONF_DIR:-/tmp/nginx-conf}"/pass_*.conf'
 # How long a new server's container may take to answer /healthz.
 SERVER_START_S: Final = 60.0
-# How long nginx's old workers may take to finish with a container being replaced.
-DRAIN_DEADLINE_S: Final = 15.0
 COMPOSE_GATEWAY_PORT: Final = nginx_conf.COMPOSE_GATEWAY_PORT
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -88,6 +86,28 @@ def swap_from(
     if len(target._replicas(cfg, mode)) > 1:
         raise LabError(f"{mode} runs several replicas: `lab scale {mode} 1` first")
     return current
+
+
+def swap_back(
+    target: Compose,
+    cfg: LabSettings,
+    mode: str,
+    servers: tuple[str, str],
+    remove_temp: Callable[[], None],
+    say: Callable[[str], None],
+) -> None:
+    """The last step of every Docker swap, once the service runs the new server:
+    nginx back on the service's name (a reload), its old workers drained, the
+    temporary gateway removed, the new server answering through nginx.
+    ``servers``: (the one before, the new one)."""
+    current, server = servers
+    before = target._reload(
+        cfg, "server", f"{mode}={server}", what=f"pointing nginx back at {SERVICES[mode]}"
+    )
+    drain_old_workers(before, lambda: target._nginx_procs(cfg), say)
+    remove_temp()
+    wait_for_server(cfg, mode, server)
+    say(f"{mode}: {cfg.url}/{mode}/ is now served by {server} (was {current})")
 
 
 class DockerServerSwap:
@@ -145,7 +165,7 @@ class DockerServerSwap:
         except BaseException:
             self.run(["docker", "rm", "--force", temp], timeout=60)
             raise
-        self._drain(cfg, before)
+        drain_old_workers(before, lambda: self.target._nginx_procs(cfg), self.say)
         chosen = recorded_servers(cfg) | {mode: server}
         record_servers(cfg, chosen)
         recreated = self.target._compose(
@@ -156,14 +176,12 @@ class DockerServerSwap:
                 f"nginx uses {server} in {temp}, but recreating {service} with it failed "
                 f"(the temporary container keeps serving):\n{recreated.stdout}{recreated.stderr}"
             )
-        before = self.target._reload(
-            cfg, "server", f"{mode}={server}", what=f"pointing nginx back at {service}"
-        )
-        self._drain(cfg, before)
-        self.run(["docker", "stop", "--time", "10", temp], timeout=60)
-        self.run(["docker", "rm", "--force", temp], timeout=60)
-        wait_for_server(cfg, mode, server)
-        self.say(f"{mode}: {cfg.url}/{mode}/ is now served by {server} (was {current})")
+
+        def remove_temp() -> None:
+            self.run(["docker", "stop", "--time", "10", temp], timeout=60)
+            self.run(["docker", "rm", "--force", temp], timeout=60)
+
+        swap_back(self.target, cfg, mode, (current, server), remove_temp, self.say)
 
     def _container_address(self, container: str) -> str:
         fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
@@ -172,12 +190,3 @@ class DockerServerSwap:
         if got.returncode != 0 or not addresses:
             raise LabError(f"cannot find the address of {container}:\n{got.stderr}")
         return addresses[0]
-
-    def _drain(self, cfg: LabSettings, before: set[int]) -> None:
-        """Wait until nginx's workers from before a reload have finished their requests."""
-        if not wait_until(
-            lambda: not before & {p.pid for p in self.target._nginx_procs(cfg)},
-            DRAIN_DEADLINE_S,
-            interval_s=0.2,
-        ):
-            self.say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")

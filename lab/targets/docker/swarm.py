@@ -48,13 +48,11 @@ from lab.targets.docker.target import (
     _say,
     port_in_use_message,
 )
-from lab.targets.switching import check_mode, check_replicas
+from lab.targets.switching import check_mode, check_replicas, drain_old_workers
 
 STACK_LABEL: Final = "com.docker.stack.namespace"
 SERVICE_LABEL: Final = "com.docker.swarm.service.name"
 GWBRIDGE: Final = "docker_gwbridge"
-# How long a scale-down waits for nginx's old workers to finish their requests.
-DRAIN_DEADLINE_S: Final = 15.0
 
 
 def _docker(*args: str, timeout: float = 120.0) -> str:
@@ -321,12 +319,7 @@ class SwarmTarget(DockerTarget):
             servers = " ".join(f"{ip}:{COMPOSE_GATEWAY_PORT}" for _, _, ip in current[:replicas])
             pin = ("sh", "-c", UPSTREAMS_RELOAD_SCRIPT, "sh", "--set", f"{mode}_server={servers}")
             before = self._reload(cfg, *pin, what="pinning nginx to the remaining replicas")
-            if not wait_until(
-                lambda: not before & {p.pid for p in self._nginx_procs(cfg)},
-                DRAIN_DEADLINE_S,
-                interval_s=0.2,
-            ):
-                _say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+            drain_old_workers(before, lambda: self._nginx_procs(cfg), _say)
         svc = self.service(cfg, SERVICES[mode])
         _docker("service", "scale", "--detach", f"{svc}={replicas}")
         done = lambda: self._replica_counts(cfg)[mode] == replicas == len(self._replicas(cfg, mode))  # noqa: E731

@@ -22,15 +22,15 @@ from typing import Final, Protocol
 
 from lab.errors import LabError
 from lab.nginx.render import COMPOSE_GATEWAY_PORT
-from lab.servers import record_servers, recorded_servers, wait_for_server
+from lab.servers import record_servers, recorded_servers
 from lab.settings import LabSettings
 from lab.system.http import wait_until
 from lab.targets.docker.compose import SERVICES
-from lab.targets.docker.server import Compose, swap_from
+from lab.targets.docker.server import Compose, swap_back, swap_from
 from lab.targets.docker.stack import next_stack, parse_service_ls
+from lab.targets.switching import drain_old_workers
 
 SERVER_START_S: Final = 90.0
-DRAIN_DEADLINE_S: Final = 15.0
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -87,7 +87,7 @@ class SwarmServerSwap:
         except BaseException:
             self._remove(temp)
             raise
-        self._drain(cfg, before)
+        drain_old_workers(before, lambda: self.target._nginx_procs(cfg), self.say)
         record_servers(cfg, recorded_servers(cfg) | {mode: server})
         real = self.target.service(cfg, service)
         # Without --detach: returns once the update has converged (start-first: the
@@ -107,14 +107,12 @@ class SwarmServerSwap:
                 f"nginx uses {server} in {temp}, but updating {real} to it failed "
                 f"(the temporary service keeps serving): {updated.stderr.strip()}"
             )
-        before = self.target._reload(
-            cfg, "server", f"{mode}={server}", what=f"pointing nginx back at {service}"
-        )
-        self._drain(cfg, before)
-        # Its task stops in the background; the next swap waits for it to be gone.
-        self.run(["docker", "stack", "rm", temp], timeout=60)
-        wait_for_server(cfg, mode, server)
-        self.say(f"{mode}: {cfg.url}/{mode}/ is now served by {server} (was {current})")
+
+        def remove_temp() -> None:
+            # Its task stops in the background; the next swap waits for it to be gone.
+            self.run(["docker", "stack", "rm", temp], timeout=60)
+
+        swap_back(self.target, cfg, mode, (current, server), remove_temp, self.say)
 
     def _running(self, name: str) -> bool:
         """The one task of service ``name`` runs (swarm: after its healthcheck passed)."""
@@ -135,12 +133,3 @@ class SwarmServerSwap:
             60.0,
             0.5,
         )
-
-    def _drain(self, cfg: LabSettings, before: set[int]) -> None:
-        """Wait until nginx's workers from before a reload have finished their requests."""
-        if not wait_until(
-            lambda: not before & {p.pid for p in self.target._nginx_procs(cfg)},
-            DRAIN_DEADLINE_S,
-            interval_s=0.2,
-        ):
-            self.say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")

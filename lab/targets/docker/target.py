@@ -51,6 +51,7 @@ from lab.targets.switching import (
     accepting_workers,
     apply_split,
     check_mode,
+    drain_old_workers,
     limits_dict,
     wait_for_mode,
     wait_for_reload,
@@ -66,8 +67,6 @@ PULL_TIMEOUT_S: Final = 60.0
 Output = Literal["capture", "stderr", "pass"]
 COMMAND_TIMEOUT_S: Final = 120.0
 NUMBER_LABEL: Final = "com.docker.compose.container-number"
-# How long a scale-down waits for nginx's old workers to finish their requests.
-DRAIN_DEADLINE_S: Final = 15.0
 # Rewrites only upstreams.conf in the nginx container (lab.nginx upstreams);
 # extra arguments (--set wsgi_server="IP:8000 ...") pin an upstream to addresses.
 UPSTREAMS_SCRIPT: Final = (
@@ -485,14 +484,8 @@ class DockerTarget:
             self._nginx_ctl(cfg, "sh", "-c", UPSTREAMS_SCRIPT)  # back to the service names
             raise
         # nginx's old workers finish the requests they hold, some of them on the
-        # surplus replicas: let them (a stop is graceful too: SIGTERM, then gunicorn
-        # lets its workers finish), then stop and remove the surplus.
-        if not wait_until(
-            lambda: not before & {p.pid for p in self._nginx_procs(cfg)},
-            DRAIN_DEADLINE_S,
-            interval_s=0.2,
-        ):
-            _say(f"nginx's old workers still hold connections after {DRAIN_DEADLINE_S:.0f}s")
+        # surplus replicas: let them, then stop and remove the surplus.
+        drain_old_workers(before, lambda: self._nginx_procs(cfg), _say)
         ids = [cid for _, cid, _ in surplus]
         _run(["docker", "stop", "--time", "10", *ids], timeout=60)
         removed = _run(["docker", "rm", "--force", "--volumes", *ids], timeout=60)

@@ -16,6 +16,7 @@ import pytest
 from lab.errors import LabError
 from lab.servers import recorded_servers
 from lab.settings import LabSettings
+from lab.targets import switching
 from lab.targets.docker import server as docker_server
 from lab.targets.docker import target as docker
 from lab.targets.docker.compose import compose_env
@@ -39,7 +40,7 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Engine:
     fake = Engine()
     monkeypatch.setattr(docker, "_run", fake.run)
     monkeypatch.setattr(docker_server, "SERVER_START_S", 0.3)
-    monkeypatch.setattr(docker_server, "DRAIN_DEADLINE_S", 0.3)
+    monkeypatch.setattr(switching, "DRAIN_DEADLINE_S", 0.3)
     monkeypatch.setattr(docker_server, "wait_for_server", lambda cfg, mode, server: None)
     return fake
 
