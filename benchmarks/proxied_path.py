@@ -2,8 +2,12 @@
 
 On a running native lab (``LAB_PORT``), with wrk:
 
-- each mode's hello at 50 clients through nginx (``/<mode>/``) and straight at
-  its gateway (``LAB_PORT+1..3``): what nginx costs;
+- each (mode, server)'s hello at 50 clients through nginx (``/<mode>/``) and
+  straight at its gateway (its address in ``lab status``): what nginx costs.
+  Every pair whose server speaks HTTP by default (``--servers`` picks others);
+  the servers swap as ``lab server`` does, and each mode gets its own back at
+  the end. fcgiwrap and the uwsgi server have no HTTP of their own: nginx is
+  their only client, so they have no direct side;
 - the lab's CGI runner against nginx + fcgiwrap running the *same*
   ``apps/breakfast/cgi_app.py`` with the same interpreter and ``-I -S``: p50 at
   1 client, successful req/s at 50 clients and how many were refused. The pair
@@ -19,6 +23,7 @@ and its load average are printed with the table: figures depend on both,
 compare the ratios within one run.
 
     LAB_PORT=8080 .venv/bin/python benchmarks/proxied_path.py [--rounds 3] [--seconds 5]
+        [--servers asgi/gunicorn,asgi/uvicorn]
 """
 
 from __future__ import annotations
@@ -46,10 +51,10 @@ from lab.settings import LabSettings
 from lab.system.procfs import group_cpu_seconds
 from lab.targets.state import load_state
 from lab.workshop.loadgen import idle_probe, wait_idle
+from lab.workshop.servers import all_pairs, parse_servers, servers_restored
 from lab.workshop.wrk import WrkResult, run_wrk
 
 CGI_SCRIPT = APPS_DIR / "cgi_app.py"
-GATEWAY_OFFSET = {"cgi": 1, "wsgi": 2, "asgi": 3}  # LAB_PORT + n: the native gateways
 Result = tuple[float, int, int]  # (the figure, refused or failed, requests) of one run
 Measure = Callable[[str], Result]
 ANCHOR_PORT_OFFSET = 70  # nginx + fcgiwrap listen on LAB_PORT + 70, away from the lab's ports
@@ -264,16 +269,22 @@ class CpuMeter:
     """
 
     def __init__(self, cfg: LabSettings) -> None:
-        state = load_state(cfg)
-        if state is None:
-            sys.exit(f"no native run state in {cfg.state_dir}: the CPU meter needs a native lab")
-        self.groups = state.groups
+        self.cfg = cfg
+        self.groups()  # a native lab, or a clear exit now
         self.samples: dict[tuple[str, str], list[float]] = {}
+
+    def groups(self) -> dict[str, int]:
+        """The process groups of the lab now (a server swap starts a new group)."""
+        state = load_state(self.cfg)
+        if state is None:
+            sys.exit(f"no native run state in {self.cfg.state_dir}: the CPU meter needs it")
+        return dict(state.groups)
 
     def measure(
         self, url: str, mode: str, run: Callable[[], tuple[float, int, int]]
     ) -> tuple[float, int, int]:
-        who = {"nginx": self.groups["nginx"], "gateway": self.groups[f"gateway-{mode}"]}
+        groups = self.groups()
+        who = {"nginx": groups["nginx"], "gateway": groups[f"gateway-{mode}"]}
         before = {name: group_cpu_seconds(pgid) for name, pgid in who.items()}
         wrk_before = _children_cpu_seconds()
         value, refused, requests = run()
@@ -293,8 +304,9 @@ def _children_cpu_seconds() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def cpu_rows(meter: CpuMeter, mode: str, proxied: str, direct: str, measured: float) -> list[str]:
-    """Two rows of the CPU table and the ratio the CPU-bound model predicts."""
+def cpu_rows(meter: CpuMeter, pair: str, proxied: str, direct: str, measured: float) -> list[str]:
+    """Two rows of the CPU table for ``pair`` ("ASGI/uvicorn") and the ratio the
+    CPU-bound model predicts."""
     rows, totals = [], {}
     for side, url in (("nginx", proxied), ("direct", direct)):
         parts = {name: meter.per_request(url, name) for name in ("nginx", "gateway", "wrk")}
@@ -302,12 +314,23 @@ def cpu_rows(meter: CpuMeter, mode: str, proxied: str, direct: str, measured: fl
             parts["nginx"] = 0.0  # nginx idles while wrk talks to the gateway
         totals[side] = sum(parts.values())
         rows.append(
-            f"| {mode.upper()} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
+            f"| {pair} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
             f"| {parts['wrk']:.0f} | {totals[side]:.0f} |"
         )
     model = totals["direct"] / totals["nginx"] if totals["nginx"] else 0.0
-    rows.append(f"| {mode.upper()} model / measured | | | | {model:.2f} / {measured:.2f} |")
+    rows.append(f"| {pair} model / measured | | | | {model:.2f} / {measured:.2f} |")
     return rows
+
+
+def direct_url(mode: str) -> str | None:
+    """The HTTP address of the gateway serving ``mode`` now (``lab status``), None when
+    its server speaks another protocol to nginx (FastCGI, uwsgi)."""
+    from lab.targets import get_target, state
+
+    cfg = LabSettings.from_env()
+    gateways = get_target(state.current_target_name(cfg)).status(cfg).get("gateways") or {}
+    address = gateways.get(mode)
+    return f"{address.rstrip('/')}/" if isinstance(address, str) and address else None
 
 
 def load_average() -> str:
@@ -351,7 +374,12 @@ def main() -> None:
         default=10,
         help="wrk duration of each CGI round at 50 clients (a loaded machine answers few in 5 s)",
     )
+    parser.add_argument(
+        "--servers",
+        help="MODE/SERVER pairs for the through-nginx / direct rows (default: every pair)",
+    )
     args = parser.parse_args()
+    pairs = parse_servers(args.servers) if args.servers else all_pairs()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     port = int(os.environ.get("LAB_PORT", "8080"))
@@ -362,21 +390,24 @@ def main() -> None:
         sys.exit(f"no lab on {lab}: LAB_PORT={port} LAB_TARGET=native .venv/bin/lab up")
     seconds, rounds = args.seconds, args.rounds
 
-    # Between rounds: requests wrk abandoned still wait in the CGI queue (a script
-    # run straight at the gateway says whether any does).
-    cgi_idle = idle_probe(f"http://127.0.0.1:{port + GATEWAY_OFFSET['cgi']}", "cgi")
+    # After each round, until the modes it loaded are idle again through nginx
+    # (lab.workshop.loadgen.wait_idle): requests wrk abandoned can still wait in
+    # the CGI queue, and the next round must not pay for them.
+    def settle(*modes: str) -> None:
+        for mode in modes:
+            wait_idle(idle_probe(f"{lab}/{mode}", mode))
 
-    def rps(connections: int, duration_s: int = seconds) -> Callable[[str], tuple[float, int, int]]:
-        def measure(url: str) -> tuple[float, int, int]:
+    def rps(connections: int, duration_s: int, *modes: str) -> Measure:
+        def measure(url: str) -> Result:
             found = good(run_wrk(url, connections, duration_s))
-            wait_idle(cgi_idle)
+            settle(*modes)
             return found
 
         return measure
 
-    def p50(url: str) -> tuple[float, int, int]:
+    def p50(url: str) -> Result:
         result = run_wrk(url, 1, seconds)
-        wait_idle(cgi_idle)
+        settle("cgi")
         _, refused, requests = good(result)
         return result.latency_ms.get(50, 0.0), refused, requests
 
@@ -392,25 +423,32 @@ def main() -> None:
     names = ("A", "B")
     meter = CpuMeter(LabSettings.from_env())
     cpu_table: list[str] = []
-    for mode in ("wsgi", "asgi", "cgi"):
-        direct = f"http://127.0.0.1:{port + GATEWAY_OFFSET[mode]}/"
-        proxied = f"{lab}/{mode}/"
-        measure = rps(50, args.cgi_seconds if mode == "cgi" else seconds)
+    with servers_restored() as use:
+        for mode, server in pairs:
+            use(mode, server)
+            pair = f"{mode.upper()}/{server}"
+            direct = direct_url(mode)
+            if direct is None:
+                print(f"| {pair} hello c50 | no HTTP of its own: nginx is its only client | | |")
+                continue
+            proxied = f"{lab}/{mode}/"
+            measure = rps(50, args.cgi_seconds if mode == "cgi" else seconds, mode)
 
-        def metered(url: str, mode: str = mode, measure: Measure = measure) -> Result:
-            return meter.measure(url, mode, lambda: measure(url))
+            def metered(url: str, mode: str = mode, measure: Measure = measure) -> Result:
+                return meter.measure(url, mode, lambda: measure(url))
 
-        a, b = Pair(metered).run(rounds, proxied, direct)
-        print(row(f"{mode.upper()} hello c50, nginx / direct", a, b, "req/s", names), flush=True)
-        cpu_table += cpu_rows(meter, mode, proxied, direct, ratio(a.median, b.median))
+            a, b = Pair(metered).run(rounds, proxied, direct)
+            print(row(f"{pair} hello c50, nginx / direct", a, b, "req/s", names), flush=True)
+            cpu_table += cpu_rows(meter, pair, proxied, direct, ratio(a.median, b.median))
 
     with fcgiwrap_anchor(port + ANCHOR_PORT_OFFSET) as anchor:
         a, b = Pair(p50).run(rounds, f"{lab}/cgi/", f"{anchor}/cgi/")
         print(row("CGI p50 c1, lab / fcgiwrap", a, b, "ms", names), flush=True)
-        a, b = Pair(rps(50, args.cgi_seconds)).run(rounds, f"{lab}/cgi/", f"{anchor}/cgi/")
+        a, b = Pair(rps(50, args.cgi_seconds, "cgi")).run(rounds, f"{lab}/cgi/", f"{anchor}/cgi/")
         print(row("CGI c50 ok req/s, lab / fcgiwrap", a, b, "req/s", names), flush=True)
 
-    a, b = Pair(rps(100)).run(rounds, f"{lab}/asgi/coffee?ms=100", f"{lab}/wsgi/coffee?ms=100")
+    coffee = rps(100, seconds, "asgi", "wsgi")
+    a, b = Pair(coffee).run(rounds, f"{lab}/asgi/coffee?ms=100", f"{lab}/wsgi/coffee?ms=100")
     print(row("coffee?ms=100 c100, ASGI / WSGI", a, b, "req/s", names), flush=True)
 
     print("\nCPU per request of the hello rounds (us, medians; CGI: the runner and its scripts):\n")
