@@ -432,6 +432,11 @@ def main() -> None:
                 print(f"| {pair} hello c50 | no HTTP of its own: nginx is its only client | | |")
                 continue
             proxied = f"{lab}/{mode}/"
+            # Unmeasured first: a server just swapped in may still be starting
+            # its other workers, and nginx has no idle connections to it yet.
+            for url in (proxied, direct):
+                run_wrk(url, 50, 1)
+            settle(mode)
             measure = rps(50, args.cgi_seconds if mode == "cgi" else seconds, mode)
 
             def metered(url: str, mode: str = mode, measure: Measure = measure) -> Result:

@@ -198,7 +198,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # /coffee?ms=10000) alive. nginx's proxy_read_timeout still cuts at 30 s.
         "timeout": 2 * int(settings.timeout_s) + 5,
         "graceful_timeout": int(settings.timeout_s),
-        # nginx keeps upstream connections open (keepalive 16); stay ready for them
+        # nginx keeps upstream connections open (upstreams.conf); stay ready for them
         # a little longer than nginx's idle timeout so nginx closes first. The
         # sync worker ignores it: it closes after every response (gunicorn's
         # design docs), so only gthread and the asgi worker keep connections.
