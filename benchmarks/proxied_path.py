@@ -48,7 +48,7 @@ from pathlib import Path
 from gateway.cgi.runner import PYTHON_FLAGS
 from gateway.config import APPS_DIR
 from lab.settings import LabSettings
-from lab.system.procfs import group_cpu_seconds
+from lab.system.procfs import group_cpu_seconds, group_switches
 from lab.targets.state import load_state
 from lab.workshop.loadgen import idle_probe, wait_idle
 from lab.workshop.servers import all_pairs, parse_servers, servers_restored
@@ -266,6 +266,10 @@ class CpuMeter:
     share the CPUs, so at saturation the throughput is about cores / (CPU per
     request of all three): the through-nginx / direct ratio this predicts is
     printed beside the measured one, to say how much of the gap is CPU.
+
+    Also counted: how often per request the gateway's threads were switched out
+    while they could have run on (involuntary context switches), the price of
+    sharing two cores with nginx and wrk, whom each answer wakes.
     """
 
     def __init__(self, cfg: LabSettings) -> None:
@@ -287,15 +291,19 @@ class CpuMeter:
         who = {"nginx": groups["nginx"], "gateway": groups[f"gateway-{mode}"]}
         before = {name: group_cpu_seconds(pgid) for name, pgid in who.items()}
         wrk_before = _children_cpu_seconds()
+        switched_before = group_switches(who["gateway"])[1]
         value, refused, requests = run()
         used = {name: group_cpu_seconds(pgid) - before[name] for name, pgid in who.items()}
         used["wrk"] = _children_cpu_seconds() - wrk_before
         for name, seconds in used.items():
             self.samples.setdefault((url, name), []).append(1e6 * seconds / max(requests, 1))
+        switched = group_switches(who["gateway"])[1] - switched_before
+        self.samples.setdefault((url, "switched"), []).append(switched / max(requests, 1))
         return value, refused, requests
 
     def per_request(self, url: str, name: str) -> float:
-        """Median microseconds of CPU per request."""
+        """Median per request: microseconds of CPU, or for "switched" the gateway's
+        involuntary context switches."""
         return statistics.median(self.samples.get((url, name), [0.0]))
 
 
@@ -315,10 +323,11 @@ def cpu_rows(meter: CpuMeter, pair: str, proxied: str, direct: str, measured: fl
         totals[side] = sum(parts.values())
         rows.append(
             f"| {pair} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
-            f"| {parts['wrk']:.0f} | {totals[side]:.0f} |"
+            f"| {parts['wrk']:.0f} | {totals[side]:.0f} "
+            f"| {meter.per_request(url, 'switched'):.2f} |"
         )
     model = totals["direct"] / totals["nginx"] if totals["nginx"] else 0.0
-    rows.append(f"| {pair} model / measured | | | | {model:.2f} / {measured:.2f} |")
+    rows.append(f"| {pair} model / measured | | | | {model:.2f} / {measured:.2f} | |")
     return rows
 
 
@@ -457,8 +466,8 @@ def main() -> None:
     print(row("coffee?ms=100 c100, ASGI / WSGI", a, b, "req/s", names), flush=True)
 
     print("\nCPU per request of the hello rounds (us, medians; CGI: the runner and its scripts):\n")
-    print("| path | nginx | gateway | wrk | total |")
-    print("|---|---|---|---|---|")
+    print("| path | nginx | gateway | wrk | total | gateway switched out per request |")
+    print("|---|---|---|---|---|---|")
     print("\n".join(cpu_table))
     print(
         "\nmodel: both sides CPU-bound on the same cores, so nginx / direct = direct's total"

@@ -75,6 +75,29 @@ def group_cpu_seconds(pgid: int, root: Path | None = None) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def group_switches(pgid: int, root: Path | None = None) -> tuple[int, int]:
+    """Context switches of process group ``pgid``'s live threads so far: (voluntary,
+    involuntary), summed over /proc/PID/task/TID/status (proc(5)). Voluntary: the
+    thread waited (for input, a lock, a timer); involuntary: it could have run on
+    and the scheduler gave its CPU to another task (a busy server on shared cores
+    is switched out when the processes it wakes get the CPU)."""
+    voluntary = involuntary = 0
+    for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[2] != str(pgid):
+                continue
+            for status in (stat.parent / "task").glob("[0-9]*/status"):
+                for line in status.read_text().splitlines():
+                    name, _, value = line.partition(":")
+                    if name == "voluntary_ctxt_switches":
+                        voluntary += int(value)
+                    elif name == "nonvoluntary_ctxt_switches":
+                        involuntary += int(value)
+        except (OSError, IndexError, ValueError):
+            continue
+    return voluntary, involuntary
+
+
 def source() -> str:
     """This module's text, to run with ``python3 -c`` where the lab package is not installed."""
     return Path(__file__).read_text(encoding="utf-8")

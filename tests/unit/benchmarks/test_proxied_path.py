@@ -1,4 +1,5 @@
-"""The pure parts of benchmarks/proxied_path.py: round order, medians, the anchor's config."""
+"""The pure parts of benchmarks/proxied_path.py: round order, medians, the anchor's config,
+the CPU table."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import math
 from pathlib import Path
 
 from benchmarks.proxied_path import (
+    CpuMeter,
     Side,
     alternate,
+    cpu_rows,
     fcgiwrap_nginx_conf,
     ratio,
     row,
@@ -44,3 +47,25 @@ def test_anchor_runs_the_same_script_the_same_way() -> None:
     assert "fastcgi_pass unix:/tmp/s/f.sock;" in conf
     assert f"fastcgi_param SCRIPT_FILENAME {script};" in conf
     assert "fastcgi_param SCRIPT_NAME /cgi;" in conf
+
+
+def test_the_cpu_table_predicts_the_ratio_from_the_totals() -> None:
+    """Direct costs 100 + 30 us, through nginx 60 + 120 + 30: the CPU-bound model says
+    130 / 210; nginx's CPU during the direct rounds is left out (it idles then)."""
+    meter = CpuMeter.__new__(CpuMeter)
+    meter.samples = {
+        ("p", "nginx"): [60.0, 61.0, 59.0],
+        ("p", "gateway"): [120.0],
+        ("p", "wrk"): [30.0],
+        ("p", "switched"): [1.4],
+        ("d", "nginx"): [5.0],
+        ("d", "gateway"): [100.0],
+        ("d", "wrk"): [30.0],
+        ("d", "switched"): [0.8],
+    }
+    rows = cpu_rows(meter, "ASGI/gunicorn", "p", "d", 0.61)
+    assert rows == [
+        "| ASGI/gunicorn nginx | 60 | 120 | 30 | 210 | 1.40 |",
+        "| ASGI/gunicorn direct | 0 | 100 | 30 | 130 | 0.80 |",
+        "| ASGI/gunicorn model / measured | | | | 0.62 / 0.61 | |",
+    ]

@@ -180,3 +180,32 @@ def test_wait_healthy_names_a_service_that_exits(tmp_path: Path) -> None:
 def test_wait_healthy_gives_up_after_its_deadline(sleeper: int) -> None:
     with pytest.raises(processes.StartFailed, match="did not answer"):
         processes.wait_healthy({"gateway-test": (sleeper, "http://127.0.0.1:1/healthz")}, 0.3)
+
+
+def test_group_switches_counts_the_waits_of_every_thread_in_the_group() -> None:
+    """A group whose two threads (both still alive) slept 100 times each has switched
+    voluntarily at least 200 times; another group, asleep in one wait, has not."""
+    naps = (
+        "import threading, time\n"
+        "naps = lambda: [time.sleep(0.001) for _ in range(100)]\n"
+        "done = threading.Event()\n"
+        "def other(): naps(); done.set(); time.sleep(60)\n"
+        "threading.Thread(target=other, daemon=True).start(); naps(); done.wait()\n"
+        "print('done', flush=True); time.sleep(60)"
+    )
+    napping, idle = (
+        subprocess.Popen(
+            [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True
+        )
+        for code in (naps, "import time; time.sleep(60)")
+    )
+    try:
+        assert napping.stdout is not None and napping.stdout.readline() == "done\n"
+        voluntary, involuntary = procfs.group_switches(napping.pid)
+        assert voluntary >= 200 and involuntary >= 0
+        assert procfs.group_switches(idle.pid)[0] < 50
+        assert procfs.group_switches(-1) == (0, 0)  # no such group
+    finally:
+        for proc in (napping, idle):
+            proc.kill()
+            proc.communicate()
