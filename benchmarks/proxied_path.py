@@ -317,10 +317,13 @@ def cpu_rows(meter: CpuMeter, pair: str, proxied: str, direct: str, measured: fl
     CPU-bound model predicts."""
     rows, totals = [], {}
     for side, url in (("nginx", proxied), ("direct", direct)):
-        parts = {name: meter.per_request(url, name) for name in ("nginx", "gateway", "wrk")}
-        if side == "direct":
-            parts["nginx"] = 0.0  # nginx idles while wrk talks to the gateway
-        totals[side] = sum(parts.values())
+        names = ("nginx", "gateway", "wrk") if side == "nginx" else ("gateway", "wrk")
+        parts = {name: meter.per_request(url, name) for name in names}
+        parts.setdefault("nginx", 0.0)  # nginx idles while wrk talks to the gateway
+        # The median of each round's total (not the sum of the parts' medians, which
+        # on a noisy machine can add up parts of different rounds).
+        rounds = zip(*(meter.samples.get((url, name), [0.0]) for name in names), strict=False)
+        totals[side] = statistics.median(sum(r) for r in rounds)
         rows.append(
             f"| {pair} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
             f"| {parts['wrk']:.0f} | {totals[side]:.0f} "

@@ -50,22 +50,24 @@ def test_anchor_runs_the_same_script_the_same_way() -> None:
 
 
 def test_the_cpu_table_predicts_the_ratio_from_the_totals() -> None:
-    """Direct costs 100 + 30 us, through nginx 60 + 120 + 30: the CPU-bound model says
-    130 / 210; nginx's CPU during the direct rounds is left out (it idles then)."""
+    """Three rounds a side: each part's median per row, and the model from the median
+    of the rounds' totals (direct 130 us, not 100 + 40; through nginx 210: 0.62), so a slow round's
+    gateway does not add up with a fast round's nginx. nginx's CPU during the direct
+    rounds is left out (it idles then)."""
     meter = CpuMeter.__new__(CpuMeter)
     meter.samples = {
-        ("p", "nginx"): [60.0, 61.0, 59.0],
-        ("p", "gateway"): [120.0],
-        ("p", "wrk"): [30.0],
-        ("p", "switched"): [1.4],
-        ("d", "nginx"): [5.0],
-        ("d", "gateway"): [100.0],
-        ("d", "wrk"): [30.0],
-        ("d", "switched"): [0.8],
+        ("p", "nginx"): [60.0, 90.0, 50.0],
+        ("p", "gateway"): [120.0, 180.0, 130.0],
+        ("p", "wrk"): [30.0, 40.0, 30.0],
+        ("p", "switched"): [1.4, 1.5, 1.3],
+        ("d", "nginx"): [5.0, 5.0, 5.0],
+        ("d", "gateway"): [100.0, 150.0, 90.0],
+        ("d", "wrk"): [30.0, 40.0, 40.0],
+        ("d", "switched"): [0.8, 0.9, 0.7],
     }
     rows = cpu_rows(meter, "ASGI/gunicorn", "p", "d", 0.61)
     assert rows == [
-        "| ASGI/gunicorn nginx | 60 | 120 | 30 | 210 | 1.40 |",
-        "| ASGI/gunicorn direct | 0 | 100 | 30 | 130 | 0.80 |",
+        "| ASGI/gunicorn nginx | 60 | 130 | 30 | 210 | 1.40 |",
+        "| ASGI/gunicorn direct | 0 | 100 | 40 | 130 | 0.80 |",
         "| ASGI/gunicorn model / measured | | | | 0.62 / 0.61 | |",
     ]
