@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,18 +60,23 @@ def parent_of(rows: Iterable[Proc], pid: int) -> int | None:
     return next((p.ppid for p in rows if p.pid == pid), None)
 
 
-def group_cpu_seconds(pgid: int, root: Path | None = None) -> float:
-    """CPU time (user + system) process group ``pgid`` has used: its members' own and
-    that of the children they waited for (a CGI runner's scripts), from /proc/PID/stat
-    (proc(5): fields 14-17, utime stime cutime cstime, in clock ticks)."""
-    ticks = 0
+def _group_stats(pgid: int, root: Path | None) -> Iterator[tuple[Path, list[str]]]:
+    """(/proc/PID, the fields of its stat after the command) of each member of process
+    group ``pgid``; processes that vanish while being read are skipped."""
     for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if len(fields) > 14 and fields[2] == str(pgid):
-            ticks += sum(int(f) for f in fields[11:15])
+            yield stat.parent, fields
+
+
+def group_cpu_seconds(pgid: int, root: Path | None = None) -> float:
+    """CPU time (user + system) process group ``pgid`` has used: its members' own and
+    that of the children they waited for (a CGI runner's scripts), from /proc/PID/stat
+    (proc(5): fields 14-17, utime stime cutime cstime, in clock ticks)."""
+    ticks = sum(sum(int(f) for f in fields[11:15]) for _, fields in _group_stats(pgid, root))
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -82,19 +87,18 @@ def group_switches(pgid: int, root: Path | None = None) -> tuple[int, int]:
     and the scheduler gave its CPU to another task (a busy server on shared cores
     is switched out when the processes it wakes get the CPU)."""
     voluntary = involuntary = 0
-    for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
-        try:
-            if stat.read_text().rsplit(")", 1)[1].split()[2] != str(pgid):
-                continue
-            for status in (stat.parent / "task").glob("[0-9]*/status"):
-                for line in status.read_text().splitlines():
-                    name, _, value = line.partition(":")
-                    if name == "voluntary_ctxt_switches":
-                        voluntary += int(value)
-                    elif name == "nonvoluntary_ctxt_switches":
-                        involuntary += int(value)
-        except (OSError, IndexError, ValueError):
-            continue
+    for member, _ in _group_stats(pgid, root):
+        for status in (member / "task").glob("[0-9]*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                continue  # the thread ended
+            for line in lines:
+                name, _, value = line.partition(":")
+                if name == "voluntary_ctxt_switches":
+                    voluntary += int(value)
+                elif name == "nonvoluntary_ctxt_switches":
+                    involuntary += int(value)
     return voluntary, involuntary
 
 
