@@ -204,6 +204,14 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # design docs), so only gthread and the asgi worker keep connections.
         "keepalive": 75,
         "forwarded_allow_ips": ip_entries(settings.forwarded_allow_ips),
+        # gunicorn's own HTTP/1 parser, in Python, whatever else is installed: with
+        # "auto" (the default) gunicorn takes gunicorn_h1c, its C parser, when it
+        # is importable, and the one version at hand (0.6.10, below gunicorn's own
+        # floor of 0.6.14) takes a control character in a chunk extension, which
+        # RFC 9112 §7.1.1 does not allow, and serves the request pipelined behind
+        # that body (docs/results/proxied-path.md). What the lab refuses must not
+        # depend on what happens to be installed.
+        "http_parser": "python",
         # The scheme comes from X-Forwarded-Proto alone, the one header nginx sets
         # (gunicorn's default also believes X-Forwarded-Ssl and -Protocol).
         "secure_scheme_headers": {"X-FORWARDED-PROTO": "https"},

@@ -111,6 +111,27 @@ def test_uwsgi_is_sync_workers_speaking_the_uwsgi_protocol() -> None:
     assert "protocol" not in gunicorn_options(Settings(mode="wsgi"))
 
 
+@pytest.mark.parametrize(
+    ("mode", "server"),
+    [
+        ("cgi", "runner"),
+        ("wsgi", "sync"),
+        ("wsgi", "gthread"),
+        ("wsgi", "uwsgi"),
+        ("asgi", "gunicorn"),
+    ],
+)
+def test_every_gunicorn_server_parses_with_gunicorns_python_parser(mode: str, server: str) -> None:
+    """Not gunicorn_h1c, even where it is installed (gunicorn's default takes it then)."""
+    from gunicorn.config import Config
+
+    options = gunicorn_options(Settings(mode=mode, server=server))
+    assert options["http_parser"] == "python"
+    config = Config()
+    config.set("http_parser", options["http_parser"])  # a value gunicorn 27 knows
+    assert config.http_parser == "python"
+
+
 def test_uvicorn_uses_httptools_with_json_errors_and_leaves_forwarding_to_the_layer() -> None:
     options = uvicorn_options(Settings(mode="asgi", server="uvicorn", workers=3))
     # The app's /ws message limit, as under gunicorn (a bigger message closes with 1009).
