@@ -275,7 +275,7 @@ class CpuMeter:
     def __init__(self, cfg: LabSettings) -> None:
         self.cfg = cfg
         self.groups()  # a native lab, or a clear exit now
-        self.samples: dict[tuple[str, str], list[float]] = {}
+        self.samples: dict[tuple[str, str, str], list[float]] = {}
 
     def groups(self) -> dict[str, int]:
         """The process groups of the lab now (a server swap starts a new group)."""
@@ -285,8 +285,11 @@ class CpuMeter:
         return dict(state.groups)
 
     def measure(
-        self, url: str, mode: str, run: Callable[[], tuple[float, int, int]]
+        self, pair: str, url: str, run: Callable[[], tuple[float, int, int]]
     ) -> tuple[float, int, int]:
+        """Run ``run`` (one wrk round at ``url``), kept as a round of ``pair``
+        ("ASGI/uvicorn"): every server of a mode is reached through nginx at one URL."""
+        mode = pair.split("/")[0].lower()
         groups = self.groups()
         who = {"nginx": groups["nginx"], "gateway": groups[f"gateway-{mode}"]}
         before = {name: group_cpu_seconds(pgid) for name, pgid in who.items()}
@@ -296,15 +299,18 @@ class CpuMeter:
         used = {name: group_cpu_seconds(pgid) - before[name] for name, pgid in who.items()}
         used["wrk"] = _children_cpu_seconds() - wrk_before
         for name, seconds in used.items():
-            self.samples.setdefault((url, name), []).append(1e6 * seconds / max(requests, 1))
+            self.samples.setdefault((pair, url, name), []).append(1e6 * seconds / max(requests, 1))
         switched = group_switches(who["gateway"])[1] - switched_before
-        self.samples.setdefault((url, "switched"), []).append(switched / max(requests, 1))
+        self.samples.setdefault((pair, url, "switched"), []).append(switched / max(requests, 1))
         return value, refused, requests
 
-    def per_request(self, url: str, name: str) -> float:
+    def per_request(self, pair: str, url: str, name: str) -> float:
         """Median per request: microseconds of CPU, or for "switched" the gateway's
         involuntary context switches."""
-        return statistics.median(self.samples.get((url, name), [0.0]))
+        return statistics.median(self.rounds(pair, url, name))
+
+    def rounds(self, pair: str, url: str, name: str) -> list[float]:
+        return self.samples.get((pair, url, name), [0.0])
 
 
 def _children_cpu_seconds() -> float:
@@ -318,16 +324,16 @@ def cpu_rows(meter: CpuMeter, pair: str, proxied: str, direct: str, measured: fl
     rows, totals = [], {}
     for side, url in (("nginx", proxied), ("direct", direct)):
         names = ("nginx", "gateway", "wrk") if side == "nginx" else ("gateway", "wrk")
-        parts = {name: meter.per_request(url, name) for name in names}
+        parts = {name: meter.per_request(pair, url, name) for name in names}
         parts.setdefault("nginx", 0.0)  # nginx idles while wrk talks to the gateway
         # The median of each round's total (not the sum of the parts' medians, which
         # on a noisy machine can add up parts of different rounds).
-        rounds = zip(*(meter.samples.get((url, name), [0.0]) for name in names), strict=False)
+        rounds = zip(*(meter.rounds(pair, url, name) for name in names), strict=False)
         totals[side] = statistics.median(sum(r) for r in rounds)
         rows.append(
             f"| {pair} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
             f"| {parts['wrk']:.0f} | {totals[side]:.0f} "
-            f"| {meter.per_request(url, 'switched'):.2f} |"
+            f"| {meter.per_request(pair, url, 'switched'):.2f} |"
         )
     model = totals["direct"] / totals["nginx"] if totals["nginx"] else 0.0
     rows.append(f"| {pair} model / measured | | | | {model:.2f} / {measured:.2f} | |")
@@ -451,8 +457,8 @@ def main() -> None:
             settle(mode)
             measure = rps(50, args.cgi_seconds if mode == "cgi" else seconds, mode)
 
-            def metered(url: str, mode: str = mode, measure: Measure = measure) -> Result:
-                return meter.measure(url, mode, lambda: measure(url))
+            def metered(url: str, pair: str = pair, measure: Measure = measure) -> Result:
+                return meter.measure(pair, url, lambda: measure(url))
 
             a, b = Pair(metered).run(rounds, proxied, direct)
             print(row(f"{pair} hello c50, nginx / direct", a, b, "req/s", names), flush=True)
