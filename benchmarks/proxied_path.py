@@ -51,6 +51,7 @@ from lab.settings import LabSettings
 from lab.system.procfs import group_cpu_seconds, group_switches
 from lab.targets.state import load_state
 from lab.workshop.loadgen import idle_probe, wait_idle
+from lab.workshop.servers import Pair as ServerPair
 from lab.workshop.servers import all_pairs, parse_servers, servers_restored
 from lab.workshop.wrk import WrkResult, run_wrk
 
@@ -275,7 +276,7 @@ class CpuMeter:
     def __init__(self, cfg: LabSettings) -> None:
         self.cfg = cfg
         self.groups()  # a native lab, or a clear exit now
-        self.samples: dict[tuple[str, str, str], list[float]] = {}
+        self.samples: dict[tuple[ServerPair, str, str], list[float]] = {}
 
     def groups(self) -> dict[str, int]:
         """The process groups of the lab now (a server swap starts a new group)."""
@@ -285,11 +286,11 @@ class CpuMeter:
         return dict(state.groups)
 
     def measure(
-        self, pair: str, url: str, run: Callable[[], tuple[float, int, int]]
+        self, pair: ServerPair, url: str, run: Callable[[], tuple[float, int, int]]
     ) -> tuple[float, int, int]:
-        """Run ``run`` (one wrk round at ``url``), kept as a round of ``pair``
-        ("ASGI/uvicorn"): every server of a mode is reached through nginx at one URL."""
-        mode = pair.split("/")[0].lower()
+        """Run ``run`` (one wrk round at ``url``), kept as a round of ``pair`` (mode,
+        server): every server of a mode is reached through nginx at one URL."""
+        mode = pair[0]
         groups = self.groups()
         who = {"nginx": groups["nginx"], "gateway": groups[f"gateway-{mode}"]}
         before = {name: group_cpu_seconds(pgid) for name, pgid in who.items()}
@@ -304,12 +305,12 @@ class CpuMeter:
         self.samples.setdefault((pair, url, "switched"), []).append(switched / max(requests, 1))
         return value, refused, requests
 
-    def per_request(self, pair: str, url: str, name: str) -> float:
+    def per_request(self, pair: ServerPair, url: str, name: str) -> float:
         """Median per request: microseconds of CPU, or for "switched" the gateway's
         involuntary context switches."""
         return statistics.median(self.rounds(pair, url, name))
 
-    def rounds(self, pair: str, url: str, name: str) -> list[float]:
+    def rounds(self, pair: ServerPair, url: str, name: str) -> list[float]:
         return self.samples.get((pair, url, name), [0.0])
 
 
@@ -318,25 +319,31 @@ def _children_cpu_seconds() -> float:
     return used.ru_utime + used.ru_stime
 
 
-def cpu_rows(meter: CpuMeter, pair: str, proxied: str, direct: str, measured: float) -> list[str]:
-    """Two rows of the CPU table for ``pair`` ("ASGI/uvicorn") and the ratio the
-    CPU-bound model predicts."""
-    rows, totals = [], {}
+def pair_name(pair: ServerPair) -> str:
+    """How the tables name a (mode, server): ``ASGI/uvicorn``."""
+    return f"{pair[0].upper()}/{pair[1]}"
+
+
+def cpu_rows(
+    meter: CpuMeter, pair: ServerPair, proxied: str, direct: str, measured: float
+) -> list[str]:
+    """Two rows of the CPU table for ``pair`` and the ratio the CPU-bound model predicts."""
+    rows, totals, name = [], {}, pair_name(pair)
     for side, url in (("nginx", proxied), ("direct", direct)):
         names = ("nginx", "gateway", "wrk") if side == "nginx" else ("gateway", "wrk")
-        parts = {name: meter.per_request(pair, url, name) for name in names}
+        parts = {part: meter.per_request(pair, url, part) for part in names}
         parts.setdefault("nginx", 0.0)  # nginx idles while wrk talks to the gateway
         # The median of each round's total (not the sum of the parts' medians, which
         # on a noisy machine can add up parts of different rounds).
-        rounds = zip(*(meter.rounds(pair, url, name) for name in names), strict=False)
+        rounds = zip(*(meter.rounds(pair, url, part) for part in names), strict=False)
         totals[side] = statistics.median(sum(r) for r in rounds)
         rows.append(
-            f"| {pair} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
+            f"| {name} {side} | {parts['nginx']:.0f} | {parts['gateway']:.0f} "
             f"| {parts['wrk']:.0f} | {totals[side]:.0f} "
             f"| {meter.per_request(pair, url, 'switched'):.2f} |"
         )
     model = totals["direct"] / totals["nginx"] if totals["nginx"] else 0.0
-    rows.append(f"| {pair} model / measured | | | | {model:.2f} / {measured:.2f} | |")
+    rows.append(f"| {name} model / measured | | | | {model:.2f} / {measured:.2f} | |")
     return rows
 
 
@@ -442,12 +449,13 @@ def main() -> None:
     meter = CpuMeter(LabSettings.from_env())
     cpu_table: list[str] = []
     with servers_restored() as use:
-        for mode, server in pairs:
+        for pair in pairs:
+            mode, server = pair
             use(mode, server)
-            pair = f"{mode.upper()}/{server}"
             direct = direct_url(mode)
             if direct is None:
-                print(f"| {pair} hello c50 | no HTTP of its own: nginx is its only client | | |")
+                what = "no HTTP of its own: nginx is its only client"
+                print(f"| {pair_name(pair)} hello c50 | {what} | | |")
                 continue
             proxied = f"{lab}/{mode}/"
             # Unmeasured first: a server just swapped in may still be starting
@@ -457,11 +465,12 @@ def main() -> None:
             settle(mode)
             measure = rps(50, args.cgi_seconds if mode == "cgi" else seconds, mode)
 
-            def metered(url: str, pair: str = pair, measure: Measure = measure) -> Result:
+            def metered(url: str, pair: ServerPair = pair, measure: Measure = measure) -> Result:
                 return meter.measure(pair, url, lambda: measure(url))
 
             a, b = Pair(metered).run(rounds, proxied, direct)
-            print(row(f"{pair} hello c50, nginx / direct", a, b, "req/s", names), flush=True)
+            figure = f"{pair_name(pair)} hello c50, nginx / direct"
+            print(row(figure, a, b, "req/s", names), flush=True)
             cpu_table += cpu_rows(meter, pair, proxied, direct, ratio(a.median, b.median))
 
     with fcgiwrap_anchor(port + ANCHOR_PORT_OFFSET) as anchor:

@@ -8,7 +8,7 @@ is a ``LabError`` with the grammar's own message.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from lab.errors import LabError, UsageError
 from lab.nginx import routing
@@ -201,7 +201,7 @@ def wait_for_reload(
 
 
 # How long nginx's old workers may take to finish the requests they hold after a reload.
-DRAIN_DEADLINE_S = 15.0
+DRAIN_DEADLINE_S: Final = 15.0
 
 
 def drain_old_workers(

@@ -56,18 +56,18 @@ def test_the_cpu_table_predicts_the_ratio_from_the_totals() -> None:
     rounds is left out (it idles then)."""
     meter = CpuMeter.__new__(CpuMeter)
     meter.samples = {
-        ("ASGI/gunicorn", "p", "nginx"): [60.0, 90.0, 50.0],
-        ("ASGI/gunicorn", "p", "gateway"): [120.0, 180.0, 130.0],
-        ("ASGI/gunicorn", "p", "wrk"): [30.0, 40.0, 30.0],
-        ("ASGI/gunicorn", "p", "switched"): [1.4, 1.5, 1.3],
-        ("ASGI/gunicorn", "d", "nginx"): [5.0, 5.0, 5.0],
-        ("ASGI/gunicorn", "d", "gateway"): [100.0, 150.0, 90.0],
-        ("ASGI/gunicorn", "d", "wrk"): [30.0, 40.0, 40.0],
-        ("ASGI/gunicorn", "d", "switched"): [0.8, 0.9, 0.7],
+        (("asgi", "gunicorn"), "p", "nginx"): [60.0, 90.0, 50.0],
+        (("asgi", "gunicorn"), "p", "gateway"): [120.0, 180.0, 130.0],
+        (("asgi", "gunicorn"), "p", "wrk"): [30.0, 40.0, 30.0],
+        (("asgi", "gunicorn"), "p", "switched"): [1.4, 1.5, 1.3],
+        (("asgi", "gunicorn"), "d", "nginx"): [5.0, 5.0, 5.0],
+        (("asgi", "gunicorn"), "d", "gateway"): [100.0, 150.0, 90.0],
+        (("asgi", "gunicorn"), "d", "wrk"): [30.0, 40.0, 40.0],
+        (("asgi", "gunicorn"), "d", "switched"): [0.8, 0.9, 0.7],
         # Another server of the mode, through nginx at the same URL: not mixed in.
-        ("ASGI/uvicorn", "p", "gateway"): [900.0, 900.0, 900.0],
+        (("asgi", "uvicorn"), "p", "gateway"): [900.0, 900.0, 900.0],
     }
-    rows = cpu_rows(meter, "ASGI/gunicorn", "p", "d", 0.61)
+    rows = cpu_rows(meter, ("asgi", "gunicorn"), "p", "d", 0.61)
     assert rows == [
         "| ASGI/gunicorn nginx | 60 | 130 | 30 | 210 | 1.40 |",
         "| ASGI/gunicorn direct | 0 | 100 | 40 | 130 | 0.80 |",
