@@ -95,8 +95,11 @@ class Settings:
     # published port).
     forwarded_allow_ips: str = "unix,127.0.0.1,::1"
     max_body_bytes: int = 16 * MIB
-    # Seconds a request may take in the app before the gateway gives up
-    # (gunicorn's worker timeout; the CGI runner's script timeout).
+    # The CGI runner's deadline, in seconds, for a script (and a chunked body
+    # read before it): past it the script's group is killed (504). gunicorn's
+    # worker timeout is derived from it (2 * timeout_s + 5: a sync worker busy
+    # that long is killed), and both servers' graceful shutdown time. gthread,
+    # asyncio and uvicorn workers put no time limit on a request.
     timeout_s: float = 30.0
     cgi_script: Path = field(default=APPS_DIR / "cgi_app.py")
     cgi_max_scripts: int = 16

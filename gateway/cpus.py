@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from gateway.numbers import parse_digits
+
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
 
 
@@ -32,14 +34,14 @@ def parse_cpu_max(text: str) -> float | None:
     fields = text.split()
     if len(fields) != 2 or fields[0] == "max":
         return None
-    quota, period = _positive_int(fields[0]), _positive_int(fields[1])
-    return quota / period if quota and period else None
+    quota, period = parse_digits(fields[0]), parse_digits(fields[1])
+    return quota / period if quota and period else None  # 0: no quota either
 
 
 def parse_cfs(quota_text: str, period_text: str) -> float | None:
     """cgroup v1 ``cpu.cfs_quota_us`` and ``cpu.cfs_period_us`` -> CPUs, or None (-1: no quota)."""
-    quota, period = _positive_int(quota_text.strip()), _positive_int(period_text.strip())
-    return quota / period if quota and period else None
+    quota, period = parse_digits(quota_text.strip()), parse_digits(period_text.strip())
+    return quota / period if quota and period else None  # 0: no quota either
 
 
 def cgroup_paths(proc_self_cgroup: str) -> dict[str, str]:
@@ -107,14 +109,6 @@ def _ancestors(root: Path, cgroup: str) -> list[Path]:
     """``root/a/b``, ``root/a``, ``root``: a quota set on any ancestor applies too."""
     parts = [p for p in cgroup.split("/") if p]
     return [root.joinpath(*parts[:i]) for i in range(len(parts), -1, -1)]
-
-
-def _positive_int(text: str) -> int | None:
-    """An ASCII decimal above zero, else None (``str.isdigit`` accepts '²': not used)."""
-    if not text or not text.isascii() or not text.isdecimal():
-        return None
-    value = int(text)
-    return value if value > 0 else None
 
 
 def _read(path: Path) -> str | None:

@@ -1,8 +1,10 @@
 """The one shape of every error the gateway answers itself, and the one reason-phrase table.
 
 Every 4xx/5xx the lab produces is JSON ``{"error": ..., "status": N}``
-(CONTRACT.md). The gateway answers errors from four places (the WSGI and ASGI
-layers' refusals, the CGI bridge, gunicorn's own parser errors); they all build
+(CONTRACT.md). The gateway answers errors from several places: the WSGI and
+ASGI layers' refusals (and the ASGI layer's 500 for an app that failed), the
+CGI bridge, gunicorn's and uvicorn's own parser errors
+(gateway/servers/error_pages.py, gateway/servers/uvicorn.py). They all build
 their status line and body here, so a 413 reads the same from every one of them.
 
 Reason phrases come from ``http.HTTPStatus``, the table the demo app (which

@@ -71,9 +71,10 @@ def preflight(
         # as a request smuggling attack". Refused, under every server alike.
         return Answer(400, error_data(400, HANDSHAKE_BODY), True)
     if (too_big := over_limit(content_length, max_body_bytes)) is not None:
-        # RFC 9110 §15.5.14: the server "MAY close the connection to prevent the
-        # client from continuing the request": an unread body of that size is
-        # never drained, so the connection ends here.
+        # RFC 9110 §15.5.14: "The server MAY terminate the request, if the
+        # protocol version in use allows it; otherwise, the server MAY close
+        # the connection." HTTP/1.1 can only stop a request by closing: an
+        # unread body of that size is never drained, so the connection ends here.
         return Answer(413, error_data(413, too_big), True)
     if (coding := unsupported_coding(transfer_encoding)) is not None:
         # RFC 9112 §6.1 (501 for a coding the server does not understand); the

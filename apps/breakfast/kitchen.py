@@ -310,9 +310,10 @@ WS_MAX_MESSAGE_BYTES: Final = 64 * 1024
 CHUNK_BYTES: Final = 64 * 1024  # how much of a request body to read at a time
 
 # In CGI and WSGI a /stream must be over within this many ms in all (chunks x
-# interval_ms; longer is a 400 that says so): the CGI runner ends a script after
-# 30 s and gunicorn kills a sync worker busy for 35 s (GATEWAY_TIMEOUT_S + 5),
-# so a longer stream would be cut off halfway. An ASGI stream holds no worker.
+# interval_ms; longer is a 400 that says so): the CGI runner kills a script
+# after 30 s (GATEWAY_TIMEOUT_S), so a longer stream would be cut off halfway,
+# and a sync worker is held for the whole stream (gunicorn kills one busy past
+# 2 x GATEWAY_TIMEOUT_S + 5 = 65 s). An ASGI stream holds no worker.
 STREAM_MAX_MS: Final = 20_000
 
 
@@ -322,8 +323,8 @@ def check_stream_length(chunks: int, interval_ms: int) -> None:
         raise HTTPError(
             400,
             f"chunks x interval_ms must be at most {STREAM_MAX_MS} in this mode "
-            f"(a stream must end within {STREAM_MAX_MS // 1000} s, before the server's "
-            f"30 s request deadline), got {chunks} x {interval_ms} = {chunks * interval_ms}",
+            f"(a stream must end within {STREAM_MAX_MS // 1000} s, well before the server's "
+            f"request deadline), got {chunks} x {interval_ms} = {chunks * interval_ms}",
         )
 
 

@@ -50,7 +50,7 @@ from gateway.cgi.runner import (
 )
 from gateway.config import Settings
 from gateway.errors import error_body, status_line
-from gateway.framing import has_body
+from gateway.framing import BodyLimit, has_body
 from gateway.middleware.wsgi import CLOSE_CONNECTION
 from gateway.numbers import parse_digits
 
@@ -243,9 +243,8 @@ class CGIBridge:
         if raw:
             if (length := parse_digits(raw)) is None:
                 raise BridgeError(400, f"invalid Content-Length {raw!r}")
-            if length > self.max_body_bytes:
-                limit = self.max_body_bytes
-                raise BridgeError(413, f"request body of {length} bytes is over {limit}")
+            # A declared length over the limit never gets here: GatewayWSGI,
+            # around the bridge with the same limit, answers it with a 413 first.
             return length, ClientBody(environ, length, deadline)
         if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
             # RFC 3875 §4.2: the script is told the body's length, so a chunked
@@ -254,8 +253,9 @@ class CGIBridge:
                 data = b"".join(ClientBody(environ, self.max_body_bytes + 1, deadline))
             except CGIBodyTimeout as exc:
                 raise BridgeError(exc.status, str(exc)) from None
-            if len(data) > self.max_body_bytes:
-                raise BridgeError(413, f"request body is over {self.max_body_bytes} bytes")
+            # The bound of a body held in memory; GatewayWSGI turns it into its 413
+            # (its own count of the chunked body, with the same limit, stops first).
+            BodyLimit(self.max_body_bytes).count(len(data))
             return len(data), data
         return None, b""
 

@@ -16,14 +16,13 @@ vfork), and covers the script's own children, which PR_SET_PDEATHSIG would not.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any, Final
 
+from gateway.cgi.runner import kill_group
 from gateway.numbers import parse_digits
 
 logger = logging.getLogger("gateway.cgi")
@@ -77,7 +76,6 @@ def kill_orphans_of(arbiter: Any, worker: Any) -> None:
     keep = set(getattr(arbiter, "WORKERS", {}))
     for pid in orphaned_scripts(os.getpid(), keep):
         logger.warning("cgi[%d] outlived its worker %s: killed", pid, worker.pid)
-        with contextlib.suppress(ProcessLookupError):
-            # The leader is our child and not reaped yet, so its group id is
-            # still its own (a pid in use as a group id is never reused).
-            os.killpg(pid, signal.SIGKILL)
+        # The leader is our child and not reaped yet, so its group id is
+        # still its own (a pid in use as a group id is never reused).
+        kill_group(pid)

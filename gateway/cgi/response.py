@@ -10,7 +10,7 @@ Rule 1 (§6.1, §6.3): the output starts with a header block that ends at the
   longer than ``max_header_bytes`` with no end in sight.
 Rule 2 (§6.3): every header line is ``field-name ":" [ field-value ]``. The name
   is an HTTP token; the value may not hold control characters other than TAB.
-  Continuation lines (obsolete line folding, RFC 9110 §5.5) are errors.
+  Continuation lines (obsolete line folding, RFC 9112 §5.2) are errors.
 Rule 3 (§6.3): at least one CGI field (Content-Type, Location, Status) must be
   present, and none of them twice.
 Rule 4 (§6.3.3): Status is "NNN reason": three digits, 200..599 (the response
@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Final, Literal
+
+from gateway import errors
 
 MAX_HEADER_BYTES: Final = 64 * 1024
 
@@ -116,7 +117,7 @@ def _parse_fields(block: bytes) -> list[tuple[str, str]]:
         if not raw:
             continue
         if raw[:1] in (b" ", b"\t"):
-            # Rule 2: RFC 9110 §5.5 obs-fold is not accepted.
+            # Rule 2: obs-fold (RFC 9112 §5.2) is not accepted.
             raise CGIResponseError("header line folding is not allowed")
         name, sep, value = raw.partition(b":")
         if not sep or not _TOKEN_RE.fullmatch(name):
@@ -138,13 +139,8 @@ def _status(value: str) -> tuple[int, str]:
     code = int(match.group(1))
     if not 200 <= code <= 599:
         raise CGIResponseError(f"Status {code} is not a final status (200..599)")
-    reason = (match.group(2) or "").strip()
-    if not reason:
-        try:
-            reason = HTTPStatus(code).phrase
-        except ValueError:
-            reason = "Unknown"
-    return code, reason
+    # A missing reason phrase: the lab's own (gateway.errors).
+    return code, (match.group(2) or "").strip() or errors.reason(code)
 
 
 def _is_local_path(location: str) -> bool:

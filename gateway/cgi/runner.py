@@ -9,12 +9,15 @@ reads its body or floods stderr cannot deadlock the gateway.
 Limits: a deadline (the script and every process it started are killed with
 SIGKILL to their process group: ``CGITimeout``), an output cap
 (``CGIOutputTooLarge``) and a cap on scripts running at once (``CGIBusy``).
-A script is always waited for, so no zombie is left behind; the group is only
-signalled while its leader is not yet reaped, so its id cannot have been reused.
+When a script exits, what is left in its group is killed too (a background
+child may not outlive the request). A script is always waited for, so no
+zombie is left behind; the group is only signalled while its leader is not yet
+reaped, so its id cannot have been reused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -176,6 +179,16 @@ class ScriptSlots:
                 self._waiting.popleft().set()  # the slot passes on, still counted
             else:
                 self._running -= 1
+
+
+def kill_group(leader: int) -> None:
+    """SIGKILL the process group that ``leader`` leads; one already gone is no error.
+
+    Call it only while the leader is an unreaped child of this process: then its
+    pid, and so the group id, cannot have been reused.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGKILL)
 
 
 def script_argv(script: str | os.PathLike[str] | Sequence[str]) -> list[str]:
@@ -384,23 +397,41 @@ class CGIProcess:
         raise CGITimeout(f"script ran longer than {self.limits.timeout_s:g} s and was killed")
 
     def wait(self) -> int:
-        """Wait (within the deadline) for the script to exit; its exit code."""
-        try:
-            self.exit_code = self._proc.wait(timeout=max(self._remaining(), 0))
-        except subprocess.TimeoutExpired:
-            self._timed_out()
+        """Wait (within the deadline) for the script to exit; its exit code.
+
+        What the script leaves running in its group (a child that detached its
+        stdio, say) is killed when it exits: nothing outlives the request, its
+        deadline or its slot.
+        """
+        if self._proc.returncode is None:
+            if not self._exited_within(max(self._remaining(), 0)):
+                self._timed_out()
+            self.kill()  # exited but not reaped: the group id is still ours
         self._finish()
         assert self.exit_code is not None
         return self.exit_code
 
+    def _exited_within(self, timeout: float) -> bool:
+        """True once the script has exited, leaving it unreaped (waitid(2) WNOWAIT).
+
+        Polled as ``Popen.wait(timeout)`` polls: waitid has no timeout.
+        """
+        end = time.monotonic() + timeout
+        delay = 0.0005
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        while os.waitid(os.P_PID, self.pid, flags) is None:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            delay = min(delay * 2, remaining, 0.05)
+            time.sleep(delay)
+        return True
+
     def kill(self) -> None:
         """SIGKILL the script's whole process group, then reap the script."""
         if self._proc.returncode is None:
-            try:
-                # The leader is not reaped yet, so the group id is still ours.
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            # The leader is not reaped yet, so the group id is still ours.
+            kill_group(self.pid)
             self.exit_code = self._proc.wait()
         self._finish()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import time
 from typing import Any, Final
@@ -33,8 +34,13 @@ from gateway.proxy import (
 )
 from gateway.servers.registry import default_server
 
+logger = logging.getLogger("gateway")
+
 # The ASGI WebSocket Denial Response extension's name in ``scope["extensions"]``.
 DENIAL_EXTENSION: Final = "websocket.http.response"
+# What an app's failure before its response answers, in every ASGI and WSGI server
+# (gateway.servers.error_pages gives gunicorn's own 500 the same text).
+APP_FAILED: Final = "internal server error"
 
 
 def header_map(scope: Scope) -> dict[bytes, str]:
@@ -82,6 +88,11 @@ class _TracedSend:
         self.traced = traced
         self.held: Message | None = None
         self.started = False  # a response start went out (or is held)
+
+    @property
+    def sent(self) -> bool:
+        """A response start went out to the server: too late for another answer."""
+        return self.started and self.held is None
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -183,8 +194,15 @@ class GatewayASGI:
         scope = dict(scope)
         headers = header_map(scope)
         request_id = trace.request_id_from(headers.get(b"x-request-id") if trusted else None)
+        # The app reads the gateway's request id, as the WSGI layer's app does.
+        set_header(scope, b"x-request-id", request_id)
         if trusted:
             apply_forwarded(scope, headers)
+        # RFC 9112 §3.2.2 (gateway.proxy): before preflight, which answers
+        # /healthz by its origin-form path, as the WSGI layer (gunicorn's
+        # PATH_INFO) has it.
+        if (authority := apply_absolute_form(scope)) is not None:
+            headers[b"host"] = authority
         traced = _Traced(self.mode, self.server, start, request_id)
 
         is_http = scope["type"] == "http"
@@ -201,7 +219,6 @@ class GatewayASGI:
         if answer is not None:
             await _send_answer(answer, scope, send, traced)
             return
-        apply_absolute_form(scope)
 
         if (
             is_http
@@ -220,10 +237,17 @@ class GatewayASGI:
             if tracked is not None and not tracked.complete:
                 await drain(tracked, self.max_body_bytes)
         except BodyTooLarge as exc:
-            if traced_send.started and traced_send.held is None:
+            if traced_send.sent:
                 raise  # too late for a 413: the server cuts the connection
             # RFC 9110 §15.5.14 (413); the rest of the body stays unread.
             await _send_answer(Answer(413, error_data(413, str(exc)), True), scope, send, traced)
+        except Exception:
+            if not is_http or traced_send.sent:
+                raise  # too late for a 500: the server cuts the connection
+            # The server would answer with its own 500 (uvicorn's is plain
+            # text); the lab's is JSON in every server, as the WSGI modes'.
+            logger.exception("error in the ASGI app: %s %s", scope.get("method"), scope["path"])
+            await _send_answer(Answer(500, error_data(500, APP_FAILED), True), scope, send, traced)
 
 
 async def _send_answer(answer: Answer, scope: Scope, send: Send, traced: _Traced) -> None:
@@ -261,18 +285,25 @@ async def _deny_websocket(
     await send({"type": "websocket.http.response.body", "body": body})
 
 
-def apply_absolute_form(scope: Scope) -> None:
+def set_header(scope: Scope, name: bytes, value: str) -> None:
+    """The scope's headers (a new list) with ``name`` (lower case) holding ``value`` alone."""
+    kept = [(k, v) for k, v in scope.get("headers", ()) if bytes(k).lower() != name]
+    scope["headers"] = [(name, value.encode("latin-1")), *kept]
+
+
+def apply_absolute_form(scope: Scope) -> str | None:
     """RFC 9112 §3.2.2 (gateway.proxy): an absolute-form target names the Host.
 
     gunicorn's asyncio worker leaves an absolute-form target in ``path`` and
     ``raw_path`` ("http://a.test:81/env"): the scope gets the origin-form path
     a request through nginx has, and a Host header holding the authority.
     uvicorn's parser drops the authority before the scope exists; its protocol
-    applies the same rule there (gateway/servers/uvicorn.py).
+    applies the same rule there (gateway/servers/uvicorn.py). Returns the Host
+    it set, if any.
     """
     path = str(scope.get("path", ""))
     if target_authority(path) is None:
-        return
+        return None
     headers = list(scope.get("headers", ()))
     sent = [bytes(v).decode("latin-1") for k, v in headers if bytes(k).lower() == b"host"]
     given = sent[0] if sent else None
@@ -282,8 +313,8 @@ def apply_absolute_form(scope: Scope) -> None:
     if raw is not None:
         scope["raw_path"] = origin_path(bytes(raw).decode("latin-1")).encode("latin-1")
     if host is not None:
-        kept = [(k, v) for k, v in headers if bytes(k).lower() != b"host"]
-        scope["headers"] = [(b"host", host.encode("latin-1")), *kept]
+        set_header(scope, b"host", host)
+    return host
 
 
 def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
@@ -305,6 +336,5 @@ def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
     if host := headers.get(b"x-forwarded-host"):
         # The host the client asked nginx for, as the WSGI layer sets HTTP_HOST.
         # An ASGI scope has no host key: apps read the Host header.
-        kept = [(k, v) for k, v in scope.get("headers", ()) if bytes(k).lower() != b"host"]
-        scope["headers"] = [(b"host", host.encode("latin-1")), *kept]
+        set_header(scope, b"host", host)
         headers[b"host"] = host

@@ -19,11 +19,11 @@ checks the result at the gateway.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Any
 
 from gunicorn.asgi import protocol, websocket
 
+from gateway.errors import status_line
 from gateway.middleware.asgi import DENIAL_EXTENSION as EXTENSION
 
 _WRAPPED = "_lab_websocket_denial"
@@ -32,10 +32,6 @@ _WRAPPED = "_lab_websocket_denial"
 def _response_bytes(start: dict[str, Any], body: bytes) -> bytes:
     """The denial as one HTTP/1.1 response that ends the connection."""
     status = int(start["status"])
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
     headers = [
         (bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
         for name, value in start.get("headers", [])
@@ -45,7 +41,7 @@ def _response_bytes(start: dict[str, Any], body: bytes) -> bytes:
     # RFC 9112 §6.3: the length frames the body; the connection is not reused
     # after a refused upgrade (RFC 6455 §4.2.2: the server may close it).
     headers += [("Content-Length", str(len(body))), ("Connection", "close")]
-    head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
+    head = f"HTTP/1.1 {status_line(status)}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
     return (head + "\r\n").encode("latin-1") + body
 
 

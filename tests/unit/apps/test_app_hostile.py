@@ -342,6 +342,14 @@ def test_a_denial_response_is_one_framed_http_response() -> None:
     assert isinstance(client.next_event(), h11.EndOfMessage)
 
 
+def test_a_denial_response_status_line_reads_as_every_other() -> None:
+    from gateway.servers.websocket_denial import _response_bytes
+
+    # 499 has no standard phrase: the lab's class name (gateway.errors.reason).
+    wire = _response_bytes({"status": 499, "headers": []}, b"")
+    assert wire.startswith(b"HTTP/1.1 499 Client Error\r\n")
+
+
 def test_a_denial_response_header_with_a_line_break_is_refused() -> None:
     from gunicorn.http.errors import InvalidResponseHeader
 

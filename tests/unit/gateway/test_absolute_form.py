@@ -241,3 +241,17 @@ class FakeTransport:
 
     def set_protocol(self, protocol: Any) -> None:
         pass
+
+
+class TestHealthzInAbsoluteForm:
+    """RFC 9112 §3.2.2: the target is taken apart before the layer answers /healthz."""
+
+    def test_wsgi(self) -> None:
+        status, _, body = wsgi_call(
+            seen_wsgi, RAW_URI="http://a.test/healthz", PATH_INFO="/healthz"
+        )
+        assert status == "200 OK" and json.loads(body) == {"status": "ok", "mode": "wsgi"}
+
+    def test_asgi(self) -> None:
+        seen = asgi_seen("http://a.test/healthz", [(b"host", b"a.test")], "1.1")
+        assert seen == {"status": "ok", "mode": "asgi"}

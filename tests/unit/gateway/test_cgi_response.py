@@ -67,3 +67,13 @@ def test_status_line_and_header_lookup() -> None:
     assert resp.status_line == "201 Created"
     assert resp.header("content-type") == "text/plain"
     assert resp.header("x-missing") is None
+
+
+@pytest.mark.parametrize(
+    "status, phrase",
+    [(404, "Not Found"), (299, "Unknown"), (499, "Client Error"), (599, "Server Error")],
+)
+def test_a_status_without_a_reason_gets_the_labs_phrase(status: int, phrase: str) -> None:
+    # Rule 4: the phrase comes from gateway.errors.reason, as every status line's does.
+    resp = parse_cgi_response(f"Status: {status}\nContent-Type: text/plain\n\n".encode())
+    assert (resp.status, resp.reason) == (status, phrase)

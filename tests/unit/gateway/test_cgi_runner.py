@@ -106,6 +106,20 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert not alive(script) and not alive(child)
 
 
+def test_a_background_child_is_killed_when_the_script_exits() -> None:
+    # The child detached its stdio, so the response ends without it: it is
+    # killed with its group, not left running outside the deadline and the cap.
+    slots = ScriptSlots(1)
+    result = run_cgi(APP, meta("/background-child"), slots=slots)
+    child = body_json(result.stdout)["child"]
+    assert result.exit_code == 0
+    assert slots.running == 0
+    deadline = time.monotonic() + 2
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(child)
+
+
 def test_stderr_flood_is_drained_and_logged_capped(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.cgi")
     limits = CGILimits(timeout_s=10, max_stderr_lines=5, stderr_tail_lines=3)

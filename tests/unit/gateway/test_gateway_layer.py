@@ -24,6 +24,7 @@ from gateway.middleware.asgi import GatewayASGI
 from gateway.middleware.wsgi import GatewayWSGI
 from gateway.preflight import HOST_MISSING
 from gateway.proxy import AllowList
+from gateway.servers.error_pages import json_error
 
 LOOPBACK = AllowList.parse("127.0.0.1")
 
@@ -452,3 +453,95 @@ def test_the_asgi_drain_gives_up_on_a_silent_sender() -> None:
 
     tracked = asgi_layer._TrackedReceive(silent)
     assert asyncio.run(asgi_layer.drain(tracked, None, budget_s=0.5)) == 0
+
+
+# --- an app that fails ---------------------------------------------------------------------
+
+
+async def fails_at_once(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("boom")
+
+
+async def fails_after_start(scope: Any, receive: Any, send: Any) -> None:
+    # The start is held by the layer until the first body message: nothing went out.
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    raise RuntimeError("boom")
+
+
+async def fails_mid_stream(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"a", "more_body": True})
+    raise RuntimeError("boom")
+
+
+def run_asgi(app: Any, scope: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The messages the layer sends for one GET /, as a server would get them."""
+    scope = scope or {
+        "type": "http", "http_version": "1.1", "method": "GET", "path": "/",
+        "root_path": "", "query_string": b"", "client": ("127.0.0.1", 1),
+        "headers": [(b"host", b"lab.test")],
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(GatewayASGI(app, mode="asgi", allow=LOOPBACK)(scope, receive, send))
+    return sent
+
+
+class TestAnAppThatFailsBeforeItsResponse:
+    """A 500 in the lab's JSON under every ASGI server, as gunicorn answers WSGI's."""
+
+    @pytest.mark.parametrize("app", [fails_at_once, fails_after_start])
+    def test_is_a_json_500_that_closes_the_connection(self, app: Any) -> None:
+        start, body = run_asgi(app)
+        assert start["status"] == 500
+        headers = {bytes(k).lower(): v for k, v in start["headers"]}
+        assert headers[b"content-type"] == b"application/json"
+        assert headers[b"connection"] == b"close"
+        assert b"x-gateway-mode" in headers
+        assert json.loads(body["body"]) == {"error": "internal server error", "status": 500}
+
+    def test_reads_as_gunicorns_own_500(self) -> None:
+        # gunicorn answers a WSGI app's exception itself (Worker.handle_error,
+        # an empty message) and the asyncio worker's ("Internal Server Error").
+        (_, body) = run_asgi(fails_at_once)
+        for message in ("", "Internal Server Error"):
+            assert json_error(500, message).endswith(body["body"])
+
+    def test_after_the_start_went_out_the_server_cuts_the_connection(self) -> None:
+        with pytest.raises(RuntimeError, match="boom"):
+            run_asgi(fails_mid_stream)
+
+
+class TestTheAppGetsTheRequestId:
+    """The app reads the id the response carries, as a WSGI app reads HTTP_X_REQUEST_ID."""
+
+    @staticmethod
+    async def echo_ids(scope: Any, receive: Any, send: Any) -> None:
+        ids = [bytes(v).decode() for k, v in scope["headers"] if bytes(k) == b"x-request-id"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(ids).encode()})
+
+    def ids(self, client: str) -> tuple[list[str], str]:
+        start, body = run_asgi(
+            self.echo_ids,
+            {
+                "type": "http", "http_version": "1.1", "method": "GET", "path": "/env",
+                "root_path": "", "query_string": b"", "client": (client, 1),
+                "headers": [(b"host", b"lab.test"), (b"X-Request-Id", b"abc123")],
+            },
+        )  # fmt: skip
+        answered = {bytes(k).lower(): bytes(v).decode() for k, v in start["headers"]}
+        return json.loads(body["body"]), answered[b"x-request-id"]
+
+    def test_from_a_trusted_peer(self) -> None:
+        assert self.ids("127.0.0.1") == (["abc123"], "abc123")
+
+    def test_from_anyone_else_the_gateways_own(self) -> None:
+        seen, answered = self.ids("198.51.100.7")
+        assert seen == [answered] and answered != "abc123"

@@ -47,6 +47,13 @@ def sleep_with_child() -> None:
     time.sleep(3600)
 
 
+def background_child() -> None:
+    """Leaves `sleep 30` running with its stdio detached, then answers at once."""
+    devnull = subprocess.DEVNULL
+    child = subprocess.Popen(["sleep", "30"], stdin=devnull, stdout=devnull, stderr=devnull)
+    respond(json.dumps({"child": child.pid}).encode())
+
+
 def slow() -> None:
     time.sleep(int(PARAMS.get("ms", "200")) / 1000)
     respond(b'{"slow": true}')
@@ -99,6 +106,7 @@ BEHAVIOURS = {
     "/ignore-stdin": lambda: respond(b'{"read": false}'),
     "/sleep": lambda: time.sleep(3600),
     "/sleep-with-child": sleep_with_child,
+    "/background-child": background_child,
     "/slow": slow,
     "/stderr-flood": stderr_flood,
     "/output-flood": output_flood,
