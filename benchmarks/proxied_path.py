@@ -1,4 +1,4 @@
-"""The proxied path against its anchors, side by side in one run (issue 14's table).
+"""The proxied path against its anchors, side by side in one run.
 
 On a running native lab (``LAB_PORT``), with wrk:
 
@@ -48,7 +48,7 @@ from pathlib import Path
 from gateway.cgi.runner import PYTHON_FLAGS
 from gateway.config import APPS_DIR
 from lab.settings import LabSettings
-from lab.system.procfs import group_cpu_seconds, group_switches
+from lab.system.procfs import cpu_model, group_cpu_seconds, group_switches
 from lab.targets.state import load_state
 from lab.workshop.loadgen import idle_probe, wait_idle
 from lab.workshop.servers import Pair as ServerPair
@@ -365,14 +365,7 @@ def load_average() -> str:
 
 def machine() -> str:
     cpus = len(os.sched_getaffinity(0))
-    model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model() or "?"
     return f"{platform.node()}: {cpus} CPUs ({model}), {platform.system()} {platform.release()}"
 
 

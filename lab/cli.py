@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lab.errors import LabError
-from lab.nginx.routing import MAX_REPLICAS, MODES, RenderError
+from lab.routing import MAX_REPLICAS, MODES, RenderError
 from lab.servers import all_servers, check_choice
 from lab.settings import LabSettings
 from lab.targets import (
@@ -72,7 +72,7 @@ def current_target(cfg: LabSettings) -> Target:
 @reports_lab_errors
 def up(
     target: Annotated[
-        str | None, typer.Option(help="docker or native (default: LAB_TARGET, else auto)")
+        str | None, typer.Option(help="docker, swarm or native (default: LAB_TARGET, else auto)")
     ] = None,
 ) -> None:
     """Start the lab; return once every service is healthy. Idempotent."""
@@ -176,7 +176,7 @@ def server(
     under LAB_SERVER_<MODE>, else the last choice, else the default. Every
     answer's X-Gateway-Server says which server ran it.
     """
-    check_mode(mode)  # bad input: LabError before anything changes
+    check_mode(mode)  # bad input: UsageError (a LabError) before anything changes
     check_choice(mode, name)
     cfg = LabSettings.from_env()
     target = current_target(cfg)

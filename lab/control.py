@@ -21,13 +21,14 @@ a body that is not ``application/json`` (415: a plain HTML form from another
 site cannot send one without the browser asking first), a request from
 another site's page (``Origin`` not this host: 403), a swap already in
 progress (409). A server that fails to start leaves the old one serving and
-its one-line reason in ``swap.error``. HTTP itself is parsed by wsgiref's server.
+its one-line reason in ``swap.error``. Anything else that goes wrong is a JSON
+500 (its traceback in the control log). Status lines and error bodies are
+``gateway.errors``' own. HTTP itself is parsed by wsgiref's server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
 import signal
@@ -35,6 +36,7 @@ import socket
 import socketserver
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,26 +45,16 @@ from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from gateway._types import Environ, StartResponse
+from gateway.errors import error_data, status_line
 from gateway.servers.registry import SERVERS, ServerError, check_server
 from lab.errors import LabError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
+from lab.settings import LabSettings
+from lab.targets import ServerTarget, get_target, state
+from lab.targets.control_process import HEALTH_PATH, prepare_dir
 
 PATH: Final = "/lab/api/servers"
-HEALTH_PATH: Final = "/lab/api/healthz"
 MAX_BODY: Final = 4096  # {"mode": ..., "server": ...} is a few dozen bytes
-
-STATUS_TEXT: Final = {
-    200: "OK",
-    202: "Accepted",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Content Too Large",
-    415: "Unsupported Media Type",
-    503: "Service Unavailable",
-}
 
 
 class BadRequest(Exception):
@@ -163,9 +155,12 @@ class ControlApp:
         try:
             status, body = self.handle(environ)
         except BadRequest as exc:
-            status, body = exc.status, {"error": str(exc), "status": exc.status}
+            status, body = exc.status, error_data(exc.status, str(exc))
         except LabError as exc:  # the lab cannot say what runs (not running, half dead)
-            status, body = 503, {"error": str(exc).splitlines()[0], "status": 503}
+            status, body = 503, error_data(503, str(exc).splitlines()[0])
+        except Exception as exc:  # a bug: still the lab's JSON error, the traceback in the log
+            traceback.print_exc(file=sys.stderr)
+            status, body = 500, error_data(500, f"the server picker failed: {type(exc).__name__}")
         data = json.dumps(body).encode()
         headers = [
             ("Content-Type", "application/json"),
@@ -174,7 +169,7 @@ class ControlApp:
         ]
         if status == 405:
             headers.append(("Allow", "GET, POST"))
-        start_response(f"{status} {STATUS_TEXT[status]}", headers)
+        start_response(status_line(status), headers)
         return [data]
 
     def handle(self, environ: Environ) -> tuple[int, dict[str, Any]]:
@@ -250,8 +245,6 @@ class QuietHandler(WSGIRequestHandler):
 
 def lab_app() -> ControlApp:
     """The app wired to the running lab: the target's status and ``lab server``'s swap."""
-    from lab.settings import LabSettings
-    from lab.targets import ServerTarget, get_target, state
 
     def target() -> ServerTarget:
         cfg = LabSettings.from_env()
@@ -270,67 +263,6 @@ def lab_app() -> ControlApp:
             target().server(cfg, mode, server)
 
     return ControlApp(in_force, Swaps(swap))
-
-
-SERVICE: Final = "control"  # its name among the native lab's services (native.json, logs/)
-
-
-def control_command(socket_path: Path, group: int | None) -> list[str]:
-    """The command ``lab up`` runs: this module on ``socket_path``, whose directory
-    and socket ``group`` may use (None: the lab's user only)."""
-    cmd = [sys.executable, "-m", "lab.control", str(socket_path)]
-    return [*cmd, str(group)] if group is not None else cmd
-
-
-def prepare_dir(directory: Path, group: int | None) -> tuple[int, int]:
-    """Make the socket's directory; returns the modes (directory, socket) to give.
-
-    ``group`` None (native: nginx runs as the lab's user, or as root): 0700 and
-    0600, the lab's user alone. A group (nginx's user in its container, whose
-    gid is the same number on the host): 0710 and 0660 with that group, so it
-    may reach the socket but not list the directory, and other users nothing.
-    Where the lab's user may not give that group (not root, not a member):
-    0711 and 0666, as open as the loopback port it replaces, said in the log.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    modes = (0o700, 0o600)
-    if group is not None:
-        try:
-            os.chown(directory, -1, group)
-            modes = (0o710, 0o660)
-        except PermissionError:
-            modes = (0o711, 0o666)
-            sys.stderr.write(
-                f"lab control: may not give {directory} to group {group} (nginx's user in its "
-                "container): the socket is open to every local user\n"
-            )
-    os.chmod(directory, modes[0])
-    return modes
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """An HTTP/1.1 client connection to a unix socket (http.client parses the answer)."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(str(self.path))
-
-
-def answers(socket_path: Path, timeout: float = 1.0) -> bool:
-    """True when the control process on ``socket_path`` answers its health check (200)."""
-    conn = UnixHTTPConnection(socket_path, timeout)
-    try:
-        conn.request("GET", HEALTH_PATH)
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        conn.close()
 
 
 def serve(socket_path: Path, group: int | None) -> None:

@@ -1,7 +1,7 @@
 """The one error type of the host side: ``LabError`` and what the CLI does with it.
 
 Every expected failure (a bad option, wrk missing, the lab not up, a target
-that fails) is raised as a ``LabError`` (or ``lab.nginx.routing.RenderError``,
+that fails) is raised as a ``LabError`` (or ``lab.routing.RenderError``,
 the stdlib renderer's own), whose message says what went wrong and what to do.
 ``lab.cli`` turns either into one ``lab:`` line on stderr and ``exit_code``;
 anything else is a bug and keeps its traceback.

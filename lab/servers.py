@@ -15,17 +15,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from gateway import trace
 from gateway.config import Settings
 from gateway.servers.probe import probe
 from gateway.servers.registry import SERVERS, ServerError, check_server, default_server, wire
 from gateway.servers.workers import worker_processes
 from lab.errors import LabError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.settings import LabSettings, Limits
 from lab.system.http import http_get, wait_until
 
 ENV_PREFIX = "LAB_SERVER_"
-SERVER_HEADER = "X-Gateway-Server"
 
 
 def check_choice(mode: str, server: str) -> str:
@@ -58,12 +58,28 @@ def chosen_servers(env: Mapping[str, str], recorded: Mapping[str, str]) -> dict[
     return chosen
 
 
-def worker_counts(servers: Mapping[str, str], limits: Limits) -> dict[str, int]:
-    """``workers`` of ``lab status``: processes running app code per mode, on this host."""
+def worker_counts(
+    servers: Mapping[str, str],
+    limits: Limits,
+    workers: int = 0,
+    replicas: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """``workers`` of ``lab status``: processes running app code per mode, on this host.
+
+    ``workers`` is LAB_GATEWAY_WORKERS (0: each mode's default) and ``replicas``
+    the gateways per mode (missing: one); each replica runs the same count.
+    """
+    replicas = replicas or {}
     return {
         mode: worker_processes(
-            Settings(mode=mode, server=server, cgi_max_scripts=limits.cgi_max_scripts)  # type: ignore[arg-type]
+            Settings(
+                mode=mode,  # type: ignore[arg-type]
+                server=server,
+                cgi_max_scripts=limits.cgi_max_scripts,
+                workers=workers,
+            )
         )
+        * replicas.get(mode, 1)
         for mode, server in servers.items()
     }
 
@@ -86,7 +102,7 @@ def served_by(cfg: LabSettings, mode: str) -> str | None:
     except OSError:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    return lowered.get(SERVER_HEADER.lower()) if status < 500 else None
+    return lowered.get(trace.SERVER.lower()) if status < 500 else None
 
 
 def wait_for_server(cfg: LabSettings, mode: str, server: str, deadline_s: float = 15.0) -> None:
@@ -134,10 +150,6 @@ def recorded_servers(cfg: LabSettings) -> dict[str, str]:
         except ServerError:
             continue
     return found
-
-
-def clear_servers(cfg: LabSettings) -> None:
-    (cfg.state_dir / SERVERS_FILE).unlink(missing_ok=True)
 
 
 def compose_server_env(env: Mapping[str, str], recorded: Mapping[str, str]) -> dict[str, str]:

@@ -6,7 +6,7 @@ it to the target, the renderer and the workshop tools. A bad value is a
 ``SettingsError`` naming the variable and the value. Standard library only: the
 renderer's CLI reads the limits through it inside the nginx image.
 
-Both targets honour the same settings. Docker-only knobs that compose.yaml
+Every target (native, docker, swarm) honours the same settings. Docker-only knobs that compose.yaml
 reads itself (LAB_GATEWAY_CPUS, LAB_GATEWAY_MEMORY, LAB_SUBNET,
 LAB_HEALTHCHECK_INTERVAL) are not here; ``.env.example`` marks them so.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from lab.errors import LabError
-from lab.nginx.routing import DEFAULT_MODE, Active, RenderError, gateway_ports, parse_active
+from lab.routing import DEFAULT_MODE, Active, RenderError, gateway_ports, parse_active
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 TARGET_NAMES: Final = ("docker", "swarm", "native")

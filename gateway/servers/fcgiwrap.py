@@ -45,7 +45,7 @@ def find_fcgiwrap() -> str | None:
 
 
 def fcgiwrap_command(settings: Settings, binary: str) -> list[str]:
-    # -c: one process per script allowed at once (GATEWAY_WORKERS overrides it).
+    # -c: one process per script allowed at once (GATEWAY_CGI_MAX_SCRIPTS).
     # No -s: the listening socket comes on fd 0 (listen_socket).
     return [binary, "-c", str(worker_processes(settings))]
 

@@ -2,7 +2,9 @@
 
 - runner: one gunicorn process whose threads wait on scripts (the scripts are
   the per-request processes);
-- fcgiwrap: its preforked processes, one script at a time each;
+- fcgiwrap: its preforked processes, one script at a time each, so as many as
+  scripts may run at once: ``cgi_max_scripts`` (``workers`` does not apply to
+  CGI, whose concurrency is the script cap under either server);
 - every gunicorn and uvicorn server: its worker processes.
 """
 
@@ -16,5 +18,5 @@ def worker_processes(settings: Settings) -> int:
     if server == "runner":
         return 1
     if server == "fcgiwrap":
-        return settings.workers or settings.cgi_max_scripts
+        return settings.cgi_max_scripts
     return settings.worker_count

@@ -37,7 +37,7 @@ from lab.nginx.render import (
     target_values,
     write_files,
 )
-from lab.nginx.routing import DEFAULT_MODE, MODES, RenderError, format_split, parse_split
+from lab.routing import DEFAULT_MODE, MODES, RenderError, format_split, parse_split
 from lab.settings import LabSettings
 
 

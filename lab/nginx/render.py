@@ -38,7 +38,7 @@ from gateway.servers.registry import (
     listens_on_unix,
     wire,
 )
-from lab.nginx.routing import (
+from lab.routing import (
     DEFAULT_MODE,
     MODES,
     RenderError,
@@ -108,15 +108,20 @@ def control_dir(state_dir: Path, target: str) -> Path:
     return state_dir / f"control-{target}"
 
 
-def control_socket(state_dir: Path, target: str) -> Path:
-    """The control process's unix socket on the host (checked against the kernel's limit)."""
-    path = control_dir(state_dir, target) / CONTROL_SOCKET_NAME
+def socket_path(path: Path) -> Path:
+    """``path`` if the kernel takes it as a unix socket's address, else RenderError."""
     if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
         raise RenderError(
             f"{path} is too long for a unix socket ({MAX_UNIX_PATH_BYTES} bytes at most): "
             "run the lab from a shorter path, or set LAB_STATE_DIR to one"
         )
     return path
+
+
+def control_socket(state_dir: Path, target: str) -> Path:
+    """The control process's unix socket on the host (checked against the kernel's limit)."""
+    path = control_dir(state_dir, target) / CONTROL_SOCKET_NAME
+    return socket_path(path)
 
 
 def control_pass(socket_path: str | Path) -> str:
@@ -152,12 +157,7 @@ def native_socket(state_dir: Path, port: int) -> Path:
     direct access and ``lab status``.
     """
     path = state_dir / "run" / f"gateway-{port}.sock"
-    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
-        raise RenderError(
-            f"{path} is too long for a unix socket ({MAX_UNIX_PATH_BYTES} bytes at most): "
-            "run the lab from a shorter path, or set LAB_STATE_DIR to one"
-        )
-    return path
+    return socket_path(path)
 
 
 def native_address(state_dir: Path, port: int, mode: str, server: str | None = None) -> str:

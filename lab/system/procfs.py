@@ -1,8 +1,13 @@
-"""The one /proc reader (Linux): every process's pid, parent, group, state and title.
+"""The one /proc reader (Linux): every process's pid, parent, group, state and title,
+a process group's CPU time and context switches, a process's resident memory,
+the CPU model, and the CPUs a process may use.
 
-Standard library only, and runnable as a script: the docker target runs this
-file's own source inside a container (``python3 -c SOURCE rows``), so the host
-and the containers answer the same question with the same code.
+Runnable as a script: the docker target runs this file's own source inside a
+container (``python3 -c SOURCE rows``), so the host and the containers answer
+the same question with the same code. ``rows`` needs the standard library only
+(it runs in the nginx image too); ``cpus`` counts with ``gateway.cpus`` (cgroup
+v1 and v2, the process's own cgroup and its ancestors), which the gateway image
+has on its path.
 
     python3 procfs.py rows           # JSON list of [pid, ppid, pgrp, state, title]
     python3 procfs.py cpus [PID]     # CPUs PID (default: this process) may use
@@ -26,18 +31,34 @@ class Proc(NamedTuple):
     title: str  # the command line, NULs as spaces (a process may rename itself)
 
 
+def stat_fields(text: str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command: state, ppid, pgrp, ...
+    (proc(5) field 3 on). ``pid (comm) state ...``: comm may hold spaces and
+    parentheses, so split after the last ")". [] for text that is no stat line."""
+    head, paren, rest = text.rpartition(")")
+    return rest.split() if paren and "(" in head else []
+
+
+def _stats(root: Path | None) -> Iterator[tuple[Path, list[str]]]:
+    """(/proc/PID, its ``stat_fields``) of every process; those that vanish while
+    being read, or whose stat has no state, parent and group, are skipped."""
+    for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
+        try:
+            fields = stat_fields(stat.read_text())
+        except OSError:
+            continue
+        if len(fields) >= 3:
+            yield stat.parent, fields
+
+
 def read_proc(root: Path | None = None) -> list[Proc]:
     """Every process /proc lists; processes that vanish while being read are skipped."""
     rows = []
-    for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
+    for proc, fields in _stats(root):
         try:
-            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ")".
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            rows.append(
-                Proc(int(stat.parent.name), int(fields[1]), int(fields[2]), fields[0], title)
-            )
-        except (OSError, IndexError, ValueError, UnicodeDecodeError):
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            rows.append(Proc(int(proc.name), int(fields[1]), int(fields[2]), fields[0], title))
+        except (OSError, ValueError, UnicodeDecodeError):
             continue
     return rows
 
@@ -61,15 +82,12 @@ def parent_of(rows: Iterable[Proc], pid: int) -> int | None:
 
 
 def _group_stats(pgid: int, root: Path | None) -> Iterator[tuple[Path, list[str]]]:
-    """(/proc/PID, the fields of its stat after the command) of each member of process
-    group ``pgid``; processes that vanish while being read are skipped."""
-    for stat in (root or Path("/proc")).glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 14 and fields[2] == str(pgid):
-            yield stat.parent, fields
+    """(/proc/PID, its ``stat_fields``, through cstime) of each member of group ``pgid``."""
+    return (
+        (proc, fields)
+        for proc, fields in _stats(root)
+        if len(fields) > 14 and fields[2] == str(pgid)
+    )
 
 
 def group_cpu_seconds(pgid: int, root: Path | None = None) -> float:
@@ -107,17 +125,57 @@ def source() -> str:
     return Path(__file__).read_text(encoding="utf-8")
 
 
-def cpu_limit(pid: int = 0, cgroup_root: Path | None = None) -> float:
-    """CPUs ``pid`` (0: this process) may use: its affinity mask, capped by the cgroup v2
-    quota (``cpu.max``: "QUOTA PERIOD" or "max PERIOD") of the cgroup this process sees."""
-    cpus = float(len(os.sched_getaffinity(pid)))
+def status_kib(text: str, key: str) -> int | None:
+    """A ``kB`` line of ``/proc/PID/status`` (``VmRSS:   1234 kB``) -> 1234; None if absent."""
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            number = (value.split() or [""])[0]
+            return int(number) if number.isascii() and number.isdecimal() else None
+    return None
+
+
+def rss_kib(pid: int, root: Path | None = None) -> int | None:
+    """Resident memory of ``pid`` in KiB (``VmRSS``); None when it is gone or has none
+    (a zombie, a kernel thread)."""
+    text = _read((root or Path("/proc")) / str(pid) / "status")
+    return status_kib(text, "VmRSS") if text is not None else None
+
+
+def parse_cpu_model(cpuinfo: str) -> str:
+    """``/proc/cpuinfo`` -> the first ``model name`` ("" when it names none, as on arm64)."""
+    for line in cpuinfo.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "model name":
+            return value.strip()
+    return ""
+
+
+def cpu_model(root: Path | None = None) -> str:
+    """This machine's CPU model ("" when /proc does not say)."""
+    return parse_cpu_model(_read((root or Path("/proc")) / "cpuinfo") or "")
+
+
+def limit_of(affinity: int, quota: float | None) -> float:
+    """CPUs from an affinity count and a cgroup quota in CPUs (None: none): the smaller."""
+    return float(affinity) if quota is None else min(float(affinity), quota)
+
+
+def cpu_limit(pid: int = 0, root: Path | None = None) -> float:
+    """CPUs ``pid`` (0: this process) may use: its affinity mask, capped by the tightest
+    CFS quota of its cgroup and their ancestors, v1 or v2 (``gateway.cpus``, the
+    gateway's own count, which rounds this up)."""
+    from gateway.cpus import cpu_quota  # not at the top: ``rows`` runs where gateway is not
+
+    cgroup = _read((root or Path("/proc")) / (str(pid) if pid else "self") / "cgroup") or ""
+    return limit_of(len(os.sched_getaffinity(pid)), cpu_quota(_read, cgroup))
+
+
+def _read(path: Path) -> str | None:
     try:
-        quota, period = ((cgroup_root or Path("/sys/fs/cgroup")) / "cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, int(quota) / int(period))
-    except (OSError, ValueError):
-        pass
-    return cpus
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def main(argv: list[str]) -> int:

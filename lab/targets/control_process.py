@@ -19,18 +19,83 @@ nothing listens there and nginx answers a JSON 503 naming ``lab up``.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import os
+import socket
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from lab.control import SERVICE, answers, control_command, prepare_dir
 from lab.errors import LabError
 from lab.nginx.render import NGINX_CONTAINER_GID, control_socket
 from lab.settings import ROOT, LabSettings
 from lab.system import processes
 
 START_DEADLINE_S: Final = 15.0
+HEALTH_PATH: Final = "/lab/api/healthz"  # answered by lab.control while it serves
+
+
+SERVICE: Final = "control"  # its name among the native lab's services (native.json, logs/)
+
+
+def control_command(socket_path: Path, group: int | None) -> list[str]:
+    """The command ``lab up`` runs: this module on ``socket_path``, whose directory
+    and socket ``group`` may use (None: the lab's user only)."""
+    cmd = [sys.executable, "-m", "lab.control", str(socket_path)]
+    return [*cmd, str(group)] if group is not None else cmd
+
+
+def prepare_dir(directory: Path, group: int | None) -> tuple[int, int]:
+    """Make the socket's directory; returns the modes (directory, socket) to give.
+
+    ``group`` None (native: nginx runs as the lab's user, or as root): 0700 and
+    0600, the lab's user alone. A group (nginx's user in its container, whose
+    gid is the same number on the host): 0710 and 0660 with that group, so it
+    may reach the socket but not list the directory, and other users nothing.
+    Where the lab's user may not give that group (not root, not a member):
+    0711 and 0666, as open as the loopback port it replaces, said in the log.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    modes = (0o700, 0o600)
+    if group is not None:
+        try:
+            os.chown(directory, -1, group)
+            modes = (0o710, 0o660)
+        except PermissionError:
+            modes = (0o711, 0o666)
+            sys.stderr.write(
+                f"lab control: may not give {directory} to group {group} (nginx's user in its "
+                "container): the socket is open to every local user\n"
+            )
+    os.chmod(directory, modes[0])
+    return modes
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An HTTP/1.1 client connection to a unix socket (http.client parses the answer)."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(str(self.path))
+
+
+def answers(socket_path: Path, timeout: float = 1.0) -> bool:
+    """True when the control process on ``socket_path`` answers its health check (200)."""
+    conn = UnixHTTPConnection(socket_path, timeout)
+    try:
+        conn.request("GET", HEALTH_PATH)
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 def record_file(cfg: LabSettings, target: str) -> Path:
@@ -77,11 +142,11 @@ def is_running(cfg: LabSettings, target: str) -> bool:
 
 def spawn(cfg: LabSettings, target: str, environ: Mapping[str, str], group: int | None) -> int:
     """Start the control process of ``target`` (log: logs/control[-target].log); its group."""
-    socket = control_socket(cfg.state_dir, target)
-    prepare_dir(socket.parent, group)
+    path = control_socket(cfg.state_dir, target)
+    prepare_dir(path.parent, group)
     log = log_file(cfg, target)
     env = control_env(cfg, target, environ)
-    return processes.spawn(control_command(socket, group), log, env, cwd=ROOT).pid
+    return processes.spawn(control_command(path, group), log, env, cwd=ROOT).pid
 
 
 def wait_answers(cfg: LabSettings, target: str, pgid: int) -> None:
@@ -112,8 +177,8 @@ def start(
     except LabError:
         stop(cfg, target)
         raise
-    socket = control_socket(cfg.state_dir, target)
-    say(f"the dashboard's server picker listens on unix:{socket} (nginx: /lab/api/)")
+    path = control_socket(cfg.state_dir, target)
+    say(f"the dashboard's server picker listens on unix:{path} (nginx: /lab/api/)")
 
 
 def stop(cfg: LabSettings, target: str) -> None:

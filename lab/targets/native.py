@@ -10,7 +10,7 @@ Everything a run needs lives in the state directory (``.lab/`` by default,
 
 ``scale MODE N`` runs N gateways of one mode: replica 0 is the one ``up``
 started (service ``gateway-<mode>``), replica i >= 1 is service
-``gateway-<mode>-<i+1>`` on the port ``lab.nginx.routing.replica_port`` gives.
+``gateway-<mode>-<i+1>`` on the port ``lab.routing.replica_port`` gives.
 
 Each service is started in its own session (``lab.system.processes``), so
 ``down`` can stop a gunicorn master together with its workers, and stops only
@@ -30,10 +30,9 @@ import time
 from collections.abc import Mapping
 from typing import Final, cast
 
-from lab.control import SERVICE as CONTROL
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import MODES, active_label, replica_port
+from lab.routing import MODES, active_label, replica_port
 from lab.servers import check_choice, chosen_servers
 from lab.settings import ROOT, LabSettings
 from lab.system import processes, procfs
@@ -41,6 +40,7 @@ from lab.system.http import is_healthy, wait_until
 from lab.system.ports import in_use_message, port_free
 from lab.system.procfs import read_proc
 from lab.targets import LimitsDict, StatusDict, control_process
+from lab.targets.control_process import SERVICE as CONTROL
 from lab.targets.native_nginx import (
     Paths,
     active_mode,
@@ -138,6 +138,7 @@ class NativeTarget:
             port=cfg.port,
             tls_port=cfg.tls_port,
             limits=cast(dict[str, int], limits_dict(cfg)),
+            gateway_workers=cfg.gateway_workers,
             started_at=time.time(),
             servers=servers,
         )

@@ -21,7 +21,7 @@ from typing import Final
 
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import MODES, Split
+from lab.routing import MODES, Split
 from lab.settings import ROOT, LabSettings
 from lab.system.processes import tail
 from lab.system.procfs import read_proc

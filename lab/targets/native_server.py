@@ -17,7 +17,7 @@ from typing import Final, Protocol
 from gateway.servers.registry import default_server, listens_on_unix
 from lab.errors import LabError
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.servers import healthy, http_address, wait_for_server
 from lab.servers import worker_counts as configured_workers
 from lab.settings import LabSettings, Limits
@@ -35,6 +35,7 @@ class ServerRecord(Protocol):
 
     groups: dict[str, int]
     replicas: dict[str, int]
+    gateway_workers: int
     servers: dict[str, str]
     slots: dict[str, int]
     nginx: str
@@ -56,8 +57,9 @@ def gateway_process(
         sys.executable, "-m", "gateway", "serve", "--mode", mode,
         "--server", server, "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    env = os.environ | gateway_env(cfg)
-    env.pop("GATEWAY_UDS", None)
+    # Not a caller's own socket or worker count (cgi takes none: gateway_env).
+    inherited = {k: v for k, v in os.environ.items() if k not in ("GATEWAY_UDS", "GATEWAY_WORKERS")}
+    env = inherited | gateway_env(cfg, mode)
     if listens_on_unix(mode, server):
         sock = nginx_conf.native_socket(cfg.state_dir, port)
         sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -136,10 +138,11 @@ def live_workers(state: ServerRecord) -> dict[str, int]:
     counts = worker_counts(read_proc(), masters)
     servers = servers_in_force(state)
     limits = Limits(**state.limits) if state.limits else Limits()
-    configured = configured_workers(servers, limits)
+    replicas = {m: len(found) for m, found in masters.items()}
+    configured = configured_workers(servers, limits, state.gateway_workers, replicas)
     for mode, server in servers.items():
         if server in ("fcgiwrap", "uvicorn"):
-            counts[mode] = configured[mode] * max(1, len(masters[mode]))
+            counts[mode] = configured[mode]
     return counts
 
 

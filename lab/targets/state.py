@@ -97,10 +97,13 @@ class RunState:
     started_at: float = 0.0
     servers: dict[str, str] = field(default_factory=dict)  # mode -> server (`lab server`)
     slots: dict[str, int] = field(default_factory=dict)  # mode -> 1 when on its other port
+    gateway_workers: int = 0  # LAB_GATEWAY_WORKERS the gateways were started with
 
     def settings(self, cfg: LabSettings) -> LabSettings:
-        """``cfg`` with the limits the running lab was started with."""
-        return cfg if not self.limits else replace(cfg, limits=Limits(**self.limits))
+        """``cfg`` with the limits and workers the running lab was started with."""
+        if not self.limits:
+            return cfg
+        return replace(cfg, limits=Limits(**self.limits), gateway_workers=self.gateway_workers)
 
 
 def replica_service(mode: str, index: int) -> str:

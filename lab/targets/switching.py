@@ -1,7 +1,7 @@
-"""What both targets share: the split algorithm, knowing when a reload is done,
+"""What every target shares: the split algorithm, knowing when a reload is done,
 knowing which mode serves ``/``, and the settings every gateway gets.
 
-The checks here wrap ``lab.nginx.routing`` (the one grammar) so a bad value
+The checks here wrap ``lab.routing`` (the one grammar) so a bad value
 is a ``LabError`` with the grammar's own message.
 """
 
@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final, TypeVar
 
+from gateway import trace
+from gateway.config import MODE_SPECS
+from lab import routing
 from lab.errors import LabError, UsageError
-from lab.nginx import routing
-from lab.nginx.routing import MODES, Split, format_split
+from lab.routing import MODES, Split, format_split
 from lab.settings import LabSettings
 from lab.system.http import http_get, wait_until
 from lab.system.procfs import Proc
 from lab.targets import LimitsDict
 
-MODE_HEADER = "X-Gateway-Mode"
 PLAIN_MODE_FILE = "plain_mode"
 T = TypeVar("T")
 
@@ -66,15 +67,22 @@ def limits_dict(cfg: LabSettings) -> LimitsDict:
     }
 
 
-def gateway_env(cfg: LabSettings) -> dict[str, str]:
-    """``GATEWAY_*`` variables that carry the lab's settings to every gateway (compose.yaml
-    passes the same ones under Docker)."""
-    return {
+def gateway_env(cfg: LabSettings, mode: str) -> dict[str, str]:
+    """``GATEWAY_*`` variables that carry the lab's settings to ``mode``'s gateway
+    (compose.yaml passes the same ones under Docker).
+
+    LAB_GATEWAY_WORKERS goes to wsgi and asgi only: CGI's concurrency is its
+    script cap under either server (one runner process; fcgiwrap preforks
+    ``cgi_max_scripts``), so a worker count has no meaning there.
+    """
+    env = {
         "GATEWAY_CGI_MAX_SCRIPTS": str(cfg.limits.cgi_max_scripts),
         "GATEWAY_MAX_BODY_BYTES": str(cfg.limits.client_max_body_bytes),
         "GATEWAY_TIMEOUT_S": str(cfg.limits.proxy_read_timeout_s),
-        "GATEWAY_WORKERS": str(cfg.gateway_workers),
     }
+    if not MODE_SPECS[mode].fixed_workers:  # type: ignore[index]
+        env["GATEWAY_WORKERS"] = str(cfg.gateway_workers)
+    return env
 
 
 # -- the split --------------------------------------------------------------------
@@ -142,7 +150,7 @@ def served_mode(cfg: LabSettings) -> str | None:
     except OSError:
         return None
     lowered = {k.lower(): v for k, v in headers.items()}
-    return lowered.get(MODE_HEADER.lower()) if status < 500 else None
+    return lowered.get(trace.MODE.lower()) if status < 500 else None
 
 
 def wait_for_mode(cfg: LabSettings, mode: str, deadline_s: float = 15.0) -> None:

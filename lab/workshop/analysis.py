@@ -14,17 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-# Trace headers (CONTRACT.md): lower-case, as HTTP header names compare.
-H_MODE: Final = "x-gateway-mode"
-H_PID: Final = "x-gateway-pid"
-H_WORKER: Final = "x-gateway-worker"
-H_START: Final = "x-gateway-start"
-H_END: Final = "x-gateway-end"
-H_REQUEST_ID: Final = "x-request-id"
-# CGI only (gateway/trace.py): when the script's own work began and ended.
-H_APP_START: Final = "x-gateway-app-start"
-H_APP_END: Final = "x-gateway-app-end"
-H_QUEUE: Final = "x-gateway-queue-ms"
+from gateway import trace
+
+# Trace headers (gateway/trace.py, CONTRACT.md): lower-case, as HTTP header names compare.
+H_MODE: Final = trace.MODE.lower()
+H_PID: Final = trace.PID.lower()
+H_WORKER: Final = trace.WORKER.lower()
+H_START: Final = trace.START.lower()
+H_END: Final = trace.END.lower()
+H_REQUEST_ID: Final = trace.REQUEST_ID.lower()
+# CGI only: when the script's own work began and ended, and its wait for a slot.
+H_APP_START: Final = trace.APP_START.lower()
+H_APP_END: Final = trace.APP_END.lower()
+H_QUEUE: Final = trace.QUEUE.lower()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import typer
 
 from lab.errors import UsageError
-from lab.nginx.routing import MODES, whole_number
+from lab.routing import MODES, whole_number
 from lab.workshop.analysis import Summary
 from lab.workshop.common import (
     Guard,

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from lab.errors import LabError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.settings import ROOT, LabSettings
 from lab.system.http import is_healthy
+from lab.system.procfs import cpu_model
 
 # The CLI's error policy (lab.cli.reports_lab_errors), handed to each tool's register().
 Guard: TypeAlias = Callable[[Callable[..., None]], Callable[..., None]]
@@ -43,18 +44,10 @@ def require_lab(base: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "host": platform.node(),
         "cores": os.cpu_count(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         # Other programs on the machine share its cores: the 1-minute load at the start.

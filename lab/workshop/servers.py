@@ -15,9 +15,10 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
+from gateway import trace
 from gateway.servers.registry import SERVERS, ServerError, check_server
 from lab.errors import LabError, UsageError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 
 EXAMPLE: Final = "wsgi/sync,wsgi/gthread"
 
@@ -65,14 +66,13 @@ def all_pairs() -> list[Pair]:
 
 def serving(base: str, mode: str) -> str:
     """The server answering ``/<mode>/`` at ``base`` (its X-Gateway-Server), "" if none says."""
-    from lab.servers import SERVER_HEADER
     from lab.system.http import http_get
 
     try:
         _, headers, _ = http_get(f"{base.rstrip('/')}/{mode}/", timeout=5.0)
     except OSError:
         return ""
-    return {k.lower(): v for k, v in headers.items()}.get(SERVER_HEADER.lower(), "")
+    return {k.lower(): v for k, v in headers.items()}.get(trace.SERVER.lower(), "")
 
 
 def plan(base: str, modes: Sequence[str], servers: Sequence[Pair] | None) -> list[Pair]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import typer
 
 from lab.errors import UsageError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.workshop.analysis import (
     Sample,
     Trace,

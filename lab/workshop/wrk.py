@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from gateway import trace
 from lab.errors import LabError
 from lab.workshop.analysis import Summary
 
@@ -32,7 +33,7 @@ function setup(thread) table.insert(threads, thread) end
 function init(args) pids = {}; statuses = {} end
 function response(status, headers, body)
   for name, value in pairs(headers) do
-    if string.lower(name) == "x-gateway-pid" then pids[value] = (pids[value] or 0) + 1 end
+    if string.lower(name) == "@PID@" then pids[value] = (pids[value] or 0) + 1 end
   end
   statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
 end
@@ -58,7 +59,7 @@ function done(summary, latency, requests)
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
     table.concat(pct, ", "), object(pids_all), object(statuses_all)))
 end
-"""
+""".replace("@PID@", trace.PID.lower())
 
 
 class WrkError(LabError):

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 import pytest
 from playwright.sync_api import Browser, Page, Route
 
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from tests.browser.conftest import (
     DOCS_SCREENSHOT,
     VIEWPORT,

@@ -22,11 +22,11 @@ from typing import Any, cast
 import pytest
 import requests
 
-from lab.control import SERVICE as CONTROL
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.settings import LabSettings
 from lab.system import processes
 from lab.targets import control_process
+from lab.targets.control_process import SERVICE as CONTROL
 from lab.targets.state import load_state, recorded_target
 from tests.support import ROOT
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from lab.nginx.render import control_dir
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.servers import compose_server_env, recorded_servers
 from lab.settings import ROOT, LabSettings
 from lab.targets.switching import check_mode, check_replicas

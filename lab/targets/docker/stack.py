@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from lab.errors import LabError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 
 # ${NAME}, ${NAME:-default}, ${NAME-default} and $$ (a literal $), as compose interpolates.
 _VARIABLE: Final = re.compile(

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 from gateway.servers.registry import default_server
 from lab.errors import LabError
 from lab.nginx.render import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
-from lab.nginx.routing import MODES, RenderError, active_label, format_split, parse_active
+from lab.routing import MODES, RenderError, active_label, format_split, parse_active
 from lab.servers import worker_counts
 from lab.settings import ROOT, LabSettings
 from lab.system import procfs
@@ -382,10 +382,14 @@ class DockerTarget:
         """Worker processes per mode, from ``docker compose top`` (every replica).
 
         fcgiwrap's and uvicorn's process trees are not gunicorn's: for those two,
-        the number each is configured to run (as on this host's CPU count).
+        the number each is configured to run (as on this host's CPU count), times
+        the service's replicas.
         """
         counts = {}
-        configured = worker_counts(servers, cfg.limits)
+        configured: dict[str, int] = {}
+        if any(servers.get(m) in ("fcgiwrap", "uvicorn") for m in SERVICES):
+            replicas = self._replica_counts(cfg)
+            configured = worker_counts(servers, cfg.limits, cfg.gateway_workers, replicas)
         for mode, service in SERVICES.items():
             if servers.get(mode) in ("fcgiwrap", "uvicorn"):
                 counts[mode] = configured[mode]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
+from gateway.config import default_workers
 from lab.errors import UsageError
 from lab.workshop.claims.catalog import CLAIM_IDS, CLAIMS, Claim, Sizes
 from lab.workshop.claims.report import (
@@ -73,8 +74,8 @@ def sizes_from(lab: dict[str, Any]) -> Sizes:
     whole = max(1, math.ceil(cpus))
     return Sizes(
         cpus=cpus,
-        wsgi_workers=int(workers.get("wsgi") or 2 * whole + 1),
-        asgi_workers=int(workers.get("asgi") or whole),
+        wsgi_workers=int(workers.get("wsgi") or default_workers("wsgi", whole)),
+        asgi_workers=int(workers.get("asgi") or default_workers("asgi", whole)),
     )
 
 

@@ -19,9 +19,9 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final
 
+from gateway import trace
 from lab.errors import LabError
 from lab.settings import ROOT
 from lab.system import processes, procfs
@@ -262,12 +262,7 @@ def free_port(candidates: range = SPARE_PORTS) -> int:
 def rss_mib(pids: Iterable[int]) -> float:
     """Mean resident memory of ``pids`` on this host, MiB (0: none readable, e.g. in a
     container). RSS counts pages shared after the fork in every process."""
-    sizes = []
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    sizes.append(int(line.split()[1]) / 1024)
+    sizes = [kib / 1024 for pid in pids if (kib := procfs.rss_kib(pid)) is not None]
     return round(sum(sizes) / len(sizes), 1) if sizes else 0.0
 
 
@@ -299,7 +294,7 @@ def wsgi_gateway(workers: int, server: str = "sync") -> Iterator[tuple[str, int]
             for _ in range(2 * workers):
                 with contextlib.suppress(requests.RequestException):
                     requests.get(url + "/", timeout=5)
-            running = requests.get(url + "/", timeout=5).headers.get("X-Gateway-Server", "sync")
+            running = requests.get(url + "/", timeout=5).headers.get(trace.SERVER, "sync")
             if running != server:  # a gateway that cannot run ``server`` must not pass for one
                 raise ServerUnavailable(f"the spare gateway on {url} runs {running}, not {server}")
             yield url, pgid

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from gateway.servers.registry import default_server
+from lab.settings import LabSettings
+from lab.targets.switching import gateway_env
 
 ROOT = Path(__file__).resolve().parents[3]
 GATEWAYS = ("gateway-cgi", "gateway-wsgi", "gateway-asgi")
@@ -91,7 +93,7 @@ def test_nginx_waits_for_healthy_gateways(services: dict[str, dict[str, Any]]) -
 
 def test_gateways_differ_only_in_mode_and_server(services: dict[str, dict[str, Any]]) -> None:
     def without_mode(svc: dict[str, Any]) -> dict[str, Any]:
-        own = ("GATEWAY_MODE", "GATEWAY_SERVER")
+        own = ("GATEWAY_MODE", "GATEWAY_SERVER", "GATEWAY_WORKERS")
         env = {k: v for k, v in svc["environment"].items() if k not in own}
         return {**svc, "environment": env}
 
@@ -106,6 +108,16 @@ def test_gateways_differ_only_in_mode_and_server(services: dict[str, dict[str, A
     assert modes == {"gateway-cgi": "cgi", "gateway-wsgi": "wsgi", "gateway-asgi": "asgi"}
     shapes = [without_mode(services[name]) for name in GATEWAYS]
     assert shapes[0] == shapes[1] == shapes[2]
+
+
+def test_each_gateway_gets_the_settings_a_native_one_gets(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The cgi gateway takes no worker count: its concurrency is the script cap.
+    for name in GATEWAYS:
+        env = services[name]["environment"]
+        expected = set(gateway_env(LabSettings(), env["GATEWAY_MODE"]))
+        assert {k for k in env if k in expected or k == "GATEWAY_WORKERS"} == expected, name
 
 
 def test_gateways_have_equal_limits_from_settings(services: dict[str, dict[str, Any]]) -> None:

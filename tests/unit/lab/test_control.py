@@ -18,26 +18,29 @@ from typing import Any
 
 import pytest
 
+from gateway.errors import status_line
 from gateway.servers.registry import SERVERS
 from lab.control import (
-    HEALTH_PATH,
     PATH,
     BadRequest,
     Choice,
     ControlApp,
     Swaps,
-    UnixHTTPConnection,
-    answers,
     check_origin,
-    control_command,
     media_type,
     parse_choice,
-    prepare_dir,
 )
 from lab.errors import LabError
 from lab.nginx import render
-from lab.nginx.routing import MODES, RenderError
+from lab.routing import MODES, RenderError
 from lab.settings import Limits
+from lab.targets.control_process import (
+    HEALTH_PATH,
+    UnixHTTPConnection,
+    answers,
+    control_command,
+    prepare_dir,
+)
 
 
 class Lab:
@@ -333,3 +336,29 @@ def test_a_lab_that_cannot_say_what_runs_is_a_503() -> None:
     app = ControlApp(in_force, Swaps(Lab().swap))
     status, _, body = call(app)
     assert status == 503 and body == {"error": "the lab is not running", "status": 503}
+
+
+def test_a_bug_is_a_json_500_with_the_traceback_in_the_log(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def in_force() -> dict[str, str]:
+        raise KeyError("servers")
+
+    app = ControlApp(in_force, Swaps(Lab().swap))
+    status, headers, body = call(app)
+    assert (status, body["status"], headers["Content-Type"]) == (500, 500, "application/json")
+    assert "KeyError" in body["error"] and "Traceback" in capsys.readouterr().err
+
+
+def test_status_lines_are_the_gateways_own() -> None:
+    lines: list[str] = []
+    app, _ = make(Lab())
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": PATH,
+        "CONTENT_LENGTH": "5000",
+        "CONTENT_TYPE": "application/json",
+        "wsgi.input": io.BytesIO(b" " * 5000),
+    }
+    app(environ, lambda status, headers: lines.append(status))  # type: ignore[arg-type,func-returns-value]
+    assert lines == [status_line(413)]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lab.control import answers
 from lab.nginx.render import control_socket
 from lab.settings import LabSettings
 from lab.system import processes
 from lab.targets import control_process
+from lab.targets.control_process import answers
 
 
 def test_start_records_a_process_that_answers_and_stop_ends_it(tmp_path: Path) -> None:

@@ -106,3 +106,14 @@ def test_bad_input_and_no_change_touch_nothing(
         target.server(cfg, "wsgi", "uvicorn")
     target.server(cfg, "wsgi", "sync")  # already there
     assert engine.log == []
+
+
+def test_status_workers_count_every_replica_and_lab_gateway_workers(
+    target: DockerTarget, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # uvicorn's and fcgiwrap's counts are configured ones: times the replicas running.
+    monkeypatch.setattr(target, "_replica_counts", lambda cfg: {"cgi": 2, "wsgi": 1, "asgi": 3})
+    monkeypatch.setattr(target, "_top", lambda cfg, service: "")
+    cfg = LabSettings(state_dir=tmp_path, gateway_workers=4)
+    counts = target.workers(cfg, {"cgi": "fcgiwrap", "wsgi": "sync", "asgi": "uvicorn"})
+    assert counts == {"cgi": 2 * cfg.limits.cgi_max_scripts, "wsgi": 0, "asgi": 12}

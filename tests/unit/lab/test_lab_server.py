@@ -90,6 +90,40 @@ def test_workers_follow_each_server() -> None:
     assert runner_counts == {"cgi": 1}
 
 
+def test_workers_in_force_follow_lab_gateway_workers_and_replicas() -> None:
+    chosen = {"cgi": "fcgiwrap", "wsgi": "sync", "asgi": "uvicorn"}
+    counts = servers.worker_counts(chosen, Limits(cgi_max_scripts=16), workers=4)
+    # LAB_GATEWAY_WORKERS sets gunicorn's and uvicorn's workers, never fcgiwrap's
+    # children: those are the script cap, as `limits` reports it.
+    assert counts == {"cgi": 16, "wsgi": 4, "asgi": 4}
+    scaled = servers.worker_counts(chosen, Limits(cgi_max_scripts=16), 4, {"asgi": 3, "cgi": 2})
+    assert scaled == {"cgi": 32, "wsgi": 4, "asgi": 12}
+
+
+def test_fcgiwrap_prefork_is_the_script_cap_whatever_the_workers() -> None:
+    from gateway.config import Settings
+    from gateway.servers.fcgiwrap import fcgiwrap_command
+
+    settings = Settings(mode="cgi", server="fcgiwrap", cgi_max_scripts=16, workers=4)
+    assert fcgiwrap_command(settings, "fcgiwrap") == ["fcgiwrap", "-c", "16"]
+
+
+def test_native_status_counts_uvicorn_workers_the_lab_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lab.targets import native_server
+
+    monkeypatch.setattr(native_server, "read_proc", lambda: [])
+    state = RunState(
+        groups={"gateway-asgi": 10, "gateway-asgi-2": 11, "gateway-cgi": 12},
+        servers={"asgi": "uvicorn", "cgi": "fcgiwrap"},
+        limits={"proxy_read_timeout_s": 30, "client_max_body_bytes": 1, "cgi_max_scripts": 5},
+        gateway_workers=3,
+    )
+    counts = native_server.live_workers(state)
+    assert (counts["asgi"], counts["cgi"]) == (6, 5)
+
+
 def test_only_http_servers_have_an_http_address() -> None:
     assert servers.http_address("wsgi", "gthread", "127.0.0.1", 1) == "http://127.0.0.1:1"
     assert servers.http_address("wsgi", "uwsgi", "127.0.0.1", 1) is None

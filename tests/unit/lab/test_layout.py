@@ -1,4 +1,5 @@
-"""The shape of ``lab/``, checked so it stays true: no import cycle between its
+"""The shape of ``lab/``, checked so it stays true: imports point down the layers
+lab/__init__.py lists (``LAYERS``), no import cycle between its
 modules, no package folder with more than 10 modules of its own, no module over
 500 lines, and the nginx renderer (what nginx/Dockerfile copies into the nginx
 image) importing nothing but the standard library, itself and the server
@@ -81,6 +82,66 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+# lab/__init__.py's map, top first: a module imports only from layers below its own
+# (and from its own package). Peers in one layer stay independent of each other.
+LAYERS = (
+    ("lab.__main__",),
+    ("lab.cli",),
+    ("lab.workshop", "lab.control"),
+    ("lab.targets",),
+    ("lab.servers",),
+    ("lab.system", "lab.nginx"),
+    ("lab.settings",),
+    ("lab.routing", "lab.errors"),
+)
+
+
+def unit(module: str) -> str:
+    """The layer unit of a module: ``lab.targets.docker.swarm`` -> ``lab.targets``."""
+    return ".".join(module.split(".")[:2])
+
+
+def layer_of(module: str) -> int | None:
+    return next((i for i, units in enumerate(LAYERS) if unit(module) in units), None)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs that do not point down the layers."""
+    found = []
+    for name, imported in sorted(graph.items()):
+        for other in sorted(imported):
+            if other == "lab" or unit(other) == unit(name):
+                continue  # the package itself (no imports), or its own package
+            here, there = layer_of(name), layer_of(other)
+            if here is None or there is None or there <= here:
+                found.append((name, other))
+    return found
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    assert upward_imports({"lab.settings": {"lab.nginx.routing"}}) == [
+        ("lab.settings", "lab.nginx.routing")
+    ]
+    assert upward_imports({"lab.targets.native": {"lab.control"}}) == [
+        ("lab.targets.native", "lab.control")
+    ]
+    assert upward_imports({"lab.system.http": {"lab.nginx.render"}}) != []  # peers
+    assert upward_imports({"lab.cli": {"lab.targets.native", "lab.errors"}}) == []
+
+
+def test_imports_point_down_the_layers() -> None:
+    graph = {name: lab_imports(path) for name, path in FILES.items()}
+    assert upward_imports(graph) == []
+
+
+def test_every_lab_module_is_on_the_map() -> None:
+    doc = (LAB / "__init__.py").read_text(encoding="utf-8")
+    for name in FILES:
+        if name != "lab":
+            assert layer_of(name) is not None, f"{name} is in no layer of LAYERS"
+            assert f"``{unit(name).removeprefix('lab.')}" in doc, f"lab/__init__.py omits {name}"
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
@@ -130,7 +191,7 @@ def image_files() -> list[Path]:
 
 def test_the_nginx_image_gets_the_renderer_and_all_it_imports() -> None:
     shipped = {module_name(p) for p in image_files()}
-    assert {"lab.nginx.render", "lab.nginx.routing", "lab.nginx.__main__"} <= shipped
+    assert {"lab.nginx.render", "lab.routing", "lab.nginx.__main__"} <= shipped
     assert "gateway.servers.registry" in shipped
     for path in image_files():
         missing = lab_imports(path) - shipped - {"lab"}
@@ -144,3 +205,35 @@ def test_the_nginx_renderer_is_standard_library_only() -> None:
         own = {"lab", "gateway", "__future__"}  # gateway: the registry alone, checked above
         outside = all_imports(path) - set(sys.stdlib_module_names) - own
         assert not outside, f"{path.relative_to(ROOT)} imports {outside}: not in the nginx image"
+
+
+TRACE_HEADER = re.compile(r"(?i)x-(gateway-[a-z-]+|request-id)")
+
+
+def test_trace_header_names_come_from_gateway_trace() -> None:
+    """gateway/trace.py names them once; lab/ imports them (no string of its own)."""
+    for name, path in FILES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found = [line for line in node.value.split('"') if TRACE_HEADER.fullmatch(line)]
+                assert not found, f"{name} spells {found}: import it from gateway.trace"
+
+
+def proc_paths(source: str) -> list[str]:
+    """String constants in ``source`` that name a /proc path."""
+    tree = ast.parse(source)
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith("/proc")
+    ]
+
+
+def test_only_procfs_reads_proc() -> None:
+    """lab/system/procfs.py is the one /proc reader of lab/ and benchmarks/ (the gateway,
+    which may not import lab, keeps its own: gateway/cpus.py, gateway/cgi/orphans.py)."""
+    readers = [*FILES.values(), *sorted((ROOT / "benchmarks").glob("*.py"))]
+    for path in readers:
+        if path != LAB / "system" / "procfs.py":
+            found = proc_paths(path.read_text(encoding="utf-8"))
+            assert not found, f"{path.relative_to(ROOT)} reads {found}: use lab.system.procfs"

@@ -11,7 +11,7 @@ import pytest
 
 from lab.nginx import render as nginx_conf
 from lab.nginx.__main__ import main as nginx_main
-from lab.nginx.routing import MAX_REPLICAS, MODES, RenderError, parse_split, replica_port
+from lab.routing import MAX_REPLICAS, MODES, RenderError, parse_split, replica_port
 from lab.settings import Limits
 from tests.unit.lab.test_tls import tls_values
 
@@ -349,7 +349,7 @@ def test_bad_server_addresses_are_rejected(addresses: str) -> None:
 
 
 def test_replica_ports_never_meet_the_base_ports() -> None:
-    from lab.nginx.routing import gateway_ports
+    from lab.routing import gateway_ports
 
     port = 8080
     base = set(gateway_ports(port).values()) | {port}
@@ -380,3 +380,19 @@ def test_cli_upstreams_rewrites_only_that_file(tmp_path: Path, nginx_bin: str) -
     bad = ["upstreams", "--target", "compose", "--out", str(out), "--set=wsgi_server=x;y"]
     assert nginx_main(bad) == 2
     assert (out / "upstreams.conf").read_text() == upstreams
+
+
+def test_every_socket_path_is_checked_against_the_kernels_limit() -> None:
+    from gateway.servers.registry import MAX_UNIX_PATH_BYTES
+
+    longest = Path("/" + "s" * (MAX_UNIX_PATH_BYTES - 1))
+    assert nginx_conf.socket_path(longest) == longest
+    with pytest.raises(RenderError, match="too long for a unix socket"):
+        nginx_conf.socket_path(longest / "x")
+    deep = Path("/" + "d" * MAX_UNIX_PATH_BYTES)
+    for make in (
+        lambda: nginx_conf.control_socket(deep, "native"),
+        lambda: nginx_conf.native_socket(deep, 8081),
+    ):
+        with pytest.raises(RenderError, match="LAB_STATE_DIR"):
+            make()

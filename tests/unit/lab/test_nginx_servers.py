@@ -13,7 +13,7 @@ import pytest
 
 from gateway.servers.registry import SERVERS, wire
 from lab.nginx import render as nginx_conf
-from lab.nginx.routing import MODES, RenderError, replica_port
+from lab.routing import MODES, RenderError, replica_port
 from lab.settings import LabSettings, Limits
 from lab.targets.native_nginx import find_nginx
 from lab.targets.native_server import gateway_process

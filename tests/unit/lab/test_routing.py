@@ -1,4 +1,4 @@
-"""lab.nginx.routing: the one grammar for a mode, a split and a replica count."""
+"""lab.routing: the one grammar for a mode, a split and a replica count."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import MODES as GATEWAY_MODES
 from lab.nginx.render import read_active_mode
-from lab.nginx.routing import (
+from lab.routing import (
     MODES,
     RenderError,
     parse_active,

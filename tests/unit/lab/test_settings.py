@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import Settings as GatewaySettings
 from lab.errors import LabError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.settings import ROOT, LabSettings, Limits
 from lab.targets.switching import gateway_env
 
@@ -104,13 +104,16 @@ def test_limit_defaults_agree_with_the_gateway_and_compose() -> None:
 
 
 def test_native_gateways_get_the_same_gateway_settings_as_compose() -> None:
-    env = gateway_env(LabSettings(gateway_workers=3, limits=Limits(9, 100, 4)))
+    cfg = LabSettings(gateway_workers=3, limits=Limits(9, 100, 4))
+    env = gateway_env(cfg, "wsgi")
     assert env == {
         "GATEWAY_CGI_MAX_SCRIPTS": "4",
         "GATEWAY_MAX_BODY_BYTES": "100",
         "GATEWAY_TIMEOUT_S": "9",
         "GATEWAY_WORKERS": "3",
     }
+    # CGI's concurrency is its script cap under either server: no worker count.
+    assert gateway_env(cfg, "cgi") == {k: v for k, v in env.items() if k != "GATEWAY_WORKERS"}
     compose = (ROOT / "compose.yaml").read_text(encoding="utf-8")
     for key in env:
         assert f"{key}:" in compose, key

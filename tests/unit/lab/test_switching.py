@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from lab import cli
 from lab.errors import LabError
-from lab.nginx.routing import active_label
-from lab.nginx.routing import format_split as format_weights
+from lab.routing import active_label
+from lab.routing import format_split as format_weights
 from lab.settings import LabSettings
 from lab.system.procfs import Proc, read_proc
 from lab.targets import Target, native, switching

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -11,9 +12,21 @@ from pathlib import Path
 
 import pytest
 
+import gateway.cpus
 from lab.system import processes, procfs
 from lab.system.ports import first_free, port_free
-from lab.system.procfs import Proc, children, cpu_limit, parent_of, read_proc, rows_from_json
+from lab.system.procfs import (
+    Proc,
+    children,
+    cpu_limit,
+    parent_of,
+    parse_cpu_model,
+    read_proc,
+    rows_from_json,
+    rss_kib,
+    stat_fields,
+    status_kib,
+)
 from lab.targets.switching import worker_counts
 
 ROWS = [
@@ -56,12 +69,50 @@ def test_the_module_source_runs_where_lab_is_not_installed(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("cpu_max", "cap"), [("max 100000", None), ("50000 100000", 0.5), ("200000 100000", 2.0)]
+    ("cgroup", "files", "cap"),
+    [
+        ("0::/lab/gw\n", {"lab/cpu.max": "max 100000"}, None),
+        # v2: a quota on an ancestor of the process's own cgroup holds too.
+        ("0::/lab/gw\n", {"lab/cpu.max": "50000 100000", "lab/gw/cpu.max": "max 100000"}, 0.5),
+        # v1 (with the v2 line of a hybrid host): the cpu controller's hierarchy.
+        (
+            "4:cpu,cpuacct:/lab/gw\n0::/\n",
+            {"cpu,cpuacct/lab/gw/cpu.cfs_quota_us": "50000", "cpu,cpuacct/cpu.cfs_period_us": "1"}
+            | {"cpu,cpuacct/lab/gw/cpu.cfs_period_us": "100000"},
+            0.5,
+        ),
+        (
+            "4:cpu:/lab\n",
+            {"cpu/lab/cpu.cfs_quota_us": "-1", "cpu/lab/cpu.cfs_period_us": "1"},
+            None,
+        ),
+    ],
 )
-def test_cpu_limit_takes_the_cgroup_quota(tmp_path: Path, cpu_max: str, cap: float | None) -> None:
-    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
-    affinity = cpu_limit(0, tmp_path / "nowhere")
-    assert cpu_limit(0, tmp_path) == (affinity if cap is None else min(affinity, cap))
+def test_cpu_limit_takes_the_quota_of_the_process_cgroup(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cgroup: str,
+    files: dict[str, str],
+    cap: float | None,
+) -> None:
+    proc, sys_cgroup = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text(cgroup)
+    for name, text in files.items():
+        (sys_cgroup / name).parent.mkdir(parents=True, exist_ok=True)
+        (sys_cgroup / name).write_text(text + "\n")
+    monkeypatch.setattr(gateway.cpus, "CGROUP_ROOT", sys_cgroup)
+    affinity = float(len(os.sched_getaffinity(0)))
+    assert cpu_limit(0, proc) == (affinity if cap is None else min(affinity, cap))
+
+
+def test_status_and_cpuinfo_parsers() -> None:
+    status = "Name:\tpython\nVmPeak:\t  900 kB\nVmRSS:\t  1234 kB\n"
+    assert (status_kib(status, "VmRSS"), status_kib("Name: x\n", "VmRSS")) == (1234, None)
+    assert parse_cpu_model("processor\t: 0\nmodel name\t: Some CPU @ 2GHz\n") == "Some CPU @ 2GHz"
+    assert parse_cpu_model("processor\t: 0\n") == ""
+    assert stat_fields("12 (a) b) (c) S 1 12 12 0") == ["S", "1", "12", "12", "0"]
+    assert rss_kib(os.getpid()) and rss_kib(os.getpid()) > 1000  # type: ignore[operator]
 
 
 def test_group_cpu_seconds_counts_the_children_a_member_waited_for() -> None:

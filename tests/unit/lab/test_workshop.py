@@ -538,3 +538,17 @@ def test_an_experiment_waits_for_the_load_its_predecessor_left(
     # A machine that stays busy: the deadline ends the wait, and the load is reported.
     monkeypatch.setattr(common.os, "getloadavg", lambda: (7.0, 0.0, 0.0))
     assert common.settle_load(2, deadline_s=0.0) == 7.0
+
+
+def test_claim_sizes_take_the_gateways_own_default_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import gateway.config
+    from lab.workshop.claims import sizes_from
+
+    spec = gateway.config.MODE_SPECS["wsgi"]
+    three_per_core = dataclasses.replace(spec, workers_per_cores=lambda n: 3 * n)
+    monkeypatch.setitem(gateway.config.MODE_SPECS, "wsgi", three_per_core)  # type: ignore[arg-type]
+    sizes = sizes_from({"gateway_cpus": {"wsgi": 2.0, "asgi": 2.0}})
+    assert (sizes.wsgi_workers, sizes.asgi_workers) == (6, 2)
+    assert sizes_from({"gateway_cpus": {"wsgi": 2.0}, "workers": {"wsgi": 9}}).wsgi_workers == 9

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.servers.registry import SERVERS, default_server
 from lab.errors import LabError, UsageError
-from lab.nginx.routing import MODES
+from lab.routing import MODES
 from lab.workshop import servers as ws
 from lab.workshop.charts import series_of
 
