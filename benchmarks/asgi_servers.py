@@ -3,7 +3,7 @@
 Starts each candidate with one worker on a loopback port, serving the same app
 (the breakfast ASGI app inside the gateway layer), and measures in one run:
 
-- speed: wrk on ``/`` (hello) and on ``/coffee?ms=100`` at 100 connections;
+- speed: wrk on ``/`` (hello) at 50 connections and on ``/coffee?ms=100`` at 100;
 - strictness: how each answers malformed requests sent to it directly (CONTRACT:
   every gateway rejects malformed HTTP by itself, nginx is not the only defence).
 

@@ -146,7 +146,7 @@ def test_the_page_knows_it_came_over_http11(browser: Browser, dashboard_url: str
 
 
 def test_twelve_asgi_requests_are_in_flight_together(dashboard: Dashboard) -> None:
-    """The issue's picture: over HTTP/1.1 the 7th request waits in the browser
+    """The picture HTTP/2 exists for: over HTTP/1.1 the 7th request waits in the browser
     for a free connection; over HTTP/2 all 12 start before the first ends."""
     dashboard.fire("asgi", "/coffee", 12, ms="800")
     bars = dashboard.bars("asgi")

@@ -1,4 +1,4 @@
-"""A half-dead lab (issue 12, item 15): nginx's master process is killed while the
+"""A half-dead lab: nginx's master process is killed while the
 gateways run (natively its workers even keep answering). `lab status` must say so
 per service, `lab switch` must fail with a `lab:` line and leave nothing written
 for the next start, and `lab up` must bring the lab back rather than call it

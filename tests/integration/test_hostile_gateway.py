@@ -262,7 +262,7 @@ class TestForwarderHeaders:
         each(gateways, check)
 
 
-# -- issue 14: CGI admission, through nginx -------------------------------------------------
+# -- CGI admission, through nginx -----------------------------------------------------------
 
 
 # The queue (and its X-Gateway-Queue-Ms) is the runner's: fcgiwrap forks a script per request.
@@ -369,7 +369,7 @@ def wait_until(condition: object, limit_s: float) -> bool:
 
 
 class TestCGIAdmission:
-    """Issue 14: past the cap a request waits its turn (FIFO, bounded), then 503."""
+    """Past the cap a request waits its turn (FIFO, bounded), then 503."""
 
     def test_queue_then_503_with_retry_after(self, tmp_path: Path) -> None:
         with own_cgi_gateway(

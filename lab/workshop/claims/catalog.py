@@ -110,7 +110,9 @@ CLAIMS: Final = (
         "ASGI wins on IO-bound load",
         "ASGI handles more IO-bound requests per unit of time than WSGI.",
         f"wrk at {CLIENTS_PER_WORKER} clients per sync worker on {IO_PATH}, ASGI and WSGI "
-        "through nginx, interleaved; and one client each, where neither queues.",
+        "through nginx, interleaved; and one client each, where neither queues. Control, "
+        "in the same interleaving: WSGI on gunicorn's threaded worker (gthread, as many "
+        "processes as the sync workers) on a spare loopback port, straight from this host.",
     ),
     Claim(
         "cpu-little-difference",

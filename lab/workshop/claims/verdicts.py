@@ -35,6 +35,7 @@ from lab.workshop.claims.evidence import (
     Level,
     Numbers,
     Verdict,
+    fmt_spread,
     med,
     noise,
     paired,
@@ -120,6 +121,17 @@ def process_per_request(n: Numbers) -> Verdict:
             FAILS,
             f"each request got a new process, but running the script alone ({script:.1f} ms) "
             f"explains less than {PROCESS_SHARE:.0%} of CGI's {overhead:.1f} ms extra latency.",
+            model,
+        )
+    # The other side of the model: a script that alone takes much longer than the
+    # CGI requests that run it was timed under other load, and explains nothing.
+    if statistics.median(ratios) < MODEL_FLOOR:
+        return rerun(
+            [
+                f"the script run alone ({script:.1f} ms) took longer than CGI's whole "
+                f"request ({med(n, 'cgi_p50_ms'):.1f} ms): the parts were timed under "
+                "other load, so they cannot say where the request's time went"
+            ],
             model,
         )
     if "fcgiwrap_p50_ms" in n:
@@ -262,8 +274,9 @@ def asgi_wins_io(n: Numbers) -> Verdict:
         threads = paired(values(n, "gthread_rps"), values(n, "asgi_rps"))
         model["gthread/asgi"] = spread(threads)
         control = (
-            f" WSGI on threads (gthread, as many processes as the sync workers) served "
-            f"{statistics.median(threads):.2f} x ASGI's requests/s"
+            " WSGI on threads (gthread, as many processes as the sync workers, straight at "
+            f"a spare gateway, not through nginx) served {fmt_spread(spread(threads))} x "
+            "ASGI's requests/s (median, lowest-highest)"
         )
         if "asgi_rss_mib" in n and med(n, "asgi_rss_mib") > 0:
             control += (

@@ -152,6 +152,12 @@ CASES = [
         FAILS,
         id="cgi-script-explains-little",
     ),
+    pytest.param(
+        "process-per-request",
+        PROCESS | {"script_ms": [110.0, 115.0]},
+        INCONCLUSIVE,
+        id="cgi-script-alone-slower-than-the-request-it-explains",
+    ),
     # 2. one at a time (the sync worker), with the threaded control
     pytest.param("one-at-a-time", ONE_AT_A_TIME, HOLDS, id="sync-no-overlap-rps-as-modelled"),
     pytest.param(
@@ -462,6 +468,9 @@ def test_asgi_io_names_the_threaded_control_and_its_memory() -> None:
     assert "gthread" in verdict.why and "28 MiB per process" in verdict.why
     # paired per repeat: 180/190, 186/185, 190/192; the median is the third
     assert verdict.model["gthread/asgi"][0] == pytest.approx(190.0 / 192.0)
+    # where it was measured, and its spread over the repeats, not the median alone
+    assert "not through nginx" in verdict.why
+    assert "0.99 (0.95-1.01) x ASGI's" in verdict.why
 
 
 def test_cgi_names_fcgiwrap_beside_the_runner() -> None:

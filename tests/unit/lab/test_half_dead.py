@@ -1,4 +1,4 @@
-"""Half-dead labs (issue 12, item 15), natively, without starting nginx: status per
+"""Half-dead labs, natively, without starting nginx: status per
 service, a dead nginx master noticed before any reload, the old config file put back
 when a reload fails, and the lock that keeps two `lab up` apart."""
 
