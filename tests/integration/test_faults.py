@@ -289,7 +289,7 @@ def free_base_port() -> int:
 def short_timeout_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A native lab with proxy_read_timeout 2 s, on spare ports, down at the end."""
     if find_nginx() is None:
-        pytest.skip("no nginx binary on this host for a native lab of its own")
+        pytest.fail("no nginx binary on this host for a native lab of its own: make system-deps")
     port = free_base_port()
     state = tmp_path_factory.mktemp("short-timeout-lab")
     env = os.environ | {

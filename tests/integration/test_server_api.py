@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from gateway.servers.registry import SERVERS, default_server
 from tests.support.contract import json_error
@@ -115,6 +116,12 @@ def test_bad_input_is_a_json_4xx_and_changes_nothing(
 
 
 def test_other_methods_are_405(lab: Lab) -> None:
+    for method in ("PUT", "DELETE", "PATCH"):
+        got = requests.request(method, lab.url + API, json={}, timeout=10)
+        error = json_error(405, got.headers.get("Content-Type", ""), got.content)
+        assert error is not None, (method, got.status_code, got.text)
+        assert got.headers["Allow"] == "GET, POST"
+    # Elsewhere it is a JSON 404, and a bad body on the right path a 400.
     got = lab.get(API.replace("servers", "nothing"))
     assert json_error(404, got.headers.get("Content-Type", ""), got.content) is not None
     got = lab.post(API, data=b"", headers=JSON)

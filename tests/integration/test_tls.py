@@ -29,6 +29,10 @@ from tests.support.h2client import (
 from tests.support.lab import Lab
 from tests.support.tls_lab import TLSLab, tls_lab  # noqa: F401 (the session fixture)
 
+# The scheme reaches each server its own way (X-Forwarded-Proto, the HTTPS meta-variable
+# nginx sets for fcgiwrap, REQUEST_SCHEME in the uwsgi packet): every server in turn.
+pytestmark = pytest.mark.every_server(targets=("native",))
+
 TRACE = ("x-gateway-mode", "x-gateway-pid", "x-gateway-worker", "x-gateway-start")
 # nginx/templates/tls.conf and server.conf.
 MAX_STREAMS = 100
