@@ -234,6 +234,17 @@ class GatewayASGI:
             receive = tracked = _TrackedReceive(receive)
         try:
             await self.app(scope, receive, traced_send)
+            if is_http and not traced_send.started:
+                # The ASGI spec (HTTP, "Response Start"): an app that returns
+                # without a response gets the server's 500; uvicorn's is plain
+                # text, so the layer answers the lab's JSON one under every server.
+                logger.error(
+                    "the ASGI app returned no response: %s %s", scope.get("method"), scope["path"]
+                )
+                await _send_answer(
+                    Answer(500, error_data(500, APP_FAILED), True), scope, send, traced
+                )
+                return
             if tracked is not None and not tracked.complete:
                 await drain(tracked, self.max_body_bytes)
         except BodyTooLarge as exc:

@@ -468,6 +468,10 @@ async def fails_after_start(scope: Any, receive: Any, send: Any) -> None:
     raise RuntimeError("boom")
 
 
+async def returns_without_an_answer(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
 async def fails_mid_stream(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"a", "more_body": True})
@@ -496,7 +500,7 @@ def run_asgi(app: Any, scope: dict[str, Any] | None = None) -> list[dict[str, An
 class TestAnAppThatFailsBeforeItsResponse:
     """A 500 in the lab's JSON under every ASGI server, as gunicorn answers WSGI's."""
 
-    @pytest.mark.parametrize("app", [fails_at_once, fails_after_start])
+    @pytest.mark.parametrize("app", [fails_at_once, fails_after_start, returns_without_an_answer])
     def test_is_a_json_500_that_closes_the_connection(self, app: Any) -> None:
         start, body = run_asgi(app)
         assert start["status"] == 500
