@@ -21,7 +21,7 @@ from tests.browser.conftest import (
     Bar,
     Dashboard,
 )
-from tests.support.lab import lab_status
+from tests.support.lab import Lab, workers_in_force
 
 pytestmark = pytest.mark.browser
 
@@ -55,7 +55,7 @@ COUNT_BARS = """() => {
 }"""
 
 
-def test_asgi_overlaps_in_one_process_wsgi_never(dashboard: Dashboard) -> None:
+def test_asgi_overlaps_in_one_process_wsgi_never(dashboard: Dashboard, lab: Lab) -> None:
     dashboard.page.evaluate(COUNT_BARS)
     asgi_s = dashboard.fire("asgi", "/coffee", N, ms=COFFEE_MS)
     asgi = dashboard.bars("asgi")
@@ -75,7 +75,7 @@ def test_asgi_overlaps_in_one_process_wsgi_never(dashboard: Dashboard) -> None:
 
     # More requests than sync workers, so some worker is asked again while the
     # run goes on: one that could overlap two would have.
-    fired = max(N, lab_status()["workers"]["wsgi"] + 1)
+    fired = max(N, workers_in_force(lab)["wsgi"] + 1)
     wsgi_s = dashboard.fire("wsgi", "/coffee", fired, ms=COFFEE_MS)
     wsgi = dashboard.bars("wsgi")
     dashboard.screenshot("wsgi-coffee")
