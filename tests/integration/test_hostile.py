@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -256,13 +258,16 @@ class TestCGIHazards:
     def test_shell_metacharacters_reach_the_script_verbatim(
         self, cgi_endpoints: list[Endpoint]
     ) -> None:
-        value = "$(touch /tmp/lab-pwned); `id`; a && b | c > d < e 'q' \"dq\" \\ * ? ~ #"
+        # This module runs natively (every_server targets), where the scripts run
+        # on this host: a shell that ran the $(...) would leave this file.
+        pwned = Path(tempfile.gettempdir()) / f"lab-pwned-{uuid.uuid4().hex}"
+        value = f"$(touch {pwned}); `id`; a && b | c > d < e 'q' \"dq\" \\ * ? ~ #"
         query = "q=$(id)%3B`id`&x=|&y=>"
         for endpoint in cgi_endpoints:
             variables = cgi_variables(endpoint, {"X-Lab-Test": value}, query)
             assert variables["HTTP_X_LAB_TEST"] == value, endpoint.name
             assert variables["QUERY_STRING"] == query, endpoint.name  # §4.1.7: undecoded
-        assert not Path("/tmp/lab-pwned").exists()
+        assert not pwned.exists()
 
     @pytest.mark.parametrize(
         "path",
