@@ -261,6 +261,13 @@ def test_rapid_reset_is_cut_off(h2: H2Client, tls_lab: TLSLab) -> None:  # noqa:
     h2.flush()
     last_sent = max(h2.streams)
     h2.settle(5.0)
-    assert h2.goaway is not None, f"nginx took {pairs} opened-and-reset streams on one connection"
-    assert h2.goaway.last_stream_id < last_sent
+    # nginx ends the connection: with a GOAWAY naming the last stream it took,
+    # or, when it closes with our frames still unread, a reset that can discard
+    # the GOAWAY still in flight (RFC 9113 §6.8 asks for one, TCP may lose it).
+    # Left open, it would have taken every stream.
+    assert h2.goaway is not None or h2.closed, (
+        f"nginx took {pairs} opened-and-reset streams on one connection and kept it open"
+    )
+    if h2.goaway is not None:
+        assert h2.goaway.last_stream_id < last_sent
     assert_lab_answers(tls_lab)
