@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from gateway import trace
@@ -194,15 +195,21 @@ class GatewayASGI:
         scope = dict(scope)
         headers = header_map(scope)
         request_id = trace.request_id_from(headers.get(b"x-request-id") if trusted else None)
-        # The app reads the gateway's request id, as the WSGI layer's app does.
-        set_header(scope, b"x-request-id", request_id)
-        if trusted:
-            apply_forwarded(scope, headers)
+        # Headers the app sees with another value; the scope's list is rebuilt
+        # once, below. The app reads the gateway's request id, as the WSGI
+        # layer's app does.
+        replaced = {b"x-request-id": request_id}
+        if trusted and (host := apply_forwarded(scope, headers)) is not None:
+            replaced[b"host"] = host
         # RFC 9112 §3.2.2 (gateway.proxy): before preflight, which answers
         # /healthz by its origin-form path, as the WSGI layer (gunicorn's
         # PATH_INFO) has it.
-        if (authority := apply_absolute_form(scope)) is not None:
-            headers[b"host"] = authority
+        given = replaced.get(b"host", headers.get(b"host"))
+        if (host := apply_absolute_form(scope, given)) is not None:
+            replaced[b"host"] = host
+        for name, value in replaced.items():
+            headers[name] = value
+        scope["headers"] = replace_headers(scope.get("headers", ()), replaced)
         traced = _Traced(self.mode, self.server, start, request_id)
 
         is_http = scope["type"] == "http"
@@ -296,43 +303,44 @@ async def _deny_websocket(
     await send({"type": "websocket.http.response.body", "body": body})
 
 
-def set_header(scope: Scope, name: bytes, value: str) -> None:
-    """The scope's headers (a new list) with ``name`` (lower case) holding ``value`` alone."""
-    kept = [(k, v) for k, v in scope.get("headers", ()) if bytes(k).lower() != name]
-    scope["headers"] = [(name, value.encode("latin-1")), *kept]
+def replace_headers(
+    headers: Iterable[tuple[bytes, bytes]], replaced: Mapping[bytes, str]
+) -> list[tuple[bytes, bytes]]:
+    """A new header list in which each name in ``replaced`` (lower case) holds its
+    value alone, and every other header is kept as it came, in one pass."""
+    kept = [(k, v) for k, v in headers if bytes(k).lower() not in replaced]
+    return [(name, value.encode("latin-1")) for name, value in replaced.items()] + kept
 
 
-def apply_absolute_form(scope: Scope) -> str | None:
+def apply_absolute_form(scope: Scope, given: str | None) -> str | None:
     """RFC 9112 §3.2.2 (gateway.proxy): an absolute-form target names the Host.
 
     gunicorn's asyncio worker leaves an absolute-form target in ``path`` and
     ``raw_path`` ("http://a.test:81/env"): the scope gets the origin-form path
-    a request through nginx has, and a Host header holding the authority.
-    uvicorn's parser drops the authority before the scope exists; its protocol
-    applies the same rule there (gateway/servers/uvicorn.py). Returns the Host
-    it set, if any.
+    a request through nginx has. uvicorn's parser drops the authority before
+    the scope exists; its protocol applies the same rule there
+    (gateway/servers/uvicorn.py). ``given``: the Host header sent, if any.
+    Returns the Host the app should see when the target named one, else None.
     """
     path = str(scope.get("path", ""))
     if target_authority(path) is None:
         return None
-    headers = list(scope.get("headers", ()))
-    sent = [bytes(v).decode("latin-1") for k, v in headers if bytes(k).lower() == b"host"]
-    given = sent[0] if sent else None
     host = request_host(path, given, str(scope.get("http_version", "1.1")))
     scope["path"] = origin_path(path)
     raw = scope.get("raw_path")
     if raw is not None:
         scope["raw_path"] = origin_path(bytes(raw).decode("latin-1")).encode("latin-1")
-    if host is not None:
-        set_header(scope, b"host", host)
     return host
 
 
-def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
+def apply_forwarded(scope: Scope, headers: Mapping[bytes, str]) -> str | None:
     """What nginx says about the client, host and mount point, as ASGI scope keys.
 
     ASGI HTTP scope: ``root_path`` is "the root path this application is mounted
-    at"; ``path`` is the full path and so still begins with it.
+    at"; ``path`` is the full path and so still begins with it. Returns the host
+    the client asked nginx for (X-Forwarded-Host), which the app should see as
+    Host, as the WSGI layer sets HTTP_HOST (an ASGI scope has no host key: apps
+    read the Host header); None when nginx named none.
     """
     mount = split_mount(scope["path"], headers.get(b"x-forwarded-prefix"))
     if mount is not None:
@@ -344,8 +352,4 @@ def apply_forwarded(scope: Scope, headers: dict[bytes, str]) -> None:
         if scope["type"] == "websocket":
             scheme = "wss" if scheme == "https" else "ws"
         scope["scheme"] = scheme
-    if host := headers.get(b"x-forwarded-host"):
-        # The host the client asked nginx for, as the WSGI layer sets HTTP_HOST.
-        # An ASGI scope has no host key: apps read the Host header.
-        set_header(scope, b"host", host)
-        headers[b"host"] = host
+    return headers.get(b"x-forwarded-host") or None
