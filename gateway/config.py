@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, get_args
 
-from gateway.cpus import available_cpus
 from gateway.numbers import parse_digits
 from gateway.servers.registry import (
     MAX_UNIX_PATH_BYTES,
@@ -25,6 +24,7 @@ from gateway.servers.registry import (
     default_server,
     listens_on_unix,
 )
+from gateway.system.cpus import available_cpus
 
 Mode = Literal["cgi", "wsgi", "asgi"]
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
@@ -68,7 +68,7 @@ def default_workers(mode: Mode, cores: int | None = None) -> int:
     """Worker processes per mode when none are asked for (MODE_SPECS).
 
     "cores" are the CPUs this process may use (its affinity and its cgroup's
-    CPU quota: :mod:`gateway.cpus`), not the machine's count.
+    CPU quota: :mod:`gateway.system.cpus`), not the machine's count.
     """
     n = cores if cores is not None else available_cpus()
     return MODE_SPECS[mode].workers_per_cores(n)

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from gateway.cgi.runner import kill_group
 from gateway.numbers import parse_digits
+from gateway.system.procstat import stat_fields
 
 logger = logging.getLogger("gateway.cgi")
 
@@ -40,16 +41,6 @@ def become_subreaper() -> bool:
         return False
 
 
-def stat_fields(stat: str) -> tuple[int, int, int]:
-    """(ppid, pgrp, session) from the text of /proc/PID/stat (proc(5)).
-
-    The command name in parentheses may hold spaces and ")", so the fields are
-    counted from the last ")".
-    """
-    fields = stat.rpartition(")")[2].split()
-    return int(fields[1]), int(fields[2]), int(fields[3])
-
-
 def orphaned_scripts(parent: int, keep: set[int]) -> list[int]:
     """Children of ``parent`` that lead a session of their own and are not in ``keep``."""
     found = []
@@ -57,9 +48,13 @@ def orphaned_scripts(parent: int, keep: set[int]) -> list[int]:
         if (pid := parse_digits(entry.name)) is None:
             continue
         try:
-            ppid, _, session = stat_fields((entry / "stat").read_text())
-        except (OSError, ValueError, IndexError):
+            fields = stat_fields((entry / "stat").read_text())
+        except OSError:
             continue  # gone meanwhile
+        if len(fields) < 4:
+            continue
+        # proc(5) fields 4 and 6: the parent and the session.
+        ppid, session = parse_digits(fields[1]), parse_digits(fields[3])
         if ppid == parent and session == pid and pid not in keep:
             found.append(pid)
     return found

@@ -4,10 +4,10 @@ the CPU model, and the CPUs a process may use.
 
 Runnable as a script: the docker target runs this file's own source inside a
 container (``python3 -c SOURCE rows``), so the host and the containers answer
-the same question with the same code. ``rows`` needs the standard library only
-(it runs in the nginx image too); ``cpus`` counts with ``gateway.cpus`` (cgroup
-v1 and v2, the process's own cgroup and its ancestors), which the gateway image
-has on its path.
+the same question with the same code. Besides the standard library it needs
+``gateway.system`` (the one stat parser and the one CPU count: cgroup v1 and
+v2, the process's own cgroup and its ancestors), which every image has on its
+path, the nginx image too (nginx/Dockerfile).
 
     python3 procfs.py rows           # JSON list of [pid, ppid, pgrp, state, title]
     python3 procfs.py cpus [PID]     # CPUs PID (default: this process) may use
@@ -22,6 +22,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from gateway.system.cpus import cpu_quota
+from gateway.system.procstat import stat_fields, status_kib
+
 
 class Proc(NamedTuple):
     pid: int
@@ -29,14 +32,6 @@ class Proc(NamedTuple):
     pgrp: int
     state: str  # "R", "S", "Z", "T", ...
     title: str  # the command line, NULs as spaces (a process may rename itself)
-
-
-def stat_fields(text: str) -> list[str]:
-    """The fields of ``/proc/PID/stat`` after the command: state, ppid, pgrp, ...
-    (proc(5) field 3 on). ``pid (comm) state ...``: comm may hold spaces and
-    parentheses, so split after the last ")". [] for text that is no stat line."""
-    head, paren, rest = text.rpartition(")")
-    return rest.split() if paren and "(" in head else []
 
 
 def _stats(root: Path | None) -> Iterator[tuple[Path, list[str]]]:
@@ -125,16 +120,6 @@ def source() -> str:
     return Path(__file__).read_text(encoding="utf-8")
 
 
-def status_kib(text: str, key: str) -> int | None:
-    """A ``kB`` line of ``/proc/PID/status`` (``VmRSS:   1234 kB``) -> 1234; None if absent."""
-    for line in text.splitlines():
-        name, _, value = line.partition(":")
-        if name == key:
-            number = (value.split() or [""])[0]
-            return int(number) if number.isascii() and number.isdecimal() else None
-    return None
-
-
 def rss_kib(pid: int, root: Path | None = None) -> int | None:
     """Resident memory of ``pid`` in KiB (``VmRSS``); None when it is gone or has none
     (a zombie, a kernel thread)."""
@@ -163,10 +148,8 @@ def limit_of(affinity: int, quota: float | None) -> float:
 
 def cpu_limit(pid: int = 0, root: Path | None = None) -> float:
     """CPUs ``pid`` (0: this process) may use: its affinity mask, capped by the tightest
-    CFS quota of its cgroup and their ancestors, v1 or v2 (``gateway.cpus``, the
-    gateway's own count, which rounds this up)."""
-    from gateway.cpus import cpu_quota  # not at the top: ``rows`` runs where gateway is not
-
+    CFS quota of its cgroup and their ancestors, v1 or v2 (``gateway.system.cpus``,
+    the gateway's own count, which rounds this up)."""
     cgroup = _read((root or Path("/proc")) / (str(pid) if pid else "self") / "cgroup") or ""
     return limit_of(len(os.sched_getaffinity(pid)), cpu_quota(_read, cgroup))
 

@@ -6,13 +6,7 @@ import os
 import subprocess
 import sys
 
-from gateway.cgi.orphans import orphaned_scripts, stat_fields
-
-
-def test_stat_fields_count_from_the_last_parenthesis() -> None:
-    # proc(5): the command name may hold spaces and ")".
-    stat = "4242 (evil) name) S 17 4242 4242 0 -1 4194560 93 0 0 0"
-    assert stat_fields(stat) == (17, 4242, 4242)
+from gateway.cgi.orphans import orphaned_scripts
 
 
 def test_a_session_leading_child_is_an_orphaned_script_unless_kept() -> None:

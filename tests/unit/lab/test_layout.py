@@ -207,6 +207,19 @@ def test_the_nginx_renderer_is_standard_library_only() -> None:
         assert not outside, f"{path.relative_to(ROOT)} imports {outside}: not in the nginx image"
 
 
+def test_procfs_runs_in_the_nginx_image() -> None:
+    """lab/system/procfs.py runs as source in the nginx container (``python3 -c SOURCE
+    rows``): it imports the standard library and gateway modules the image ships."""
+    path = LAB / "system" / "procfs.py"
+    shipped = {module_name(p) for p in image_files()}
+    gateway = {n for n in _imported_names(path) if n.split(".")[0] == "gateway"}
+    assert gateway, "procfs reads with gateway.system.procstat, the one stat parser"
+    assert gateway <= shipped, f"procfs imports {gateway - shipped}, not in the nginx image"
+    assert not lab_imports(path), "the lab package is not in the nginx image"
+    outside = all_imports(path) - set(sys.stdlib_module_names) - {"gateway", "__future__"}
+    assert not outside, f"procfs imports {outside}: not in the nginx image"
+
+
 TRACE_HEADER = re.compile(r"(?i)x-(gateway-[a-z-]+|request-id)")
 
 
@@ -230,8 +243,8 @@ def proc_paths(source: str) -> list[str]:
 
 
 def test_only_procfs_reads_proc() -> None:
-    """lab/system/procfs.py is the one /proc reader of lab/ and benchmarks/ (the gateway,
-    which may not import lab, keeps its own: gateway/cpus.py, gateway/cgi/orphans.py)."""
+    """lab/system/procfs.py is the one /proc reader of lab/ and benchmarks/ (it parses
+    with gateway/system/, which the gateway, never importing lab, reads with too)."""
     readers = [*FILES.values(), *sorted((ROOT / "benchmarks").glob("*.py"))]
     for path in readers:
         if path != LAB / "system" / "procfs.py":

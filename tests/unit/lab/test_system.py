@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import gateway.cpus
+import gateway.system.cpus
 from lab.system import processes, procfs
 from lab.system.ports import first_free, port_free
 from lab.system.procfs import (
@@ -24,8 +24,6 @@ from lab.system.procfs import (
     read_proc,
     rows_from_json,
     rss_kib,
-    stat_fields,
-    status_kib,
 )
 from lab.targets.switching import worker_counts
 
@@ -101,17 +99,14 @@ def test_cpu_limit_takes_the_quota_of_the_process_cgroup(
     for name, text in files.items():
         (sys_cgroup / name).parent.mkdir(parents=True, exist_ok=True)
         (sys_cgroup / name).write_text(text + "\n")
-    monkeypatch.setattr(gateway.cpus, "CGROUP_ROOT", sys_cgroup)
+    monkeypatch.setattr(gateway.system.cpus, "CGROUP_ROOT", sys_cgroup)
     affinity = float(len(os.sched_getaffinity(0)))
     assert cpu_limit(0, proc) == (affinity if cap is None else min(affinity, cap))
 
 
-def test_status_and_cpuinfo_parsers() -> None:
-    status = "Name:\tpython\nVmPeak:\t  900 kB\nVmRSS:\t  1234 kB\n"
-    assert (status_kib(status, "VmRSS"), status_kib("Name: x\n", "VmRSS")) == (1234, None)
+def test_cpuinfo_parser_and_resident_memory() -> None:
     assert parse_cpu_model("processor\t: 0\nmodel name\t: Some CPU @ 2GHz\n") == "Some CPU @ 2GHz"
     assert parse_cpu_model("processor\t: 0\n") == ""
-    assert stat_fields("12 (a) b) (c) S 1 12 12 0") == ["S", "1", "12", "12", "0"]
     assert rss_kib(os.getpid()) and rss_kib(os.getpid()) > 1000  # type: ignore[operator]
 
 

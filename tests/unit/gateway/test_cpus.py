@@ -1,4 +1,5 @@
-"""gateway.cpus: the CPUs a process may use, from recorded cgroup trees of both versions."""
+"""gateway.system.cpus: the CPUs a process may use, from recorded cgroup trees of both
+versions."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cpus
 from gateway.config import default_workers
+from gateway.system import cpus
 
 CASES = Path(__file__).parent / "cgroup_cases"
 
