@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -255,6 +256,28 @@ class _StderrLog:
             logger.warning("cgi[%d] stderr: %d more lines not logged", self.pid, self.dropped)
 
 
+# waitid(2): report an exit without reaping (the group id stays ours) or waiting.
+_EXITED_FLAGS: Final = os.WEXITED | os.WNOHANG | os.WNOWAIT
+
+
+def _exited(pid: int) -> bool:
+    """Has child ``pid`` exited? It stays unreaped either way."""
+    return os.waitid(os.P_PID, pid, _EXITED_FLAGS) is not None
+
+
+def _poll_exit(pid: int, timeout: float) -> bool:
+    """``_exited`` within ``timeout`` seconds, polled with growing sleeps (at most 50 ms)."""
+    end = time.monotonic() + timeout
+    delay = 0.0005
+    while not _exited(pid):
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            return False
+        delay = min(delay * 2, remaining, 0.05)
+        time.sleep(delay)
+    return True
+
+
 class CGIProcess:
     """One running script. Read ``stdout()`` once, then ``wait()``; ``close()`` always.
 
@@ -414,18 +437,25 @@ class CGIProcess:
     def _exited_within(self, timeout: float) -> bool:
         """True once the script has exited, leaving it unreaped (waitid(2) WNOWAIT).
 
-        Polled as ``Popen.wait(timeout)`` polls: waitid has no timeout.
+        waitid has no timeout, so the wait is on a pidfd: pidfd_open(2), "When
+        the process that it refers to terminates, these interfaces [poll(2),
+        select(2), epoll(7)] indicate the file descriptor as readable" (Linux
+        5.3+). It wakes at the exit: the script's stdout often ends a moment
+        before it has exited, and a poll's next tick came up to a millisecond
+        later. Without pidfds, waitid is polled as ``Popen.wait(timeout)`` polls.
         """
-        end = time.monotonic() + timeout
-        delay = 0.0005
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        while os.waitid(os.P_PID, self.pid, flags) is None:
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                return False
-            delay = min(delay * 2, remaining, 0.05)
-            time.sleep(delay)
-        return True
+        if _exited(self.pid):
+            return True
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+            return _poll_exit(self.pid, timeout)
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            return bool(poller.poll(max(timeout, 0) * 1000))
+        finally:
+            os.close(pidfd)
 
     def kill(self) -> None:
         """SIGKILL the script's whole process group, then reap the script."""

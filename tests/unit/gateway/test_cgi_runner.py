@@ -5,11 +5,14 @@ PATH_INFO picks what the fixture script does (see BEHAVIOURS there).
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
+import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +109,30 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert not alive(script) and not alive(child)
 
 
-def test_a_background_child_is_killed_when_the_script_exits() -> None:
+@dataclass
+class ExitWait:
+    mode: str  # "pidfd" or "polled"
+    opened: list[int]  # the pids a pidfd was opened for
+
+
+@pytest.fixture(params=["pidfd", "polled"])
+def exit_wait(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ExitWait:
+    """The runner waits for a script's exit on a pidfd, or (a kernel before 5.3) by
+    polling waitid: both ways."""
+    wait = ExitWait(request.param, [])
+    real = os.pidfd_open
+
+    def pidfd_open(pid: int, flags: int = 0) -> int:
+        if wait.mode == "polled":
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+        wait.opened.append(pid)
+        return real(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open)
+    return wait
+
+
+def test_a_background_child_is_killed_when_the_script_exits(exit_wait: ExitWait) -> None:
     # The child detached its stdio, so the response ends without it: it is
     # killed with its group, not left running outside the deadline and the cap.
     slots = ScriptSlots(1)
@@ -175,9 +201,21 @@ def test_argv_given_as_a_list() -> None:
     assert result.stdout.endswith(b"hello from GET\n")
 
 
-def test_script_that_closes_its_output_and_lingers_is_killed() -> None:
-    with pytest.raises(CGITimeout):
+def test_script_that_closes_its_output_and_lingers_is_killed(exit_wait: ExitWait) -> None:
+    with pytest.raises(CGITimeout, match="longer than 0.5 s"):
         run_cgi(APP, meta("/close-and-linger"), limits=CGILimits(timeout_s=0.5))
+    # Its output ended while it ran on: the runner waited for its exit until
+    # the deadline, on a pidfd unless the kernel has none.
+    assert len(exit_wait.opened) == (1 if exit_wait.mode == "pidfd" else 0)
+
+
+def test_a_script_that_exits_after_its_output_gives_its_exit_code(exit_wait: ExitWait) -> None:
+    # The fixture closes stdout, then exits 3 a moment later.
+    with CGIProcess(APP, meta("/close-then-exit")) as proc:
+        assert b"".join(proc.stdout()).endswith(b"{}")
+        assert proc.wait() == 3
+    assert exit_wait.opened == ([proc.pid] if exit_wait.mode == "pidfd" else [])
+    assert not alive(proc.pid)
 
 
 def test_long_stderr_line_without_newline(caplog: pytest.LogCaptureFixture) -> None:

@@ -94,6 +94,15 @@ def close_and_linger() -> None:
     time.sleep(3600)
 
 
+def close_then_exit() -> None:
+    respond(b"{}")
+    out.flush()
+    os.close(1)
+    os.close(2)
+    time.sleep(0.2)
+    os._exit(3)
+
+
 def stream_forever() -> None:
     out.write(b"Content-Type: text/plain\nX-Accel-Buffering: no\n\nfirst\n")
     out.flush()
@@ -124,6 +133,7 @@ BEHAVIOURS = {
     "/no-content": lambda: out.write(b"Status: 204 No Content\n\n"),
     "/exit-1-after-response": lambda: (respond(b'{"ok": true}'), out.flush(), sys.exit(1)),
     "/close-and-linger": close_and_linger,
+    "/close-then-exit": close_then_exit,
     "/stderr-no-newline": lambda: (sys.stderr.write("z" * 5000), respond(b"{}")),
     "/stream-forever": stream_forever,
     "/fake-trace": lambda: respond(b"{}", extra="X-Gateway-Pid: 1\r\nContent-Length: 999\r\n"),
