@@ -13,10 +13,11 @@ each server come from ``gateway.servers.registry``, the one list of them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 from gateway import trace
-from gateway.config import Settings
+from gateway.config import Settings, default_workers
 from gateway.servers.probe import probe
 from gateway.servers.registry import SERVERS, ServerError, check_server, default_server, wire
 from gateway.servers.workers import worker_processes
@@ -63,25 +64,30 @@ def worker_counts(
     limits: Limits,
     workers: int = 0,
     replicas: Mapping[str, int] | None = None,
+    cpus: Mapping[str, float] | None = None,
 ) -> dict[str, int]:
-    """``workers`` of ``lab status``: processes running app code per mode, on this host.
+    """``workers`` of ``lab status``: processes running app code per mode.
 
-    ``workers`` is LAB_GATEWAY_WORKERS (0: each mode's default) and ``replicas``
-    the gateways per mode (missing: one); each replica runs the same count.
+    ``workers`` is LAB_GATEWAY_WORKERS (0: each mode's default), ``replicas``
+    the gateways per mode (missing: one; each replica runs the same count) and
+    ``cpus`` the CPUs each mode's gateway may use where it runs, a container's
+    limit (missing: this host's), which a default count follows.
     """
-    replicas = replicas or {}
-    return {
-        mode: worker_processes(
-            Settings(
-                mode=mode,  # type: ignore[arg-type]
-                server=server,
-                cgi_max_scripts=limits.cgi_max_scripts,
-                workers=workers,
-            )
+    replicas, cpus = replicas or {}, cpus or {}
+    counts = {}
+    for mode, server in servers.items():
+        chosen = workers
+        if not chosen and mode in cpus:
+            # The gateway's own rounding: gateway.system.cpus.usable_cpus.
+            chosen = default_workers(mode, max(1, math.ceil(cpus[mode])))  # type: ignore[arg-type]
+        settings = Settings(
+            mode=mode,  # type: ignore[arg-type]
+            server=server,
+            cgi_max_scripts=limits.cgi_max_scripts,
+            workers=chosen,
         )
-        * replicas.get(mode, 1)
-        for mode, server in servers.items()
-    }
+        counts[mode] = worker_processes(settings) * replicas.get(mode, 1)
+    return counts
 
 
 def healthy(host: str, port: int, mode: str, server: str) -> bool:

@@ -382,20 +382,32 @@ class DockerTarget:
         """Worker processes per mode, from ``docker compose top`` (every replica).
 
         fcgiwrap's and uvicorn's process trees are not gunicorn's: for those two,
-        the number each is configured to run (as on this host's CPU count), times
-        the service's replicas.
+        the number each is configured to run, times the service's replicas;
+        uvicorn's default follows the CPUs its container may use (LAB_GATEWAY_CPUS),
+        as the gateway inside counts them.
         """
         counts = {}
         configured: dict[str, int] = {}
         if any(servers.get(m) in ("fcgiwrap", "uvicorn") for m in SERVICES):
             replicas = self._replica_counts(cfg)
-            configured = worker_counts(servers, cfg.limits, cfg.gateway_workers, replicas)
+            cpus = {
+                m: self._cpus(cfg, SERVICES[m]) for m in SERVICES if servers.get(m) == "uvicorn"
+            }
+            known = {m: n for m, n in cpus.items() if n is not None}
+            configured = worker_counts(servers, cfg.limits, cfg.gateway_workers, replicas, known)
         for mode, service in SERVICES.items():
             if servers.get(mode) in ("fcgiwrap", "uvicorn"):
                 counts[mode] = configured[mode]
                 continue
             counts[mode] = workers_from_top(self._top(cfg, service))
         return counts
+
+    def _cpus(self, cfg: LabSettings, service: str) -> float | None:
+        """The CPUs ``service``'s container may use (None when it cannot be asked)."""
+        try:
+            return self.services(cfg).cpus(service)
+        except (LabError, ValueError):
+            return None
 
     def _top(self, cfg: LabSettings, service: str) -> str:
         """``docker compose top`` of every replica of ``service`` ("" when it fails)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import default_workers
 from lab.errors import LabError
 from lab.servers import recorded_servers
 from lab.settings import LabSettings
@@ -114,6 +115,29 @@ def test_status_workers_count_every_replica_and_lab_gateway_workers(
     # uvicorn's and fcgiwrap's counts are configured ones: times the replicas running.
     monkeypatch.setattr(target, "_replica_counts", lambda cfg: {"cgi": 2, "wsgi": 1, "asgi": 3})
     monkeypatch.setattr(target, "_top", lambda cfg, service: "")
+    monkeypatch.setattr(target, "_cpus", lambda cfg, service: 1.0)
     cfg = LabSettings(state_dir=tmp_path, gateway_workers=4)
     counts = target.workers(cfg, {"cgi": "fcgiwrap", "wsgi": "sync", "asgi": "uvicorn"})
     assert counts == {"cgi": 2 * cfg.limits.cgi_max_scripts, "wsgi": 0, "asgi": 12}
+
+
+@pytest.mark.parametrize(("container_cpus", "per_replica"), [(1.0, 1), (1.5, 2), (None, None)])
+def test_uvicorns_default_workers_follow_its_containers_cpus(
+    target: DockerTarget,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    container_cpus: float | None,
+    per_replica: int | None,
+) -> None:
+    # LAB_GATEWAY_CPUS limits the container; uvicorn inside counts those CPUs, not
+    # this host's (None: the container cannot be asked, the host's count stands).
+    monkeypatch.setattr(target, "_replica_counts", lambda cfg: {"asgi": 3})
+    monkeypatch.setattr(target, "_top", lambda cfg, service: "")
+    asked: list[str] = []
+    monkeypatch.setattr(
+        target, "_cpus", lambda cfg, service: asked.append(service) or container_cpus
+    )
+    counts = target.workers(LabSettings(state_dir=tmp_path), {"cgi": "runner", "asgi": "uvicorn"})
+    assert asked == ["gateway-asgi"]
+    expected = per_replica if per_replica is not None else default_workers("asgi")
+    assert counts["asgi"] == 3 * expected

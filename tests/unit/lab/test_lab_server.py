@@ -100,6 +100,14 @@ def test_workers_in_force_follow_lab_gateway_workers_and_replicas() -> None:
     assert scaled == {"cgi": 32, "wsgi": 4, "asgi": 12}
 
 
+def test_default_workers_follow_the_cpus_where_the_gateway_runs() -> None:
+    chosen = {"wsgi": "sync", "asgi": "uvicorn"}
+    limited = servers.worker_counts(chosen, Limits(), cpus={"wsgi": 2.0, "asgi": 1.5})
+    assert limited == {"wsgi": 5, "asgi": 2}  # 2 x cores + 1; one per core, rounded up
+    # LAB_GATEWAY_WORKERS wins over any CPU count.
+    assert servers.worker_counts(chosen, Limits(), 3, cpus={"asgi": 1.0}) == {"wsgi": 3, "asgi": 3}
+
+
 def test_fcgiwrap_prefork_is_the_script_cap_whatever_the_workers() -> None:
     from gateway.config import Settings
     from gateway.servers.fcgiwrap import fcgiwrap_command
