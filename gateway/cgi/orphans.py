@@ -22,8 +22,8 @@ import os
 from pathlib import Path
 from typing import Any, Final
 
-from gateway.cgi.runner import kill_group
 from gateway.numbers import parse_digits
+from gateway.system.processes import kill_group
 from gateway.system.procstat import stat_fields
 
 logger = logging.getLogger("gateway.cgi")

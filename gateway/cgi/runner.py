@@ -17,13 +17,10 @@ reaped, so its id cannot have been reused.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
-import select
 import selectors
-import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +30,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Protocol, runtime_checkable
+
+from gateway.system.processes import exits_within, kill_group
 
 logger = logging.getLogger("gateway.cgi")
 
@@ -182,16 +181,6 @@ class ScriptSlots:
                 self._running -= 1
 
 
-def kill_group(leader: int) -> None:
-    """SIGKILL the process group that ``leader`` leads; one already gone is no error.
-
-    Call it only while the leader is an unreaped child of this process: then its
-    pid, and so the group id, cannot have been reused.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(leader, signal.SIGKILL)
-
-
 def script_argv(script: str | os.PathLike[str] | Sequence[str]) -> list[str]:
     """The command line for a script: ``.py`` files run with this interpreter.
 
@@ -254,28 +243,6 @@ class _StderrLog:
             self.partial = b""
         if self.dropped:
             logger.warning("cgi[%d] stderr: %d more lines not logged", self.pid, self.dropped)
-
-
-# waitid(2): report an exit without reaping (the group id stays ours) or waiting.
-_EXITED_FLAGS: Final = os.WEXITED | os.WNOHANG | os.WNOWAIT
-
-
-def _exited(pid: int) -> bool:
-    """Has child ``pid`` exited? It stays unreaped either way."""
-    return os.waitid(os.P_PID, pid, _EXITED_FLAGS) is not None
-
-
-def _poll_exit(pid: int, timeout: float) -> bool:
-    """``_exited`` within ``timeout`` seconds, polled with growing sleeps (at most 50 ms)."""
-    end = time.monotonic() + timeout
-    delay = 0.0005
-    while not _exited(pid):
-        remaining = end - time.monotonic()
-        if remaining <= 0:
-            return False
-        delay = min(delay * 2, remaining, 0.05)
-        time.sleep(delay)
-    return True
 
 
 class CGIProcess:
@@ -427,35 +394,12 @@ class CGIProcess:
         deadline or its slot.
         """
         if self._proc.returncode is None:
-            if not self._exited_within(max(self._remaining(), 0)):
+            if not exits_within(self.pid, max(self._remaining(), 0)):
                 self._timed_out()
             self.kill()  # exited but not reaped: the group id is still ours
         self._finish()
         assert self.exit_code is not None
         return self.exit_code
-
-    def _exited_within(self, timeout: float) -> bool:
-        """True once the script has exited, leaving it unreaped (waitid(2) WNOWAIT).
-
-        waitid has no timeout, so the wait is on a pidfd: pidfd_open(2), "When
-        the process that it refers to terminates, these interfaces [poll(2),
-        select(2), epoll(7)] indicate the file descriptor as readable" (Linux
-        5.3+). It wakes at the exit: the script's stdout often ends a moment
-        before it has exited, and a poll's next tick came up to a millisecond
-        later. Without pidfds, waitid is polled as ``Popen.wait(timeout)`` polls.
-        """
-        if _exited(self.pid):
-            return True
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
-            return _poll_exit(self.pid, timeout)
-        try:
-            poller = select.poll()
-            poller.register(pidfd, select.POLLIN)
-            return bool(poller.poll(max(timeout, 0) * 1000))
-        finally:
-            os.close(pidfd)
 
     def kill(self) -> None:
         """SIGKILL the script's whole process group, then reap the script."""

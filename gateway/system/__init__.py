@@ -1,3 +1,4 @@
-"""What the gateway reads of the machine it runs on (Linux): the CPUs it may use
-(cgroups, affinity) and the per-process files of /proc. Standard library only, so
-the lab's /proc reader runs them inside every image (lab/system/procfs.py)."""
+"""What the gateway reads of and does to the machine it runs on (Linux): the CPUs it
+may use (cgroups, affinity), the per-process files of /proc, and the process groups
+of the scripts it starts. Standard library only, so the lab's /proc reader runs the
+parsers inside every image (lab/system/procfs.py)."""

@@ -381,19 +381,16 @@ class DockerTarget:
     def workers(self, cfg: LabSettings, servers: Mapping[str, str]) -> dict[str, int]:
         """Worker processes per mode, from ``docker compose top`` (every replica).
 
-        fcgiwrap's and uvicorn's process trees are not gunicorn's: for those two,
-        the number each is configured to run, times the service's replicas;
-        uvicorn's default follows the CPUs its container may use (LAB_GATEWAY_CPUS),
-        as the gateway inside counts them.
-        """
+        fcgiwrap's and uvicorn's process trees are not gunicorn's: for those two, the
+        number each is configured to run (uvicorn's default follows its container's
+        CPUs, LAB_GATEWAY_CPUS), times the service's replicas."""
         counts = {}
         configured: dict[str, int] = {}
         if any(servers.get(m) in ("fcgiwrap", "uvicorn") for m in SERVICES):
             replicas = self._replica_counts(cfg)
-            cpus = {
-                m: self._cpus(cfg, SERVICES[m]) for m in SERVICES if servers.get(m) == "uvicorn"
-            }
-            known = {m: n for m, n in cpus.items() if n is not None}
+            services = self.services(cfg)
+            asked = [m for m in SERVICES if servers.get(m) == "uvicorn"]
+            known = {m: n for m in asked if (n := services.cpus_known(SERVICES[m])) is not None}
             configured = worker_counts(servers, cfg.limits, cfg.gateway_workers, replicas, known)
         for mode, service in SERVICES.items():
             if servers.get(mode) in ("fcgiwrap", "uvicorn"):
@@ -401,13 +398,6 @@ class DockerTarget:
                 continue
             counts[mode] = workers_from_top(self._top(cfg, service))
         return counts
-
-    def _cpus(self, cfg: LabSettings, service: str) -> float | None:
-        """The CPUs ``service``'s container may use (None when it cannot be asked)."""
-        try:
-            return self.services(cfg).cpus(service)
-        except (LabError, ValueError):
-            return None
 
     def _top(self, cfg: LabSettings, service: str) -> str:
         """``docker compose top`` of every replica of ``service`` ("" when it fails)."""

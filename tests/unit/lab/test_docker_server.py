@@ -21,6 +21,7 @@ from lab.targets import switching
 from lab.targets.docker import server as docker_server
 from lab.targets.docker import target as docker
 from lab.targets.docker.compose import compose_env
+from lab.targets.docker.services import DockerServices
 from lab.targets.docker.target import DockerTarget
 
 
@@ -115,7 +116,7 @@ def test_status_workers_count_every_replica_and_lab_gateway_workers(
     # uvicorn's and fcgiwrap's counts are configured ones: times the replicas running.
     monkeypatch.setattr(target, "_replica_counts", lambda cfg: {"cgi": 2, "wsgi": 1, "asgi": 3})
     monkeypatch.setattr(target, "_top", lambda cfg, service: "")
-    monkeypatch.setattr(target, "_cpus", lambda cfg, service: 1.0)
+    monkeypatch.setattr(DockerServices, "cpus", lambda self, service: 1.0)
     cfg = LabSettings(state_dir=tmp_path, gateway_workers=4)
     counts = target.workers(cfg, {"cgi": "fcgiwrap", "wsgi": "sync", "asgi": "uvicorn"})
     assert counts == {"cgi": 2 * cfg.limits.cgi_max_scripts, "wsgi": 0, "asgi": 12}
@@ -134,9 +135,14 @@ def test_uvicorns_default_workers_follow_its_containers_cpus(
     monkeypatch.setattr(target, "_replica_counts", lambda cfg: {"asgi": 3})
     monkeypatch.setattr(target, "_top", lambda cfg, service: "")
     asked: list[str] = []
-    monkeypatch.setattr(
-        target, "_cpus", lambda cfg, service: asked.append(service) or container_cpus
-    )
+
+    def cpus(self: DockerServices, service: str) -> float:
+        asked.append(service)
+        if container_cpus is None:
+            raise LabError("`docker compose exec` failed")
+        return container_cpus
+
+    monkeypatch.setattr(DockerServices, "cpus", cpus)
     counts = target.workers(LabSettings(state_dir=tmp_path), {"cgi": "runner", "asgi": "uvicorn"})
     assert asked == ["gateway-asgi"]
     expected = per_replica if per_replica is not None else default_workers("asgi")
