@@ -1,12 +1,11 @@
 """What the gateway layer costs per request, in-process, without a server or a socket.
 
-Calls the WSGI and the ASGI demo app (``GET /``, hello) many times, bare and
-inside the gateway layer (gateway/middleware/), with the headers a request has
-when it comes straight from wrk (Host alone) and when nginx forwards it (the
-ones nginx/templates/proxy.conf sets). The layer's work per request is the
-difference: what a worker pays for the layer on the path the proxied-path
-benchmark measures (benchmarks/proxied_path.py), apart from the server's own
-parsing and the network.
+Calls the WSGI and the ASGI demo app (hello) many times, bare and inside the
+gateway layer (gateway/middleware/), with the requests benchmarks/proxied_path.py
+sends: ``GET /`` straight from wrk (Host alone) and ``GET /<mode>/`` as nginx
+forwards it (the headers nginx/templates/proxy.conf sets, the mount point among
+them). The layer's work per request is the difference: what a worker pays for
+the layer on that path, apart from the server's own parsing and the network.
 
     .venv/bin/python benchmarks/gateway_layers.py [--requests 20000] [--rounds 5]
 
@@ -22,27 +21,43 @@ import io
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.config import Settings
 from gateway.servers.gunicorn import build_app
 
-# The headers of ``GET /`` as wrk sends it, and as nginx forwards it on a
-# unix socket (no X-Forwarded-Prefix on "/": nginx drops an empty header).
-DIRECT: list[tuple[str, str]] = [("host", "127.0.0.1:8082")]
-PROXIED: list[tuple[str, str]] = [
-    ("host", "127.0.0.1:8080"),
-    ("x-forwarded-host", "127.0.0.1:8080"),
-    ("x-forwarded-for", "127.0.0.1"),
-    ("x-forwarded-proto", "http"),
-    ("x-request-id", "5f0c6d2e9a8b4c3d8e7f6a5b4c3d2e1f"),
-]
-# Where each request comes from: wrk over TCP, nginx over the unix socket
-# (both servers give a unix-socket peer no address).
-PEERS = {"direct": ("127.0.0.1", 50000), "proxied": None}
+
+class Request(NamedTuple):
+    """One ``GET`` as the server hands it to the layer."""
+
+    path: str
+    headers: list[tuple[str, str]]
+    client: tuple[str, int] | None  # None: a unix-socket peer (both servers give no address)
 
 
-def asgi_scope(headers: list[tuple[str, str]], client: tuple[str, int] | None) -> dict[str, Any]:
+REQUEST_ID = "5f0c6d2e9a8b4c3d8e7f6a5b4c3d2e1f"
+
+
+def direct() -> Request:
+    """``GET /`` as wrk sends it straight to a gateway (benchmarks/proxied_path.py)."""
+    return Request("/", [("host", "127.0.0.1:8083")], ("127.0.0.1", 50000))
+
+
+def proxied(mode: str) -> Request:
+    """``GET /<mode>/`` as nginx forwards it on the unix socket: the headers
+    nginx/templates/proxy.conf sets, the mount point among them."""
+    headers = [
+        ("host", "127.0.0.1:8080"),
+        ("x-forwarded-host", "127.0.0.1:8080"),
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-prefix", f"/{mode}"),
+        ("x-request-id", REQUEST_ID),
+    ]
+    return Request(f"/{mode}/", headers, None)
+
+
+def asgi_scope(request: Request) -> dict[str, Any]:
     """An HTTP scope as gunicorn's asyncio worker or uvicorn makes it (ASGI HTTP spec)."""
     return {
         "type": "http",
@@ -50,29 +65,29 @@ def asgi_scope(headers: list[tuple[str, str]], client: tuple[str, int] | None) -
         "http_version": "1.1",
         "method": "GET",
         "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
+        "path": request.path,
+        "raw_path": request.path.encode("latin-1"),
         "query_string": b"",
         "root_path": "",
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-        "client": client,
-        "server": ("127.0.0.1", 8082),
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers],
+        "client": request.client,
+        "server": ("127.0.0.1", 8083),
         "extensions": {},
     }
 
 
-def wsgi_environ(headers: list[tuple[str, str]], client: tuple[str, int] | None) -> dict[str, Any]:
+def wsgi_environ(request: Request) -> dict[str, Any]:
     """A WSGI environ as gunicorn makes it (PEP 3333; REMOTE_ADDR "" on a unix socket)."""
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
-        "PATH_INFO": "/",
+        "PATH_INFO": request.path,
         "QUERY_STRING": "",
-        "RAW_URI": "/",
+        "RAW_URI": request.path,
         "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8081",
+        "SERVER_PORT": "8082",
         "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": client[0] if client else "",
+        "REMOTE_ADDR": request.client[0] if request.client else "",
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
         "wsgi.input": io.BytesIO(),
@@ -81,7 +96,7 @@ def wsgi_environ(headers: list[tuple[str, str]], client: tuple[str, int] | None)
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
     }
-    for name, value in headers:
+    for name, value in request.headers:
         environ["HTTP_" + name.upper().replace("-", "_")] = value
     return environ
 
@@ -132,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         layered: Any = build_app(Settings(mode=mode))  # the layer as a worker serves it
         timer, make = (time_asgi, asgi_scope) if mode == "asgi" else (time_wsgi, wsgi_environ)
         cases: dict[str, tuple[Callable[..., Any], Any]] = {
-            "bare app": (layered.app, make(DIRECT, PEERS["direct"])),  # the app it wraps
-            "layer, direct": (layered, make(DIRECT, PEERS["direct"])),
-            "layer, proxied": (layered, make(PROXIED, PEERS["proxied"])),
+            "bare app": (layered.app, make(direct())),  # the app it wraps
+            "layer, direct": (layered, make(direct())),
+            "layer, proxied": (layered, make(proxied(mode))),
         }
         # Rounds alternate between the cases, so a busy spell hits them alike.
         best = dict.fromkeys(cases, float("inf"))
@@ -143,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 best[name] = min(best[name], timer(app, request, args.requests))
         rows += [(mode, name, us) for name, us in best.items()]
 
-    print(f"{args.requests} requests of GET / per round, best of {args.rounds} rounds")
+    print(f"{args.requests} requests per case and round, best of {args.rounds} rounds")
     print(f"{'mode':<6} {'case':<16} {'us/request':>10} {'layer us':>9}")
     bare_us = {mode: us for mode, name, us in rows if name == "bare app"}
     for mode, name, us in rows:

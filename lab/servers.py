@@ -13,7 +13,6 @@ each server come from ``gateway.servers.registry``, the one list of them.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 
 from gateway import trace
@@ -21,6 +20,7 @@ from gateway.config import Settings, default_workers
 from gateway.servers.probe import probe
 from gateway.servers.registry import SERVERS, ServerError, check_server, default_server, wire
 from gateway.servers.workers import worker_processes
+from gateway.system.cpus import whole_cpus
 from lab.errors import LabError
 from lab.routing import MODES
 from lab.settings import LabSettings, Limits
@@ -78,8 +78,7 @@ def worker_counts(
     for mode, server in servers.items():
         chosen = workers
         if not chosen and mode in cpus:
-            # The gateway's own rounding: gateway.system.cpus.usable_cpus.
-            chosen = default_workers(mode, max(1, math.ceil(cpus[mode])))  # type: ignore[arg-type]
+            chosen = default_workers(mode, whole_cpus(cpus[mode]))  # type: ignore[arg-type]
         settings = Settings(
             mode=mode,  # type: ignore[arg-type]
             server=server,

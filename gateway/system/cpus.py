@@ -87,12 +87,15 @@ def cpu_quota(read: Callable[[Path], str | None], proc_self_cgroup: str) -> floa
     return min(found) if found else None
 
 
+def whole_cpus(limit: float) -> int:
+    """A CPU limit (1.5 CPUs of quota) as whole cores for a worker count: rounded up,
+    at least 1 (a fraction of a core still runs a worker)."""
+    return max(1, math.ceil(limit))
+
+
 def usable_cpus(affinity: int, quota: float | None) -> int:
     """min(affinity, ceil(quota)), at least 1: the count ``2 x cores + 1`` is about."""
-    count = max(1, affinity)
-    if quota is not None:
-        count = min(count, math.ceil(quota))
-    return max(1, count)
+    return whole_cpus(float(affinity) if quota is None else min(float(affinity), quota))
 
 
 def available_cpus() -> int:

@@ -39,8 +39,9 @@ def exits_within(pid: int, timeout: float) -> bool:
     process that it refers to terminates, these interfaces [poll(2), select(2),
     epoll(7)] indicate the file descriptor as readable" (Linux 5.3+). It wakes
     at the exit: a script's stdout often ends a moment before it has exited,
-    and a poll's next tick came up to a millisecond later. Without pidfds,
-    waitid is polled as ``Popen.wait(timeout)`` polls.
+    and polling waitid with doubling sleeps wakes up to 1 ms late at first and
+    up to 50 ms late in a longer wait. Without pidfds, that polling is the way
+    (as ``Popen.wait(timeout)`` polls).
     """
     if has_exited(pid):
         return True

@@ -105,6 +105,14 @@ class Services(Protocol):
         """CPUs the service may use (affinity mask, capped by a cgroup quota)."""
 
 
+def cpus_known(services: Services, service: str) -> float | None:
+    """``services.cpus(service)``, or None when the service cannot be asked."""
+    try:
+        return services.cpus(service)
+    except (LabError, ValueError):
+        return None
+
+
 @runtime_checkable
 class Target(Protocol):
     name: str

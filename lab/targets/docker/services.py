@@ -82,13 +82,6 @@ class DockerServices:
         program = [_python(service), "-c", procfs.source(), "cpus"]
         return float(self._compose("exec", "-T", service, *program))
 
-    def cpus_known(self, service: str) -> float | None:
-        """``cpus``, or None when the container cannot be asked."""
-        try:
-            return self.cpus(service)
-        except (LabError, ValueError):
-            return None
-
     def access_log(self) -> str:
         return self._compose("logs", "--no-color", "--no-log-prefix", NGINX)
 

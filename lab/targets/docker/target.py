@@ -28,7 +28,7 @@ from lab.settings import ROOT, LabSettings
 from lab.system import procfs
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import port_free
-from lab.targets import StatusDict, control_process, docker_answers
+from lab.targets import StatusDict, control_process, cpus_known, docker_answers
 from lab.targets.docker.compose import (
     NGINX,
     PROJECT,
@@ -388,9 +388,9 @@ class DockerTarget:
         configured: dict[str, int] = {}
         if any(servers.get(m) in ("fcgiwrap", "uvicorn") for m in SERVICES):
             replicas = self._replica_counts(cfg)
-            services = self.services(cfg)
-            asked = [m for m in SERVICES if servers.get(m) == "uvicorn"]
-            known = {m: n for m in asked if (n := services.cpus_known(SERVICES[m])) is not None}
+            services, workers = self.services(cfg), cfg.gateway_workers  # workers: CPUs moot
+            asked = [m for m in SERVICES if servers.get(m) == "uvicorn" and not workers]
+            known = {m: n for m in asked if (n := cpus_known(services, SERVICES[m])) is not None}
             configured = worker_counts(servers, cfg.limits, cfg.gateway_workers, replicas, known)
         for mode, service in SERVICES.items():
             if servers.get(mode) in ("fcgiwrap", "uvicorn"):

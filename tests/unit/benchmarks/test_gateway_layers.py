@@ -8,11 +8,16 @@ from typing import Any
 
 import pytest
 
-from benchmarks.gateway_layers import DIRECT, PEERS, PROXIED, asgi_scope, time_asgi, wsgi_environ
+from benchmarks.gateway_layers import (
+    REQUEST_ID,
+    asgi_scope,
+    direct,
+    proxied,
+    time_asgi,
+    wsgi_environ,
+)
 from gateway.config import Settings
 from gateway.servers.gunicorn import build_app
-
-SENT_ID = dict(PROXIED)["x-request-id"]
 
 
 def asgi_response(scope: dict[str, Any]) -> tuple[int, dict[str, str]]:
@@ -39,18 +44,21 @@ def wsgi_response(environ: dict[str, Any]) -> tuple[int, dict[str, str]]:
     return int(status.split()[0]), {k.lower(): v for k, v in headers}
 
 
-CASES = [(asgi_response, asgi_scope), (wsgi_response, wsgi_environ)]
+RESPONDERS = {"asgi": (asgi_response, asgi_scope), "wsgi": (wsgi_response, wsgi_environ)}
 
 
-@pytest.mark.parametrize(("respond", "make"), CASES)
-def test_requests_reach_the_app_and_the_proxied_one_is_trusted(respond: Any, make: Any) -> None:
-    status, headers = respond(make(PROXIED, PEERS["proxied"]))
-    assert status == 200 and headers["x-request-id"] == SENT_ID
-    status, headers = respond(make(DIRECT, PEERS["direct"]))
-    assert status == 200 and headers["x-request-id"] != SENT_ID
+@pytest.mark.parametrize("mode", sorted(RESPONDERS))
+def test_requests_reach_the_app_and_the_proxied_one_is_trusted(mode: str) -> None:
+    respond, make = RESPONDERS[mode]
+    # /<mode>/ reaches the app's "/" only if the layer took the mount point from
+    # X-Forwarded-Prefix (else: 404), and the id is nginx's only if it was believed.
+    status, headers = respond(make(proxied(mode)))
+    assert status == 200 and headers["x-request-id"] == REQUEST_ID
+    status, headers = respond(make(direct()))
+    assert status == 200 and headers["x-request-id"] != REQUEST_ID
     assert "x-gateway-end" in headers
 
 
 def test_the_timer_returns_microseconds_per_request() -> None:
     app: Any = build_app(Settings(mode="asgi"))
-    assert 0 < time_asgi(app, asgi_scope(DIRECT, PEERS["direct"]), 50) < 1e6
+    assert 1 < time_asgi(app, asgi_scope(direct()), 50) < 10_000

@@ -56,6 +56,10 @@ def test_quota_from_recorded_cgroups(case: str, quota: float | None) -> None:
 def test_usable_cpus(affinity: int, quota: float | None, expected: int) -> None:
     assert cpus.usable_cpus(affinity, quota) == expected
 
+    # The lab counts a container's workers from its limit with the same rounding.
+    limit = float(affinity) if quota is None else min(float(affinity), quota)
+    assert cpus.whole_cpus(limit) == expected
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),

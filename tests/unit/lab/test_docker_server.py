@@ -22,6 +22,7 @@ from lab.targets.docker import server as docker_server
 from lab.targets.docker import target as docker
 from lab.targets.docker.compose import compose_env
 from lab.targets.docker.services import DockerServices
+from lab.targets.docker.swarm import SwarmTarget
 from lab.targets.docker.target import DockerTarget
 
 
@@ -122,28 +123,35 @@ def test_status_workers_count_every_replica_and_lab_gateway_workers(
     assert counts == {"cgi": 2 * cfg.limits.cgi_max_scripts, "wsgi": 0, "asgi": 12}
 
 
+@pytest.mark.parametrize("kind", [DockerTarget, SwarmTarget])
 @pytest.mark.parametrize(("container_cpus", "per_replica"), [(1.0, 1), (1.5, 2), (None, None)])
 def test_uvicorns_default_workers_follow_its_containers_cpus(
-    target: DockerTarget,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    kind: type[DockerTarget],
     container_cpus: float | None,
     per_replica: int | None,
 ) -> None:
     # LAB_GATEWAY_CPUS limits the container; uvicorn inside counts those CPUs, not
     # this host's (None: the container cannot be asked, the host's count stands).
+    # The swarm target counts workers the same way, through its own services.
+    target = kind({}) if kind is DockerTarget else kind()
     monkeypatch.setattr(target, "_replica_counts", lambda cfg: {"asgi": 3})
     monkeypatch.setattr(target, "_top", lambda cfg, service: "")
     asked: list[str] = []
 
-    def cpus(self: DockerServices, service: str) -> float:
+    def cpus(self: object, service: str) -> float:
         asked.append(service)
         if container_cpus is None:
             raise LabError("`docker compose exec` failed")
         return container_cpus
 
-    monkeypatch.setattr(DockerServices, "cpus", cpus)
+    monkeypatch.setattr(type(target.services(LabSettings(state_dir=tmp_path))), "cpus", cpus)
     counts = target.workers(LabSettings(state_dir=tmp_path), {"cgi": "runner", "asgi": "uvicorn"})
     assert asked == ["gateway-asgi"]
     expected = per_replica if per_replica is not None else default_workers("asgi")
     assert counts["asgi"] == 3 * expected
+    # LAB_GATEWAY_WORKERS decides alone: the container is not asked.
+    asked.clear()
+    fixed = target.workers(LabSettings(state_dir=tmp_path, gateway_workers=2), {"asgi": "uvicorn"})
+    assert fixed["asgi"] == 6 and asked == []
