@@ -30,7 +30,7 @@ from lab.nginx.render import COMPOSE_GATEWAY_PORT, COMPOSE_TLS_DIR, tls_files
 from lab.settings import LabSettings
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import port_free
-from lab.targets import StatusDict, control_process
+from lab.targets import Services, StatusDict, control_process
 from lab.targets.docker.compose import COMPOSE_FILE, NGINX, SERVICES, compose_env
 from lab.targets.docker.stack import (
     interpolate,
@@ -334,5 +334,5 @@ class SwarmTarget(DockerTarget):
         """Put ``server`` behind ``mode``, blue-green by service (docker/swarm_server.py)."""
         SwarmServerSwap(self, _run, _say).swap(cfg, mode, server)
 
-    def services(self, cfg: LabSettings) -> SwarmServices:  # type: ignore[override]
+    def services(self, cfg: LabSettings) -> Services:
         return SwarmServices(cfg, self)

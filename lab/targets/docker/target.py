@@ -28,7 +28,7 @@ from lab.settings import ROOT, LabSettings
 from lab.system import procfs
 from lab.system.http import is_healthy, wait_until
 from lab.system.ports import port_free
-from lab.targets import StatusDict, control_process, cpus_known, docker_answers
+from lab.targets import Services, StatusDict, control_process, cpus_known, docker_answers
 from lab.targets.docker.compose import (
     NGINX,
     PROJECT,
@@ -404,7 +404,7 @@ class DockerTarget:
         top = self._compose(cfg, "top", service)
         return top.stdout if top.returncode == 0 else ""
 
-    def services(self, cfg: LabSettings) -> DockerServices:
+    def services(self, cfg: LabSettings) -> Services:
         return DockerServices(cfg, self)
 
     def _replica_counts(self, cfg: LabSettings) -> dict[str, int]:
