@@ -207,8 +207,7 @@ class GatewayASGI:
         given = replaced.get(b"host", headers.get(b"host"))
         if (host := apply_absolute_form(scope, given)) is not None:
             replaced[b"host"] = host
-        for name, value in replaced.items():
-            headers[name] = value
+        headers.update(replaced)
         scope["headers"] = replace_headers(scope.get("headers", ()), replaced)
         traced = _Traced(self.mode, self.server, start, request_id)
 

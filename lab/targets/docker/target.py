@@ -391,7 +391,7 @@ class DockerTarget:
             services, workers = self.services(cfg), cfg.gateway_workers  # workers: CPUs moot
             asked = [m for m in SERVICES if servers.get(m) == "uvicorn" and not workers]
             known = {m: n for m in asked if (n := cpus_known(services, SERVICES[m])) is not None}
-            configured = worker_counts(servers, cfg.limits, cfg.gateway_workers, replicas, known)
+            configured = worker_counts(servers, cfg.limits, workers, replicas, known)
         for mode, service in SERVICES.items():
             if servers.get(mode) in ("fcgiwrap", "uvicorn"):
                 counts[mode] = configured[mode]
